@@ -1,0 +1,407 @@
+//! Sink side: `encoding` (event → bytes) and `framing` (how encoded events are joined).
+
+use std::io::Write;
+
+use serde::Deserialize;
+use sluice_core::LogEvent;
+use sluice_core::component::ConfigIssue;
+use vrl::value::{ObjectMap, Value};
+
+/// `encoding` block (Vector's field names).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodingConfig {
+    /// Required: `json`, `text`, `logfmt`, `csv` or `raw_message`.
+    pub codec: Codec,
+    /// Keep only these top-level fields.
+    pub only_fields: Option<Vec<String>>,
+    /// Remove these top-level fields.
+    pub except_fields: Option<Vec<String>>,
+    /// How timestamps are written. Default `rfc3339`.
+    pub timestamp_format: Option<TimestampFormat>,
+    pub json: Option<JsonOptions>,
+    pub csv: Option<CsvOptions>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    Json,
+    Text,
+    Logfmt,
+    Csv,
+    RawMessage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    Rfc3339,
+    Unix,
+    UnixMs,
+    UnixUs,
+    UnixNs,
+    UnixFloat,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonOptions {
+    /// Pretty-print. Default false.
+    #[serde(default)]
+    pub pretty: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Required: the fields to write, in order.
+    pub fields: Vec<String>,
+    /// One ASCII character. Default `,`.
+    #[serde(default = "default_csv_delimiter")]
+    pub delimiter: char,
+}
+
+fn default_csv_delimiter() -> char {
+    ','
+}
+
+/// `framing` block of sinks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkFraming {
+    pub method: Option<SinkFramingMethod>,
+    pub character_delimited: Option<SinkDelimiter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFramingMethod {
+    Bytes,
+    NewlineDelimited,
+    CharacterDelimited,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkDelimiter {
+    pub delimiter: char,
+}
+
+impl SinkFraming {
+    /// The bytes written after each event; `None` for `bytes`. Defaults to newline.
+    pub fn delimiter(&self) -> Result<Option<u8>, ConfigIssue> {
+        match self.method.unwrap_or(SinkFramingMethod::NewlineDelimited) {
+            SinkFramingMethod::Bytes => Ok(None),
+            SinkFramingMethod::NewlineDelimited => Ok(Some(b'\n')),
+            SinkFramingMethod::CharacterDelimited => match &self.character_delimited {
+                Some(d) if d.delimiter.is_ascii() => Ok(Some(d.delimiter as u8)),
+                _ => Err(ConfigIssue::new(
+                    "framing.character_delimited.delimiter",
+                    "one ASCII character is required for this method",
+                )),
+            },
+        }
+    }
+}
+
+/// An event could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode event: {0}")]
+pub struct EncodeError(pub String);
+
+/// Encodes events; built once per sink from an [`EncodingConfig`].
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    config: EncodingConfig,
+    csv_delimiter: u8,
+}
+
+impl EncodingConfig {
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.codec == Codec::Csv {
+            match &self.csv {
+                None => issues.push(ConfigIssue::new(
+                    "encoding.csv.fields",
+                    "required when `codec = \"csv\"`",
+                )),
+                Some(csv) if !csv.delimiter.is_ascii() => issues.push(ConfigIssue::new(
+                    "encoding.csv.delimiter",
+                    "must be one ASCII character",
+                )),
+                _ => {}
+            }
+        }
+        if self.only_fields.is_some() && self.except_fields.is_some() {
+            issues.push(ConfigIssue::new(
+                "encoding",
+                "`only_fields` and `except_fields` cannot both be set",
+            ));
+        }
+        issues
+    }
+
+    pub fn build(&self) -> Encoder {
+        let csv_delimiter = self.csv.as_ref().map_or(b',', |c| c.delimiter as u8);
+        Encoder {
+            config: self.clone(),
+            csv_delimiter,
+        }
+    }
+}
+
+fn write_scalar(buf: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Bytes(b) => buf.extend_from_slice(b),
+        Value::Null => {}
+        Value::Object(_) | Value::Array(_) => {
+            let _ = serde_json::to_writer(&mut *buf, value);
+        }
+        other => {
+            let _ = write!(buf, "{}", other.to_string_lossy());
+        }
+    }
+}
+
+fn convert_timestamps(value: &mut Value, format: TimestampFormat) {
+    match value {
+        Value::Timestamp(ts) => {
+            *value = match format {
+                TimestampFormat::Rfc3339 => return,
+                TimestampFormat::Unix => Value::from(ts.timestamp()),
+                TimestampFormat::UnixMs => Value::from(ts.timestamp_millis()),
+                TimestampFormat::UnixUs => Value::from(ts.timestamp_micros()),
+                TimestampFormat::UnixNs => {
+                    Value::from(ts.timestamp_nanos_opt().unwrap_or_default())
+                }
+                TimestampFormat::UnixFloat => {
+                    Value::from_f64_or_zero(ts.timestamp_micros() as f64 / 1e6)
+                }
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(|v| convert_timestamps(v, format)),
+        Value::Array(items) => items.iter_mut().for_each(|v| convert_timestamps(v, format)),
+        _ => {}
+    }
+}
+
+impl Encoder {
+    pub fn codec(&self) -> Codec {
+        self.config.codec
+    }
+
+    /// Whether the event must be reshaped before encoding (field filters, timestamp format).
+    fn needs_transform(&self) -> bool {
+        self.config.only_fields.is_some()
+            || self.config.except_fields.is_some()
+            || self
+                .config
+                .timestamp_format
+                .is_some_and(|f| f != TimestampFormat::Rfc3339)
+    }
+
+    fn shaped(&self, value: &Value) -> Value {
+        let mut value = match (value, &self.config.only_fields, &self.config.except_fields) {
+            (Value::Object(map), Some(only), _) => Value::Object(
+                map.iter()
+                    .filter(|(k, _)| only.iter().any(|f| f == k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<ObjectMap>(),
+            ),
+            (Value::Object(map), None, Some(except)) => Value::Object(
+                map.iter()
+                    .filter(|(k, _)| !except.iter().any(|f| f == k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<ObjectMap>(),
+            ),
+            _ => value.clone(),
+        };
+        if let Some(format) = self.config.timestamp_format {
+            convert_timestamps(&mut value, format);
+        }
+        value
+    }
+
+    /// Appends the encoding of `event` to `buf` (no framing).
+    pub fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.needs_transform() {
+            let value = self.shaped(event.value());
+            self.encode_value(&value, buf)
+        } else {
+            self.encode_value(event.value(), buf)
+        }
+    }
+
+    fn encode_value(&self, value: &Value, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let field = |name: &str| match value {
+            Value::Object(map) => map.get(name),
+            _ => None,
+        };
+        match self.config.codec {
+            Codec::Json => {
+                let pretty = self.config.json.as_ref().is_some_and(|j| j.pretty);
+                let result = if pretty {
+                    serde_json::to_writer_pretty(&mut *buf, value)
+                } else {
+                    serde_json::to_writer(&mut *buf, value)
+                };
+                result.map_err(|e| EncodeError(e.to_string()))
+            }
+            Codec::Text | Codec::RawMessage => {
+                match value {
+                    Value::Object(_) => {
+                        if let Some(message) = field("message") {
+                            write_scalar(buf, message);
+                        }
+                    }
+                    other => write_scalar(buf, other),
+                }
+                Ok(())
+            }
+            Codec::Logfmt => {
+                let Value::Object(map) = value else {
+                    return Err(EncodeError("logfmt needs an object".into()));
+                };
+                let mut first = true;
+                let mut scratch = Vec::new();
+                logfmt_object(buf, &mut scratch, "", map, &mut first);
+                Ok(())
+            }
+            Codec::Csv => {
+                let fields = self
+                    .config
+                    .csv
+                    .as_ref()
+                    .map(|c| c.fields.as_slice())
+                    .unwrap_or_default();
+                let mut scratch = Vec::new();
+                for (i, name) in fields.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(self.csv_delimiter);
+                    }
+                    scratch.clear();
+                    if let Some(v) = field(name) {
+                        write_scalar(&mut scratch, v);
+                    }
+                    let quote = scratch
+                        .iter()
+                        .any(|&b| b == self.csv_delimiter || b == b'"' || b == b'\n' || b == b'\r');
+                    if quote {
+                        buf.push(b'"');
+                        for &b in &scratch {
+                            if b == b'"' {
+                                buf.push(b'"');
+                            }
+                            buf.push(b);
+                        }
+                        buf.push(b'"');
+                    } else {
+                        buf.extend_from_slice(&scratch);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn logfmt_object(
+    buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    prefix: &str,
+    map: &ObjectMap,
+    first: &mut bool,
+) {
+    for (key, value) in map {
+        let name = if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Value::Object(inner) = value {
+            logfmt_object(buf, scratch, &name, inner, first);
+            continue;
+        }
+        if !*first {
+            buf.push(b' ');
+        }
+        *first = false;
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b'=');
+        scratch.clear();
+        write_scalar(scratch, value);
+        let quote = scratch.is_empty()
+            || scratch
+                .iter()
+                .any(|&b| b == b' ' || b == b'"' || b == b'=' || b < 0x20);
+        if quote {
+            buf.push(b'"');
+            for &b in scratch.iter() {
+                match b {
+                    b'"' => buf.extend_from_slice(b"\\\""),
+                    b'\\' => buf.extend_from_slice(b"\\\\"),
+                    b'\n' => buf.extend_from_slice(b"\\n"),
+                    _ => buf.push(b),
+                }
+            }
+            buf.push(b'"');
+        } else {
+            buf.extend_from_slice(scratch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use sluice_core::event::EventMetadata;
+
+    fn event() -> LogEvent {
+        let mut map = ObjectMap::new();
+        map.insert("message".into(), Value::from("hello, \"world\""));
+        map.insert("n".into(), Value::from(3));
+        let mut inner = ObjectMap::new();
+        inner.insert("k".into(), Value::from("a b"));
+        map.insert("o".into(), Value::Object(inner));
+        LogEvent::from_value(
+            Value::Object(map),
+            EventMetadata::new(Arc::from("t"), chrono::Utc::now()),
+        )
+    }
+
+    fn encode(toml_codec: serde_json::Value) -> String {
+        let config: EncodingConfig =
+            serde_json::from_value(toml_codec).unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = Vec::new();
+        config
+            .build()
+            .encode(&event(), &mut buf)
+            .unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[test]
+    fn codecs() {
+        assert_eq!(
+            encode(serde_json::json!({"codec": "text"})),
+            "hello, \"world\""
+        );
+        assert_eq!(
+            encode(serde_json::json!({"codec": "json", "only_fields": ["n"]})),
+            r#"{"n":3}"#
+        );
+        assert_eq!(
+            encode(serde_json::json!({"codec": "logfmt", "except_fields": ["message"]})),
+            r#"n=3 o.k="a b""#
+        );
+        assert_eq!(
+            encode(
+                serde_json::json!({"codec": "csv", "csv": {"fields": ["n", "message", "missing"]}})
+            ),
+            "3,\"hello, \"\"world\"\"\","
+        );
+    }
+}

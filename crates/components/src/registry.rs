@@ -1,0 +1,96 @@
+//! THE list of every component type. Adding a component is one line here.
+
+use sluice_core::component::{ComponentSpec, parse_sink, parse_source, parse_transform};
+use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
+
+use crate::sinks::{
+    blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
+};
+use crate::sources::{
+    demo_logs::DemoLogsConfig, http_server::HttpServerConfig, socket::SocketConfig,
+    stdin::StdinConfig,
+};
+use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
+
+/// Every component type sluice knows, sources first.
+pub fn registry() -> Vec<ComponentSpec> {
+    vec![
+        ComponentSpec {
+            kind: Source,
+            type_name: "demo_logs",
+            aliases: &[],
+            summary: "Generated events in common log formats",
+            parse: parse_source::<DemoLogsConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "http_server",
+            aliases: &["http"],
+            summary: "Events from HTTP requests, answered after delivery",
+            parse: parse_source::<HttpServerConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "socket",
+            aliases: &[],
+            summary: "Lines over TCP, datagrams over UDP",
+            parse: parse_source::<SocketConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "stdin",
+            aliases: &[],
+            summary: "Lines from standard input",
+            parse: parse_source::<StdinConfig>,
+        },
+        ComponentSpec {
+            kind: Transform,
+            type_name: "filter",
+            aliases: &[],
+            summary: "Keep events matching a VRL condition",
+            parse: parse_transform::<FilterConfig>,
+        },
+        ComponentSpec {
+            kind: Transform,
+            type_name: "remap",
+            aliases: &[],
+            summary: "Change events with a VRL program",
+            parse: parse_transform::<RemapConfig>,
+        },
+        ComponentSpec {
+            kind: Transform,
+            type_name: "route",
+            aliases: &[],
+            summary: "Send events to named outputs by VRL conditions",
+            parse: parse_transform::<RouteConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "blackhole",
+            aliases: &[],
+            summary: "Accept and forget events",
+            parse: parse_sink::<BlackholeConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "console",
+            aliases: &[],
+            summary: "Events to standard output or error",
+            parse: parse_sink::<ConsoleConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "file",
+            aliases: &[],
+            summary: "Events to files named by a template",
+            parse: parse_sink::<FileConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "http",
+            aliases: &[],
+            summary: "Batches of events to an HTTP endpoint",
+            parse: parse_sink::<HttpSinkConfig>,
+        },
+    ]
+}

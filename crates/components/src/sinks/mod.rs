@@ -1,0 +1,62 @@
+//! Sinks, and what they share: settling a batch (resolving its finalizers with one outcome
+//! and counting the ledger).
+
+pub mod blackhole;
+pub mod console;
+pub mod file;
+pub mod http;
+pub mod template;
+
+use sluice_core::ack::{BatchFinalizers, Outcome};
+use sluice_core::ledger::ComponentLedger;
+use sluice_core::{Chunk, LogEvent};
+
+/// The finalizers and size of events a sink has taken but not yet settled.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub finalizers: BatchFinalizers,
+    pub events: usize,
+}
+
+impl Pending {
+    pub fn add(&mut self, event: &mut LogEvent) {
+        self.finalizers.push(event.take_finalizer());
+        self.events += 1;
+    }
+
+    pub fn add_chunk(&mut self, chunk: &mut Chunk) {
+        for event in chunk.iter_mut() {
+            self.add(event);
+        }
+    }
+
+    /// Resolves every event with `outcome` and counts it in the ledger.
+    pub fn settle(self, ledger: &ComponentLedger, outcome: Outcome) {
+        let n = self.events;
+        self.finalizers.resolve(outcome);
+        match outcome {
+            Outcome::Delivered => ledger.sent(n),
+            Outcome::Stored => ledger.dead_lettered(n),
+            Outcome::Failed => ledger.errored(n),
+            Outcome::Discarded => ledger.discarded(n, "sink", true),
+        }
+    }
+}
+
+/// An event the sink cannot encode: resolved as failed and counted.
+pub(crate) fn reject(
+    ledger: &ComponentLedger,
+    mut event: LogEvent,
+    reason: &'static str,
+    error: &str,
+) {
+    event.take_finalizer().resolve(Outcome::Failed);
+    ledger.errored(1);
+    ledger.error(reason, "processing");
+    tracing::error!(
+        component_id = ledger.id(),
+        reason,
+        error,
+        "Event could not be written; counted as failed."
+    );
+}

@@ -1,0 +1,444 @@
+//! `http_server` (legacy name `http`): events from HTTP requests.
+//!
+//! Acknowledgements (on by default): a request is answered `response_code` only after every
+//! destination of every event in it has delivered the event or stored it durably. If any
+//! failed, the answer is 500 naming why; if the outcome takes longer than `ack_timeout_secs`,
+//! the answer is 503 so the sender retries. A request whose body cannot be decoded is
+//! rejected whole with 400 (nothing from it enters the pipeline).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use serde::Deserialize;
+use sluice_core::Chunk;
+use sluice_core::ack::{BatchNotifier, EventFinalizer, Outcome};
+use sluice_core::component::{
+    BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask,
+};
+use sluice_core::event::resolve_all;
+use sluice_core::ledger::ComponentLedger;
+use tokio::sync::mpsc;
+use vrl::value::{KeyString, Value};
+
+use super::{EventBuilder, count_rejected, forwarder};
+use crate::codecs::decoding::{FrameStats, Framer};
+use crate::codecs::{DecodingConfig, FramingConfig};
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// Required: `ip:port` to listen on.
+    pub address: SocketAddr,
+    /// Path that accepts events. Default `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// `false` accepts any path under `path`. Default true.
+    #[serde(default = "crate::default_true")]
+    pub strict_path: bool,
+    /// Default `POST`.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Status answered on success. Default 200.
+    #[serde(default = "default_response_code")]
+    pub response_code: u16,
+    /// Request headers copied into each event (`*` wildcards allowed).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Query parameters copied into each event.
+    #[serde(default)]
+    pub query_parameters: Vec<String>,
+    /// Field for the request path. Default `path`; `""` disables it.
+    #[serde(default = "default_path_key")]
+    pub path_key: String,
+    /// Field for the client's IP. Default `""` (off).
+    #[serde(default)]
+    pub host_key: String,
+    pub auth: Option<HttpServerAuth>,
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+    #[serde(default)]
+    pub framing: FramingConfig,
+    /// sluice: seconds to wait for the events' outcome before answering 503. Default 30.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: f64,
+    /// Accepted for compatibility.
+    pub keepalive: Option<Keepalive>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keepalive {
+    pub max_connection_age_secs: Option<u64>,
+    pub max_connection_age_jitter_factor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpServerAuth {
+    Basic { username: String, password: String },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Head,
+    Get,
+    Put,
+    #[default]
+    Post,
+    Patch,
+    Delete,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_path_key() -> String {
+    "path".into()
+}
+fn default_response_code() -> u16 {
+    200
+}
+fn default_ack_timeout() -> f64 {
+    30.0
+}
+
+struct Shared {
+    config: HttpServerConfig,
+    method: Method,
+    expected_auth: Option<String>,
+    framer: Framer,
+    builder: EventBuilder,
+    acknowledgements: bool,
+    ack_timeout: Duration,
+    tx: mpsc::Sender<Chunk>,
+    ledger: Arc<ComponentLedger>,
+}
+
+impl SourceConfig for HttpServerConfig {
+    fn can_acknowledge(&self) -> bool {
+        true
+    }
+
+    fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if StatusCode::from_u16(self.response_code).is_err() {
+            issues.push(ConfigIssue::new("response_code", "not a valid HTTP status"));
+        }
+        if !self.path.starts_with('/') {
+            issues.push(ConfigIssue::new("path", "must start with `/`"));
+        }
+        if !(self.ack_timeout_secs.is_finite() && self.ack_timeout_secs > 0.0) {
+            issues.push(ConfigIssue::new(
+                "ack_timeout_secs",
+                "must be a positive number of seconds",
+            ));
+        }
+        issues
+    }
+
+    fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
+        let framer = self
+            .framing
+            .framer(self.decoding.default_stream_framing(), None)
+            .map_err(BuildError)?;
+        let listener = std::net::TcpListener::bind(self.address)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| BuildError(format!("cannot listen on {}: {e}", self.address)))?;
+        let builder = EventBuilder::new(
+            cx.id.clone(),
+            self.decoding.decoder("http_server"),
+            Some(&self.host_key),
+        );
+        let expected_auth =
+            self.auth
+                .as_ref()
+                .map(|HttpServerAuth::Basic { username, password }| {
+                    let token = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"));
+                    format!("Basic {token}")
+                });
+        let method = match self.method {
+            HttpMethod::Head => Method::HEAD,
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Put => Method::PUT,
+            HttpMethod::Post => Method::POST,
+            HttpMethod::Patch => Method::PATCH,
+            HttpMethod::Delete => Method::DELETE,
+        };
+        let config = self.clone();
+        let SourceContext {
+            out,
+            mut shutdown,
+            acknowledgements,
+            ..
+        } = cx;
+        Ok(Box::pin(async move {
+            let (tx, ledger, forward) = forwarder(out);
+            let shared = Arc::new(Shared {
+                ack_timeout: Duration::from_secs_f64(config.ack_timeout_secs),
+                config,
+                method,
+                expected_auth,
+                framer,
+                builder,
+                acknowledgements,
+                tx,
+                ledger,
+            });
+            let app = axum::Router::new()
+                .fallback(handle)
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .with_state(shared);
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
+                tracing::error!(error = %e, "Cannot register the listener.");
+            })?;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+            if let Err(err) = &served {
+                tracing::error!(error = %err, "HTTP server failed.");
+            }
+            let _ = forward.await;
+            served.map_err(|_| ())
+        }))
+    }
+}
+
+fn reply(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}
+
+fn header_fields(
+    config: &HttpServerConfig,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Vec<(KeyString, Value)> {
+    let mut extra = Vec::new();
+    for wanted in &config.headers {
+        if wanted.contains('*') {
+            let pattern = wanted.to_ascii_lowercase();
+            let (prefix, suffix) = pattern.split_once('*').unwrap_or((&pattern, ""));
+            for (name, value) in headers {
+                let name = name.as_str();
+                if name.starts_with(prefix) && name.ends_with(suffix) {
+                    extra.push((
+                        KeyString::from(name),
+                        Value::Bytes(Bytes::copy_from_slice(value.as_bytes())),
+                    ));
+                }
+            }
+        } else {
+            let value = headers.get(wanted.as_str()).map_or(Value::Null, |v| {
+                Value::Bytes(Bytes::copy_from_slice(v.as_bytes()))
+            });
+            extra.push((KeyString::from(wanted.as_str()), value));
+        }
+    }
+    if !config.query_parameters.is_empty() {
+        let pairs: Vec<(String, String)> = uri
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        Some((percent_decode(k)?, percent_decode(v)?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for wanted in &config.query_parameters {
+            let value = pairs
+                .iter()
+                .find(|(k, _)| k == wanted)
+                .map_or(Value::Null, |(_, v)| Value::from(v.as_str()));
+            extra.push((KeyString::from(wanted.as_str()), value));
+        }
+    }
+    if !config.path_key.is_empty() {
+        extra.push((
+            KeyString::from(config.path_key.as_str()),
+            Value::from(uri.path()),
+        ));
+    }
+    extra
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Response> {
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let mut out = Vec::new();
+    let result = match encoding.as_str() {
+        "identity" | "" => return Ok(body),
+        "gzip" => flate2::read::MultiGzDecoder::new(&body[..])
+            .take(MAX_BODY_BYTES as u64 * 4)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&body[..])
+            .take(MAX_BODY_BYTES as u64 * 4)
+            .read_to_end(&mut out),
+        _ => {
+            return Err(reply(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Encoding\n",
+            ));
+        }
+    };
+    match result {
+        Ok(_) => Ok(Bytes::from(out)),
+        Err(_) => Err(reply(
+            StatusCode::BAD_REQUEST,
+            "body could not be decompressed\n",
+        )),
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let config = &shared.config;
+    let path_ok = if config.strict_path {
+        uri.path() == config.path
+    } else {
+        uri.path().starts_with(config.path.as_str())
+    };
+    if !path_ok {
+        return reply(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if method != shared.method {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    if let Some(expected) = &shared.expected_auth {
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Basic")],
+                "unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    let body = match decompress(&headers, body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let mut buf = BytesMut::from(&body[..]);
+    let mut frames = Vec::new();
+    let mut stats = FrameStats::default();
+    shared.framer.split(&mut buf, &mut frames, &mut stats);
+    shared.framer.finish(&mut buf, &mut frames, &mut stats);
+    count_rejected(
+        &shared.ledger,
+        stats.oversized,
+        "oversized",
+        "frame longer than max_length",
+    );
+    if frames.is_empty() {
+        return reply(status(config.response_code), "");
+    }
+    let mut extra = header_fields(config, &headers, &uri);
+    let host = (!config.host_key.is_empty()).then(|| Bytes::from(peer.ip().to_string()));
+    let (notifier, mut receiver) = BatchNotifier::with_receiver();
+    let finalizer = if shared.acknowledgements {
+        EventFinalizer::new(notifier)
+    } else {
+        EventFinalizer::default()
+    };
+    let mut chunk = Vec::with_capacity(frames.len());
+    let (failed, error) =
+        shared
+            .builder
+            .decode_all(frames, finalizer, host.as_ref(), &extra, &mut chunk);
+    extra.clear();
+    if failed > 0 {
+        // Reject the whole request so the sender can fix it; nothing from it was sent.
+        resolve_all(chunk, Outcome::Discarded);
+        count_rejected(
+            &shared.ledger,
+            failed,
+            "decode_error",
+            error.as_deref().unwrap_or_default(),
+        );
+        let message = format!("body could not be decoded: {}\n", error.unwrap_or_default());
+        return (StatusCode::BAD_REQUEST, message).into_response();
+    }
+    if let Err(err) = shared.tx.send(chunk).await {
+        resolve_all(err.0, Outcome::Failed);
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; send again\n",
+        );
+    }
+    if !shared.acknowledgements {
+        return reply(status(config.response_code), "");
+    }
+    match tokio::time::timeout(shared.ack_timeout, receiver.wait()).await {
+        Ok(Outcome::Failed) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "delivery failed: events were not delivered or stored; send again\n",
+        ),
+        Ok(_) => reply(status(config.response_code), ""),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not acknowledged within ack_timeout_secs; send again\n",
+        ),
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%zz"), None);
+    }
+}

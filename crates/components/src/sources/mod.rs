@@ -1,0 +1,126 @@
+//! Sources, and what they share: turning frames into chunks of events, and a forwarder that
+//! lets many connection tasks feed one [`SourceSender`].
+
+pub mod demo_logs;
+pub mod http_server;
+pub mod socket;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_core::Chunk;
+use sluice_core::ack::EventFinalizer;
+use sluice_core::component::SourceSender;
+use sluice_core::event::EventMetadata;
+use sluice_core::ledger::ComponentLedger;
+use tokio::sync::mpsc;
+use vrl::value::{KeyString, Value};
+
+use crate::codecs::decoding::Decoder;
+
+/// Builds events for one source from frames.
+#[derive(Debug, Clone)]
+pub(crate) struct EventBuilder {
+    pub id: Arc<str>,
+    pub decoder: Decoder,
+    /// `host_key`: `None` when disabled (`""`).
+    pub host_key: Option<KeyString>,
+}
+
+impl EventBuilder {
+    pub fn new(id: Arc<str>, decoder: Decoder, host_key: Option<&str>) -> Self {
+        let host_key = match host_key {
+            Some("") => None,
+            Some(key) => Some(KeyString::from(key.trim_start_matches('.'))),
+            None => Some(KeyString::from("host")),
+        };
+        Self {
+            id,
+            decoder,
+            host_key,
+        }
+    }
+
+    /// Decodes `frames` into `out`. Every event shares `finalizer`; `host` goes under
+    /// `host_key`. Returns the number of frames that failed to decode, with the last error.
+    pub fn decode_all(
+        &self,
+        frames: impl IntoIterator<Item = Bytes>,
+        finalizer: EventFinalizer,
+        host: Option<&Bytes>,
+        extra: &[(KeyString, Value)],
+        out: &mut Chunk,
+    ) -> (usize, Option<String>) {
+        let mut meta = EventMetadata::new(self.id.clone(), chrono::Utc::now());
+        meta.set_finalizer(finalizer);
+        let default_host = self.host_key.as_deref() == Some("host");
+        let host_for_legacy = if default_host { host } else { None };
+        let mut failures = 0;
+        let mut last_error = None;
+        for frame in frames {
+            let start = out.len();
+            if let Err(err) = self.decoder.decode(frame, host_for_legacy, &meta, out) {
+                failures += 1;
+                last_error = Some(err);
+                continue;
+            }
+            if (!default_host && host.is_some()) || !extra.is_empty() {
+                for event in &mut out[start..] {
+                    if let (Some(key), Some(host), false) = (&self.host_key, host, default_host) {
+                        event.insert(key, Value::Bytes(host.clone()));
+                    }
+                    for (key, value) in extra {
+                        event.insert(key, value.clone());
+                    }
+                }
+            }
+        }
+        // The template's own copy never became an event.
+        meta.set_finalizer(EventFinalizer::default());
+        (failures, last_error)
+    }
+}
+
+/// Counts input that never became an event (oversized or undecodable frames) in the
+/// source's ledger under a named reason, and logs it.
+pub(crate) fn count_rejected(
+    ledger: &ComponentLedger,
+    n: usize,
+    reason: &'static str,
+    detail: &str,
+) {
+    if n == 0 {
+        return;
+    }
+    ledger.accept(n);
+    ledger.discarded(n, reason, false);
+    ledger.error(reason, "receiving");
+    tracing::warn!(
+        component_id = ledger.id(),
+        frames = n,
+        reason,
+        detail,
+        "Input discarded."
+    );
+}
+
+/// Lets many tasks (connections, requests) feed one [`SourceSender`]. The forwarder ends when
+/// every handle is dropped.
+pub(crate) fn forwarder(
+    mut out: SourceSender,
+) -> (
+    mpsc::Sender<Chunk>,
+    Arc<ComponentLedger>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(64);
+    let ledger = out.ledger().clone();
+    let task = tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            // On error the chunk was already resolved as failed and counted.
+            let _ = out.send(chunk).await;
+        }
+    });
+    (tx, ledger, task)
+}

@@ -1,0 +1,306 @@
+//! `socket`: lines over TCP, datagrams over UDP. Does not acknowledge: TCP and UDP have no way
+//! to tell a sender that its data is safe, so data read from the kernel is at the pipeline's
+//! mercy (as in Vector). Peer address goes to `host_key`, peer port to `port_key`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use sluice_core::ack::EventFinalizer;
+use sluice_core::component::{BuildError, SourceConfig, SourceContext, SourceTask};
+use sluice_core::ledger::ComponentLedger;
+use sluice_core::shutdown::ShutdownSignal;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Semaphore, mpsc};
+use vrl::value::{KeyString, Value};
+
+use super::{EventBuilder, count_rejected, forwarder};
+use crate::codecs::decoding::{FrameStats, Framer, FramingMethod};
+use crate::codecs::{DecodingConfig, FramingConfig};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Required: `tcp` or `udp`.
+    pub mode: SocketMode,
+    /// Required: `ip:port` to listen on.
+    pub address: SocketAddr,
+    /// Longest frame in bytes (legacy). Default 102400.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Field for the peer's IP. Default `host`; `""` disables it.
+    pub host_key: Option<String>,
+    /// Field for the peer's port. Default `port`; `""` disables it.
+    #[serde(default = "default_port_key")]
+    pub port_key: String,
+    /// TCP: seconds to let connections finish at shutdown. Default 30.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    /// TCP: most connections at once. Default: unlimited.
+    pub connection_limit: Option<u32>,
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+    #[serde(default)]
+    pub framing: FramingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketMode {
+    Tcp,
+    Udp,
+}
+
+fn default_max_length() -> usize {
+    102_400
+}
+fn default_port_key() -> String {
+    "port".into()
+}
+fn default_shutdown_timeout() -> u64 {
+    30
+}
+
+impl SourceConfig for SocketConfig {
+    fn can_acknowledge(&self) -> bool {
+        false
+    }
+
+    fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
+        let default_method = match self.mode {
+            SocketMode::Tcp => FramingMethod::NewlineDelimited,
+            SocketMode::Udp => FramingMethod::Bytes,
+        };
+        let framer = self
+            .framing
+            .framer(default_method, Some(self.max_length))
+            .map_err(BuildError)?;
+        let builder = EventBuilder::new(
+            cx.id.clone(),
+            self.decoding.decoder("socket"),
+            self.host_key.as_deref(),
+        );
+        let port_key = (!self.port_key.is_empty()).then(|| KeyString::from(self.port_key.as_str()));
+        let bind =
+            |e: std::io::Error| BuildError(format!("cannot listen on {}: {e}", self.address));
+        let SourceContext { out, shutdown, .. } = cx;
+        match self.mode {
+            SocketMode::Tcp => {
+                let listener = std::net::TcpListener::bind(self.address).map_err(bind)?;
+                listener.set_nonblocking(true).map_err(bind)?;
+                let limit = self
+                    .connection_limit
+                    .map(|n| Arc::new(Semaphore::new(n as usize)));
+                let conn = Conn {
+                    framer,
+                    builder,
+                    port_key,
+                };
+                let timeout = std::time::Duration::from_secs(self.shutdown_timeout_secs);
+                Ok(Box::pin(run_tcp(
+                    listener, conn, limit, timeout, out, shutdown,
+                )))
+            }
+            SocketMode::Udp => {
+                let socket = std::net::UdpSocket::bind(self.address).map_err(bind)?;
+                socket.set_nonblocking(true).map_err(bind)?;
+                let conn = Conn {
+                    framer,
+                    builder,
+                    port_key,
+                };
+                Ok(Box::pin(run_udp(
+                    socket,
+                    conn,
+                    self.max_length,
+                    out,
+                    shutdown,
+                )))
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Conn {
+    framer: Framer,
+    builder: EventBuilder,
+    port_key: Option<KeyString>,
+}
+
+impl Conn {
+    fn emit(
+        &self,
+        frames: &mut Vec<Bytes>,
+        peer: SocketAddr,
+        ledger: &ComponentLedger,
+    ) -> Vec<sluice_core::LogEvent> {
+        let host = Bytes::from(peer.ip().to_string());
+        let extra: Vec<(KeyString, Value)> = self
+            .port_key
+            .iter()
+            .map(|k| (k.clone(), Value::from(i64::from(peer.port()))))
+            .collect();
+        let mut chunk = Vec::with_capacity(frames.len());
+        let (failed, error) = self.builder.decode_all(
+            frames.drain(..),
+            EventFinalizer::default(),
+            Some(&host),
+            &extra,
+            &mut chunk,
+        );
+        count_rejected(
+            ledger,
+            failed,
+            "decode_error",
+            error.as_deref().unwrap_or_default(),
+        );
+        chunk
+    }
+}
+
+async fn run_tcp(
+    listener: std::net::TcpListener,
+    conn: Conn,
+    limit: Option<Arc<Semaphore>>,
+    shutdown_timeout: std::time::Duration,
+    out: sluice_core::component::SourceSender,
+    mut shutdown: ShutdownSignal,
+) -> Result<(), ()> {
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
+        tracing::error!(error = %e, "Cannot register the listener.");
+    })?;
+    let (tx, ledger, forward) = forwarder(out);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let permit = match &limit {
+            Some(limit) => tokio::select! {
+                () = shutdown.wait() => break,
+                permit = limit.clone().acquire_owned() => permit.ok(),
+            },
+            None => None,
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "Cannot accept a connection.");
+                    ledger.error("accept_failed", "receiving");
+                    continue;
+                }
+            },
+        };
+        let (conn, tx, ledger) = (conn.clone(), tx.clone(), ledger.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            read_stream(stream, peer, conn, tx, ledger).await;
+        });
+    }
+    drop(tx);
+    // Open connections may finish sending for `shutdown_timeout_secs`.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "Closing connections still open after shutdown_timeout_secs; unread data stays with the senders."
+        );
+        connections.abort_all();
+    }
+    let _ = forward.await;
+    Ok(())
+}
+
+async fn read_stream(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    conn: Conn,
+    tx: mpsc::Sender<sluice_core::Chunk>,
+    ledger: Arc<ComponentLedger>,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut frames = Vec::new();
+    let mut stats = FrameStats::default();
+    loop {
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let read = stream.read_buf(&mut buf).await;
+        let eof = !matches!(read, Ok(n) if n > 0);
+        conn.framer.split(&mut buf, &mut frames, &mut stats);
+        if eof {
+            conn.framer.finish(&mut buf, &mut frames, &mut stats);
+        } else if conn.framer.tail_oversized(&buf) {
+            // Vector discards an oversized frame; drop what we have of it.
+            buf.clear();
+            stats.oversized += 1;
+        }
+        count_rejected(
+            &ledger,
+            std::mem::take(&mut stats.oversized),
+            "oversized",
+            "frame longer than max_length",
+        );
+        if !frames.is_empty() {
+            let chunk = conn.emit(&mut frames, peer, &ledger);
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        if eof {
+            break;
+        }
+    }
+}
+
+async fn run_udp(
+    socket: std::net::UdpSocket,
+    conn: Conn,
+    max_length: usize,
+    out: sluice_core::component::SourceSender,
+    mut shutdown: ShutdownSignal,
+) -> Result<(), ()> {
+    let socket = tokio::net::UdpSocket::from_std(socket).map_err(|e| {
+        tracing::error!(error = %e, "Cannot register the socket.");
+    })?;
+    let (tx, ledger, forward) = forwarder(out);
+    let mut datagram = vec![0u8; 65_536];
+    let mut frames = Vec::new();
+    let mut stats = FrameStats::default();
+    loop {
+        let (len, peer) = tokio::select! {
+            () = shutdown.wait() => break,
+            received = socket.recv_from(&mut datagram) => match received {
+                Ok(received) => received,
+                Err(err) => {
+                    tracing::warn!(error = %err, "Cannot receive a datagram.");
+                    ledger.error("receive_failed", "receiving");
+                    continue;
+                }
+            },
+        };
+        if len > max_length {
+            count_rejected(&ledger, 1, "oversized", "datagram longer than max_length");
+            continue;
+        }
+        let mut buf = BytesMut::from(&datagram[..len]);
+        conn.framer.split(&mut buf, &mut frames, &mut stats);
+        conn.framer.finish(&mut buf, &mut frames, &mut stats);
+        count_rejected(
+            &ledger,
+            std::mem::take(&mut stats.oversized),
+            "oversized",
+            "frame longer than max_length",
+        );
+        if !frames.is_empty() {
+            let chunk = conn.emit(&mut frames, peer, &ledger);
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = forward.await;
+    Ok(())
+}

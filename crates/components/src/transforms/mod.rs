@@ -1,0 +1,6 @@
+//! Transforms: `remap`, `filter`, `route`, and the VRL glue they share.
+
+pub mod filter;
+pub mod remap;
+pub mod route;
+pub mod vrl;

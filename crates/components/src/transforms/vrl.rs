@@ -1,0 +1,259 @@
+//! VRL glue: the function set (VRL's stdlib plus sluice's secret functions), compiling with
+//! VRL's own diagnostics, running a program on an event, and conditions.
+
+use serde::Deserialize;
+use sluice_core::LogEvent;
+use vrl::compiler::prelude::*;
+use vrl::compiler::runtime::{Runtime, Terminate};
+use vrl::compiler::{CompilationResult, Program, TargetValueRef, TimeZone};
+
+/// VRL's stdlib plus `get_secret`, `set_secret` and `remove_secret`.
+pub fn functions() -> Vec<Box<dyn Function>> {
+    let mut functions = vrl::stdlib::all();
+    functions.push(Box::new(GetSecret));
+    functions.push(Box::new(SetSecret));
+    functions.push(Box::new(RemoveSecret));
+    functions
+}
+
+/// Compiles `source`; on failure returns VRL's diagnostics rendered as text.
+pub fn compile(source: &str) -> Result<CompilationResult, String> {
+    vrl::compiler::compile(source, &functions())
+        .map_err(|diagnostics| vrl::diagnostic::Formatter::new(source, diagnostics).to_string())
+}
+
+/// Runs `program` on `event` in place.
+pub fn run(
+    runtime: &mut Runtime,
+    program: &Program,
+    tz: &TimeZone,
+    event: &mut LogEvent,
+) -> Result<Value, Terminate> {
+    let (value, metadata, secrets) = event.vrl_parts_mut();
+    let mut target = TargetValueRef {
+        value,
+        metadata,
+        secrets,
+    };
+    let result = runtime.resolve(&mut target, program, tz);
+    runtime.clear();
+    result
+}
+
+/// A condition as Vector writes it: a VRL string, or `{ type = "vrl", source = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConditionConfig {
+    Source(String),
+    Typed(TypedCondition),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypedCondition {
+    /// Only `vrl` is supported.
+    #[serde(rename = "type")]
+    pub condition_type: ConditionType,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionType {
+    Vrl,
+}
+
+impl ConditionConfig {
+    pub fn source(&self) -> &str {
+        match self {
+            Self::Source(source) | Self::Typed(TypedCondition { source, .. }) => source,
+        }
+    }
+
+    pub fn build(&self) -> Result<Condition, String> {
+        let compiled = compile(self.source())?;
+        Ok(Condition {
+            program: compiled.program,
+            runtime: Runtime::default(),
+            tz: TimeZone::default(),
+        })
+    }
+}
+
+/// A compiled condition.
+pub struct Condition {
+    program: Program,
+    runtime: Runtime,
+    tz: TimeZone,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Condition")
+    }
+}
+
+impl Condition {
+    /// True when the program returns `true`. Errors and non-boolean results are `Err` (and
+    /// callers treat them as false, as Vector does).
+    pub fn check(&mut self, event: &mut LogEvent) -> Result<bool, String> {
+        match run(&mut self.runtime, &self.program, &self.tz, event) {
+            Ok(Value::Boolean(b)) => Ok(b),
+            Ok(other) => Err(format!(
+                "condition returned {}, not a boolean",
+                other.kind()
+            )),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
+
+fn key_arg(ctx: &mut Context, expr: &dyn Expression) -> Result<String, ExpressionError> {
+    Ok(expr.resolve(ctx)?.try_bytes_utf8_lossy()?.into_owned())
+}
+
+macro_rules! secret_function {
+    ($name:ident, $id:literal, $usage:literal, $params:expr, $ret:expr) => {
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name;
+
+        impl Function for $name {
+            fn identifier(&self) -> &'static str {
+                $id
+            }
+            fn usage(&self) -> &'static str {
+                $usage
+            }
+            fn category(&self) -> &'static str {
+                Category::System.as_ref()
+            }
+            fn return_kind(&self) -> u16 {
+                $ret
+            }
+            fn parameters(&self) -> &'static [Parameter] {
+                $params
+            }
+            fn examples(&self) -> &'static [Example] {
+                &[]
+            }
+            fn compile(
+                &self,
+                _state: &state::TypeState,
+                _ctx: &mut FunctionCompileContext,
+                arguments: ArgumentList,
+            ) -> Compiled {
+                Ok(SecretFn {
+                    op: $id,
+                    key: arguments.required("key"),
+                    secret: arguments.optional("secret"),
+                }
+                .as_expr())
+            }
+        }
+    };
+}
+
+const KEY: Parameter = Parameter::required("key", kind::BYTES, "The name of the secret.");
+const SET_SECRET_PARAMS: &[Parameter] = &[
+    KEY,
+    Parameter::required("secret", kind::BYTES, "The value of the secret."),
+];
+secret_function!(
+    GetSecret,
+    "get_secret",
+    "Returns the value of the event's secret `key`, or null.",
+    &[KEY],
+    kind::BYTES | kind::NULL
+);
+secret_function!(
+    SetSecret,
+    "set_secret",
+    "Sets the event's secret `key` to `secret`. Secrets travel with the event but are never encoded.",
+    SET_SECRET_PARAMS,
+    kind::NULL
+);
+secret_function!(
+    RemoveSecret,
+    "remove_secret",
+    "Removes the event's secret `key`.",
+    &[KEY],
+    kind::NULL
+);
+
+#[derive(Debug, Clone)]
+struct SecretFn {
+    op: &'static str,
+    key: Box<dyn Expression>,
+    secret: Option<Box<dyn Expression>>,
+}
+
+impl FunctionExpression for SecretFn {
+    fn resolve(&self, ctx: &mut Context) -> Resolved {
+        let key = key_arg(ctx, self.key.as_ref())?;
+        match self.op {
+            "get_secret" => Ok(ctx
+                .target()
+                .get_secret(&key)
+                .map_or(Value::Null, Value::from)),
+            "set_secret" => {
+                let secret = match &self.secret {
+                    Some(expr) => key_arg(ctx, expr.as_ref())?,
+                    None => return Err("set_secret needs a secret".into()),
+                };
+                ctx.target_mut().insert_secret(&key, &secret);
+                Ok(Value::Null)
+            }
+            _ => {
+                ctx.target_mut().remove_secret(&key);
+                Ok(Value::Null)
+            }
+        }
+    }
+
+    fn type_def(&self, _: &state::TypeState) -> TypeDef {
+        match self.op {
+            "get_secret" => TypeDef::bytes().add_null().infallible(),
+            _ => TypeDef::null().infallible(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use sluice_core::event::EventMetadata;
+
+    #[test]
+    fn secrets_round_trip_and_stay_out_of_the_body() {
+        let compiled = compile(r#"set_secret("api_key", "k-123"); .seen = get_secret("api_key")"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut event = LogEvent::from_value(
+            Value::Object(Default::default()),
+            EventMetadata::new(Arc::from("s"), chrono::Utc::now()),
+        );
+        let mut runtime = Runtime::default();
+        run(
+            &mut runtime,
+            &compiled.program,
+            &TimeZone::default(),
+            &mut event,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            event.secrets().get("api_key").map(|s| s.as_ref()),
+            Some("k-123")
+        );
+        assert_eq!(event.get("seen"), Some(&Value::from("k-123")));
+        assert!(event.get("api_key").is_none());
+    }
+
+    #[test]
+    fn compile_errors_use_vrl_diagnostics() {
+        let err = compile(".x = parse_json(.message)")
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("error[E103]"), "{err}");
+    }
+}

@@ -1,0 +1,242 @@
+//! The ledger (G1): where every event that entered a component is now.
+//!
+//! Invariant, per component and at every quiescent moment:
+//! `received = sent + discarded + dead_lettered + errored + in_flight`.
+//! `in_flight` is tracked as its own gauge (incremented on accept, decremented on every
+//! settlement), so the balance is a real check, not an identity.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::ack::unresolved_drops;
+
+/// The three kinds of components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl ComponentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Transform => "transform",
+            Self::Sink => "sink",
+        }
+    }
+}
+
+/// Counters of one component. Cheap to update: one atomic per settlement of a chunk.
+#[derive(Debug)]
+pub struct ComponentLedger {
+    id: String,
+    kind: ComponentKind,
+    type_name: String,
+    received: AtomicU64,
+    sent: AtomicU64,
+    dead_lettered: AtomicU64,
+    errored: AtomicU64,
+    in_flight: AtomicI64,
+    /// reason → (intentional, count). Touched only when something is discarded.
+    discarded: Mutex<BTreeMap<&'static str, (bool, u64)>>,
+    /// (error_type, stage) → count, for `component_errors_total`.
+    errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl ComponentLedger {
+    pub fn new(id: impl Into<String>, kind: ComponentKind, type_name: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            type_name: type_name.into(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            errored: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            discarded: Mutex::new(BTreeMap::new()),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `n` events entered the component.
+    pub fn accept(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+        self.in_flight.fetch_add(n as i64, Ordering::Relaxed);
+    }
+
+    /// `n` events left the component successfully (passed on, or delivered by a sink).
+    pub fn sent(&self, n: usize) {
+        self.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` events were stored in a dead-letter destination.
+    pub fn dead_lettered(&self, n: usize) {
+        self.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+        self.dead_lettered.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` events failed for good and are nowhere durable.
+    pub fn errored(&self, n: usize) {
+        self.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+        self.errored.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` events were discarded under a named reason.
+    pub fn discarded(&self, n: usize, reason: &'static str, intentional: bool) {
+        if n == 0 {
+            return;
+        }
+        self.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+        if let Ok(mut map) = self.discarded.lock() {
+            map.entry(reason).or_insert((intentional, 0)).1 += n as u64;
+        }
+    }
+
+    /// Counts one error (not an event count): `component_errors_total{error_type,stage}`.
+    pub fn error(&self, error_type: &'static str, stage: &'static str) {
+        if let Ok(mut map) = self.errors.lock() {
+            *map.entry((error_type, stage)).or_insert(0) += 1;
+        }
+    }
+
+    pub fn snapshot(&self) -> ComponentSnapshot {
+        let discarded: BTreeMap<String, u64> = self
+            .discarded
+            .lock()
+            .map(|m| m.iter().map(|(k, (_, v))| ((*k).to_owned(), *v)).collect())
+            .unwrap_or_default();
+        let errors: BTreeMap<String, u64> = self
+            .errors
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|((t, s), v)| (format!("{t}/{s}"), *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let discarded_total = discarded.values().sum();
+        let mut snap = ComponentSnapshot {
+            id: self.id.clone(),
+            kind: self.kind,
+            component_type: self.type_name.clone(),
+            received: self.received.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            discarded,
+            discarded_total,
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            errored: self.errored.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            errors,
+            balanced: false,
+        };
+        snap.balanced = snap.compute_balanced();
+        snap
+    }
+}
+
+/// A point-in-time copy of one component's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentSnapshot {
+    pub id: String,
+    pub kind: ComponentKind,
+    #[serde(rename = "type")]
+    pub component_type: String,
+    pub received: u64,
+    pub sent: u64,
+    pub discarded: BTreeMap<String, u64>,
+    pub discarded_total: u64,
+    pub dead_lettered: u64,
+    pub errored: u64,
+    pub in_flight: i64,
+    pub errors: BTreeMap<String, u64>,
+    pub balanced: bool,
+}
+
+impl ComponentSnapshot {
+    fn compute_balanced(&self) -> bool {
+        let settled = self.sent as i128
+            + self.discarded_total as i128
+            + self.dead_lettered as i128
+            + self.errored as i128
+            + self.in_flight as i128;
+        self.in_flight >= 0 && settled == self.received as i128
+    }
+}
+
+/// Every component's ledger, in graph order.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    components: Vec<Arc<ComponentLedger>>,
+}
+
+impl Ledger {
+    pub fn register(&mut self, ledger: Arc<ComponentLedger>) {
+        self.components.push(ledger);
+    }
+
+    pub fn snapshot(&self) -> LedgerSnapshot {
+        let components: Vec<_> = self.components.iter().map(|c| c.snapshot()).collect();
+        let unresolved = unresolved_drops();
+        let balanced = unresolved == 0 && components.iter().all(|c| c.balanced);
+        LedgerSnapshot {
+            components,
+            unresolved_drops: unresolved,
+            balanced,
+        }
+    }
+}
+
+/// The whole ledger at one moment; `--ledger-json` writes this.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerSnapshot {
+    pub components: Vec<ComponentSnapshot>,
+    pub unresolved_drops: u64,
+    pub balanced: bool,
+}
+
+impl LedgerSnapshot {
+    /// Events that ended failed anywhere (sinks' `errored`, sources' undeliverable sends).
+    pub fn failed_events(&self) -> u64 {
+        self.components.iter().map(|c| c.errored).sum::<u64>() + self.unresolved_drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balance_tracks_every_settlement() {
+        let l = ComponentLedger::new("s", ComponentKind::Sink, "file");
+        l.accept(10);
+        assert!(l.snapshot().balanced, "in flight counts toward the balance");
+        l.sent(5);
+        l.discarded(2, "filter", true);
+        l.errored(1);
+        l.dead_lettered(1);
+        let s = l.snapshot();
+        assert_eq!(s.in_flight, 1);
+        assert!(s.balanced);
+        assert_eq!(s.discarded.get("filter"), Some(&2));
+    }
+
+    #[test]
+    fn settling_more_than_accepted_is_unbalanced() {
+        let l = ComponentLedger::new("s", ComponentKind::Sink, "file");
+        l.accept(1);
+        l.sent(2);
+        assert!(!l.snapshot().balanced);
+    }
+}

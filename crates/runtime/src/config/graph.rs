@@ -1,0 +1,391 @@
+//! Phase two: resolve inputs and check the graph.
+//!
+//! Errors: dangling inputs, a sink used as an input, unknown named outputs, cycles, event-type
+//! mismatches on an edge, component checks (e.g. VRL that does not compile), unsupported
+//! buffer types. Warnings: outputs nobody reads, acknowledgements turned off, `drop_newest`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_core::component::{AnyConfig, DataType, OutputSpec};
+use sluice_core::ledger::ComponentKind;
+
+use super::diagnostic::{Diagnostic, closest};
+use super::loader::RawComponent;
+use super::schema::{BufferType, WhenFull, WildcardMatching};
+use super::{Component, Globals, Graph, OutputRef};
+
+fn outputs_of(config: &AnyConfig) -> Vec<OutputSpec> {
+    match config {
+        AnyConfig::Source(c) => vec![OutputSpec {
+            name: None,
+            data_type: c.output_type(),
+        }],
+        AnyConfig::Transform(c) => c.outputs(),
+        AnyConfig::Sink(_) => Vec::new(),
+    }
+}
+
+fn input_type(config: &AnyConfig) -> DataType {
+    match config {
+        AnyConfig::Source(_) => DataType::ANY,
+        AnyConfig::Transform(c) => c.input_type(),
+        AnyConfig::Sink(c) => c.input_type(),
+    }
+}
+
+/// Shell-style match of `*` against `text`.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+pub(super) fn check(
+    globals: Option<(Globals, WildcardMatching)>,
+    raw: Vec<RawComponent>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Graph> {
+    let (globals, wildcard) = globals?;
+    let here =
+        |c: &RawComponent, d: Diagnostic| d.in_file(Some(c.file.clone())).component(c.kind, &c.id);
+
+    // Every output port, with its type; components that failed to parse have unknown ports.
+    let mut ports: BTreeMap<String, DataType> = BTreeMap::new();
+    let mut unknown_ports: BTreeSet<&str> = BTreeSet::new();
+    let kinds: BTreeMap<&str, ComponentKind> =
+        raw.iter().map(|c| (c.id.as_str(), c.kind)).collect();
+    for c in &raw {
+        match &c.config {
+            Some(config) => {
+                for out in outputs_of(config) {
+                    let key = OutputRef {
+                        component: c.id.clone(),
+                        port: out.name.clone(),
+                    }
+                    .to_string();
+                    ports.insert(key, out.data_type);
+                }
+            }
+            None if c.kind != ComponentKind::Sink => {
+                unknown_ports.insert(&c.id);
+            }
+            None => {}
+        }
+    }
+
+    let mut resolved: Vec<Vec<OutputRef>> = Vec::with_capacity(raw.len());
+    for c in &raw {
+        let mut inputs: Vec<OutputRef> = Vec::new();
+        for input in &c.inputs {
+            let to_ref = |s: &str| match s.split_once('.') {
+                Some((id, port)) => OutputRef {
+                    component: id.to_owned(),
+                    port: Some(port.to_owned()),
+                },
+                None => OutputRef {
+                    component: s.to_owned(),
+                    port: None,
+                },
+            };
+            if input.contains('*') {
+                let matched: Vec<&String> = ports
+                    .keys()
+                    .filter(|p| (input.contains('.') || !p.contains('.')) && glob_match(input, p))
+                    .filter(|p| to_ref(p).component != c.id)
+                    .collect();
+                if matched.is_empty() {
+                    let d = Diagnostic::error(format!("input `{input}` matches no component"));
+                    let d = if wildcard == WildcardMatching::Relaxed {
+                        Diagnostic {
+                            severity: super::Severity::Warning,
+                            ..d
+                        }
+                    } else {
+                        d
+                    };
+                    diagnostics.push(here(c, d.field("inputs")));
+                }
+                inputs.extend(matched.into_iter().map(|p| to_ref(p)));
+                continue;
+            }
+            let target = to_ref(input);
+            if ports.contains_key(input.as_str()) {
+                inputs.push(target);
+            } else if unknown_ports.contains(target.component.as_str()) {
+                // Already reported where that component failed to parse.
+            } else if kinds.get(target.component.as_str()) == Some(&ComponentKind::Sink) {
+                diagnostics.push(here(
+                    c,
+                    Diagnostic::error(format!(
+                        "input `{input}` is a sink; sinks have no outputs to read"
+                    ))
+                    .field("inputs"),
+                ));
+            } else if kinds.contains_key(target.component.as_str()) {
+                let names: Vec<String> = ports
+                    .keys()
+                    .filter(|p| to_ref(p).component == target.component)
+                    .cloned()
+                    .collect();
+                diagnostics.push(here(
+                    c,
+                    Diagnostic::error(format!(
+                        "input `{input}` names an output that does not exist"
+                    ))
+                    .field("inputs")
+                    .suggest(Some(format!(
+                        "outputs of `{}`: {}",
+                        target.component,
+                        names.join(", ")
+                    ))),
+                ));
+            } else {
+                let suggestion = closest(input, ports.keys().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"));
+                diagnostics.push(here(
+                    c,
+                    Diagnostic::error(format!(
+                        "input `{input}` does not match any source or transform"
+                    ))
+                    .field("inputs")
+                    .suggest(suggestion),
+                ));
+            }
+        }
+        inputs.sort();
+        inputs.dedup();
+        if inputs.iter().any(|i| i.component == c.id) {
+            diagnostics.push(here(
+                c,
+                Diagnostic::error("a component cannot read its own output").field("inputs"),
+            ));
+            inputs.retain(|i| i.component != c.id);
+        }
+        // Event types on each edge.
+        if let Some(config) = &c.config {
+            let accepts = input_type(config);
+            for input in &inputs {
+                if let Some(produces) = ports.get(&input.to_string())
+                    && !produces.intersects(accepts)
+                {
+                    diagnostics.push(here(
+                        c,
+                        Diagnostic::error(format!(
+                            "input `{input}` produces {} but this {} accepts only {}",
+                            produces.describe(),
+                            c.kind.as_str(),
+                            accepts.describe()
+                        ))
+                        .field("inputs"),
+                    ));
+                }
+            }
+        }
+        resolved.push(inputs);
+    }
+
+    check_cycles(&raw, &resolved, diagnostics);
+
+    // Outputs nobody reads.
+    let read: BTreeSet<String> = resolved.iter().flatten().map(ToString::to_string).collect();
+    for c in &raw {
+        if let Some(config) = &c.config {
+            for out in outputs_of(config) {
+                let port = OutputRef {
+                    component: c.id.clone(),
+                    port: out.name.clone(),
+                };
+                if !read.contains(&port.to_string()) {
+                    let message = match &out.name {
+                        None => "nothing reads this component's output; its events are discarded (counted as `unconsumed_output`)".to_owned(),
+                        Some(name) => format!(
+                            "nothing reads output `{port}`; events sent to `{name}` are discarded (counted as `unconsumed_output`)"
+                        ),
+                    };
+                    diagnostics.push(here(c, Diagnostic::warning(message)));
+                }
+            }
+            let issues = match config {
+                AnyConfig::Source(s) => s.check(&globals.options),
+                AnyConfig::Transform(t) => t.check(&globals.options),
+                AnyConfig::Sink(s) => s.check(&globals.options),
+            };
+            for issue in issues {
+                diagnostics.push(here(c, Diagnostic::error(issue.message).field(issue.path)));
+            }
+        }
+        lint(c, &globals, diagnostics);
+    }
+
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    let components = raw
+        .into_iter()
+        .zip(resolved)
+        .filter_map(|(c, inputs)| {
+            let config = c.config?;
+            let outputs = outputs_of(&config);
+            Some(Component {
+                acknowledgements: c.acknowledgements.unwrap_or(globals.acknowledgements),
+                id: c.id,
+                kind: c.kind,
+                type_name: c.type_name,
+                file: c.file,
+                config,
+                inputs,
+                outputs,
+                buffer: c.buffer,
+            })
+        })
+        .collect();
+    Some(Graph {
+        globals,
+        components,
+    })
+}
+
+fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) {
+    let here = |d: Diagnostic| d.in_file(Some(c.file.clone())).component(c.kind, &c.id);
+    match c.kind {
+        ComponentKind::Source => {
+            if c.acknowledgements == Some(false) && globals.acknowledgements {
+                diagnostics.push(here(
+                    Diagnostic::warning(
+                        "acknowledgements are off for this source: its senders are answered before their events are safe",
+                    )
+                    .field("acknowledgements"),
+                ));
+            }
+        }
+        ComponentKind::Sink => {
+            if c.acknowledgements == Some(false) {
+                diagnostics.push(here(
+                    Diagnostic::warning(
+                        "acknowledgements are off for this sink: events count as delivered as soon as they reach its buffer",
+                    )
+                    .field("acknowledgements"),
+                ));
+            }
+            if c.buffer.buffer_type == BufferType::Disk {
+                diagnostics.push(here(
+                    Diagnostic::error(
+                        "disk buffers are not available yet; use `type = \"memory\"`",
+                    )
+                    .field("buffer.type"),
+                ));
+            }
+            if c.buffer.max_events == 0 {
+                diagnostics.push(here(
+                    Diagnostic::error("must be at least 1").field("buffer.max_events"),
+                ));
+            }
+            if c.buffer.when_full == WhenFull::DropNewest {
+                diagnostics.push(here(
+                    Diagnostic::warning(
+                        "`drop_newest` discards events when this sink falls behind (counted as `buffer_full`)",
+                    )
+                    .field("buffer.when_full"),
+                ));
+            }
+        }
+        ComponentKind::Transform => {}
+    }
+}
+
+fn check_cycles(
+    raw: &[RawComponent],
+    inputs: &[Vec<OutputRef>],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let index: BTreeMap<&str, usize> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state = vec![0u8; raw.len()];
+    let mut reported: BTreeSet<Vec<String>> = BTreeSet::new();
+    fn visit(
+        node: usize,
+        raw: &[RawComponent],
+        inputs: &[Vec<OutputRef>],
+        index: &BTreeMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        cycles: &mut Vec<Vec<usize>>,
+    ) {
+        state[node] = 1;
+        stack.push(node);
+        for input in &inputs[node] {
+            let Some(&next) = index.get(input.component.as_str()) else {
+                continue;
+            };
+            match state[next] {
+                0 => visit(next, raw, inputs, index, state, stack, cycles),
+                1 => {
+                    let from = stack.iter().position(|&n| n == next).unwrap_or(0);
+                    cycles.push(stack[from..].to_vec());
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state[node] = 2;
+    }
+    let mut cycles = Vec::new();
+    for node in 0..raw.len() {
+        if state[node] == 0 {
+            visit(
+                node,
+                raw,
+                inputs,
+                &index,
+                &mut state,
+                &mut Vec::new(),
+                &mut cycles,
+            );
+        }
+    }
+    for cycle in cycles {
+        let mut names: Vec<String> = cycle.iter().map(|&n| raw[n].id.clone()).collect();
+        let mut key = names.clone();
+        key.sort();
+        if !reported.insert(key) {
+            continue;
+        }
+        names.reverse();
+        let first = &raw[cycle[0]];
+        names.push(names[0].clone());
+        diagnostics.push(
+            Diagnostic::error(format!("cycle in the graph: {}", names.join(" -> ")))
+                .in_file(Some(first.file.clone()))
+                .component(first.kind, &first.id)
+                .field("inputs"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("app_*", "app_1"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*b*c", "a12b34c"));
+        assert!(!glob_match("app_*", "web"));
+        assert!(!glob_match("a*b", "ab_"));
+    }
+}

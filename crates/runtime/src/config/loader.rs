@@ -1,0 +1,462 @@
+//! Phase one: files → interpolated text → values → merged → parsed component configs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sluice_core::component::{AnyConfig, ComponentSpec, GlobalOptions};
+use sluice_core::ledger::ComponentKind;
+
+use super::diagnostic::{Diagnostic, closest, suggestion_from_serde};
+use super::interpolate::interpolate;
+use super::schema::{self, BufferConfig, GlobalRaw, HealthcheckRaw, WildcardMatching};
+use super::{Globals, LoadOptions};
+
+/// A component after phase one. `config` is `None` when it failed to parse (already reported).
+pub(super) struct RawComponent {
+    pub id: String,
+    pub kind: ComponentKind,
+    pub file: PathBuf,
+    pub type_name: &'static str,
+    pub inputs: Vec<String>,
+    pub config: Option<AnyConfig>,
+    pub buffer: BufferConfig,
+    pub acknowledgements: Option<bool>,
+}
+
+pub(super) struct RawConfig {
+    pub globals: Option<(Globals, WildcardMatching)>,
+    pub components: Vec<RawComponent>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+const TABLES: [(&str, ComponentKind); 3] = [
+    ("sources", ComponentKind::Source),
+    ("transforms", ComponentKind::Transform),
+    ("sinks", ComponentKind::Sink),
+];
+
+fn config_files(options: &LoadOptions, diagnostics: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let mut files = options.config_paths.clone();
+    for dir in &options.config_dirs {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.is_file()
+                            && matches!(
+                                p.extension().and_then(|e| e.to_str()),
+                                Some("toml" | "yaml" | "yml" | "json")
+                            )
+                    })
+                    .collect();
+                found.sort();
+                files.extend(found);
+            }
+            Err(err) => diagnostics.push(
+                Diagnostic::error(format!("cannot read config directory: {err}"))
+                    .in_file(Some(dir.clone())),
+            ),
+        }
+    }
+    if files.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            "no config given: use --config FILE or --config-dir DIR",
+        ));
+    }
+    files
+}
+
+fn parse_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, Vec<Diagnostic>> {
+    let at = |message: String| Diagnostic::error(message).in_file(Some(path.to_path_buf()));
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| vec![at(format!("cannot read file: {err}"))])?;
+    let text = interpolate(&text, env).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|(line, m)| at(format!("line {line}: {m}")))
+            .collect::<Vec<_>>()
+    })?;
+    let value = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => toml::from_str::<Value>(&text).map_err(|e| e.to_string()),
+        Some("json") => serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()),
+        _ => serde_yaml::from_str::<Value>(&text).map_err(|e| e.to_string()),
+    };
+    let value = value.map_err(|err| vec![at(format!("syntax error: {}", err.trim_end()))])?;
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Ok(Value::Object(Map::new())),
+        _ => Err(vec![at("the top level must be a table of settings".into())]),
+    }
+}
+
+pub(super) fn load_raw(
+    options: &LoadOptions,
+    registry: &[ComponentSpec],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> RawConfig {
+    let mut diagnostics = Vec::new();
+    let mut global_values: Map<String, Value> = Map::new();
+    let mut global_files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut components = Vec::new();
+    let mut seen_ids: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut config_dir = None;
+
+    for file in config_files(options, &mut diagnostics) {
+        config_dir.get_or_insert_with(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
+        let doc = match parse_file(&file, env) {
+            Ok(Value::Object(doc)) => doc,
+            Ok(_) => continue,
+            Err(errors) => {
+                diagnostics.extend(errors);
+                continue;
+            }
+        };
+        for (key, value) in doc {
+            if let Some((_, kind)) = TABLES.iter().find(|(name, _)| *name == key) {
+                let Value::Object(table) = value else {
+                    diagnostics.push(
+                        Diagnostic::error(format!("`{key}` must be a table of components"))
+                            .in_file(Some(file.clone())),
+                    );
+                    continue;
+                };
+                for (id, body) in table {
+                    if let Some(first) = seen_ids.get(&id) {
+                        diagnostics.push(
+                            Diagnostic::error(format!(
+                                "duplicate component id; it is also defined in {}",
+                                first.display()
+                            ))
+                            .in_file(Some(file.clone()))
+                            .component(*kind, &id),
+                        );
+                        continue;
+                    }
+                    seen_ids.insert(id.clone(), file.clone());
+                    if let Some(c) =
+                        parse_component(&id, *kind, body, &file, registry, &mut diagnostics)
+                    {
+                        components.push(c);
+                    }
+                }
+            } else {
+                match global_values.get(&key) {
+                    Some(existing) if existing != &value => diagnostics.push(
+                        Diagnostic::error(format!(
+                            "conflicting values for `{key}`; also set in {}",
+                            global_files
+                                .get(&key)
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        ))
+                        .in_file(Some(file.clone())),
+                    ),
+                    _ => {
+                        global_files.insert(key.clone(), file.clone());
+                        global_values.insert(key, value);
+                    }
+                }
+            }
+        }
+    }
+    let globals = parse_globals(global_values, &global_files, config_dir, &mut diagnostics);
+    RawConfig {
+        globals,
+        components,
+        diagnostics,
+    }
+}
+
+fn parse_globals(
+    values: Map<String, Value>,
+    files: &BTreeMap<String, PathBuf>,
+    config_dir: Option<PathBuf>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(Globals, WildcardMatching)> {
+    let raw: GlobalRaw = match serde_path_to_error::deserialize(Value::Object(values)) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let path = err.path().to_string();
+            let top = path.split('.').next().unwrap_or_default().to_owned();
+            let message = err.into_inner().to_string();
+            let suggestion = suggestion_from_serde(&message).or_else(|| {
+                message.starts_with("unknown field").then(|| {
+                    "top-level keys are `sources`, `transforms`, `sinks` and global options such as `data_dir`, `acknowledgements`, `api`".to_owned()
+                })
+            });
+            diagnostics.push(
+                Diagnostic::error(message)
+                    .in_file(files.get(&top).cloned())
+                    .field(if path == "." { String::new() } else { path })
+                    .suggest(suggestion),
+            );
+            return None;
+        }
+    };
+    let file_of = |key: &str| files.get(key).cloned();
+    let mut acknowledgements = true;
+    if let Some(value) = &raw.acknowledgements {
+        match schema::parse_enabled(value) {
+            Ok(enabled) => acknowledgements = enabled,
+            Err(message) => diagnostics.push(
+                Diagnostic::error(message)
+                    .in_file(file_of("acknowledgements"))
+                    .field("acknowledgements"),
+            ),
+        }
+        if !acknowledgements {
+            diagnostics.push(
+                Diagnostic::warning(
+                    "acknowledgements are off for every source: senders are answered before their events are safe",
+                )
+                .in_file(file_of("acknowledgements"))
+                .field("acknowledgements"),
+            );
+        }
+    }
+    if let Some(schema) = &raw.log_schema {
+        let defaults = [
+            ("message_key", &schema.message_key, "message"),
+            ("timestamp_key", &schema.timestamp_key, "timestamp"),
+            ("host_key", &schema.host_key, "host"),
+            ("source_type_key", &schema.source_type_key, "source_type"),
+            ("metadata_key", &schema.metadata_key, "metadata"),
+        ];
+        for (field, value, default) in defaults {
+            if let Some(value) = value
+                && value.trim_start_matches('.') != default
+            {
+                diagnostics.push(
+                    Diagnostic::error(format!(
+                        "only the default `{default}` is supported, not `{value}`"
+                    ))
+                    .in_file(file_of("log_schema"))
+                    .field(format!("log_schema.{field}")),
+                );
+            }
+        }
+    }
+    if raw.schema.as_ref().and_then(|s| s.log_namespace) == Some(true) {
+        diagnostics.push(
+            Diagnostic::error(
+                "the Vector log namespace is not supported yet; sluice uses the legacy namespace",
+            )
+            .in_file(file_of("schema"))
+            .field("schema.log_namespace"),
+        );
+    }
+    let api_address = raw
+        .api
+        .as_ref()
+        .filter(|api| api.enabled.unwrap_or(false))
+        .map(|api| {
+            api.address
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:8686".to_owned())
+        });
+    let hostname = std::env::var("SLUICE_HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let options = GlobalOptions {
+        data_dir: raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/sluice")),
+        hostname: hostname.into(),
+        config_dir,
+    };
+    Some((
+        Globals {
+            options: Arc::new(options),
+            acknowledgements,
+            api_address,
+        },
+        raw.wildcard_matching.unwrap_or_default(),
+    ))
+}
+
+fn take_string_list(
+    body: &mut Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, String> {
+    match body.remove(key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "invalid type: {}, expected a component id",
+                    schema::describe(&other)
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(format!(
+            "invalid type: {}, expected a list of component ids",
+            schema::describe(&other)
+        )),
+    }
+}
+
+fn parse_component(
+    id: &str,
+    kind: ComponentKind,
+    body: Value,
+    file: &Path,
+    registry: &[ComponentSpec],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<RawComponent> {
+    let here = |d: Diagnostic| d.in_file(Some(file.to_path_buf())).component(kind, id);
+    let start = diagnostics.len();
+    if id.is_empty() || id.contains(['.', '*', ' ']) {
+        diagnostics.push(here(Diagnostic::error(
+            "component ids cannot be empty or contain `.`, `*` or spaces (`.` names an output)",
+        )));
+    }
+    let Value::Object(mut body) = body else {
+        diagnostics.push(here(Diagnostic::error("a component must be a table")));
+        return None;
+    };
+    let type_name = match body.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(other) => {
+            diagnostics.push(here(
+                Diagnostic::error(format!(
+                    "invalid type: {}, expected a component type name",
+                    schema::describe(&other)
+                ))
+                .field("type"),
+            ));
+            return None;
+        }
+        None => {
+            diagnostics.push(here(
+                Diagnostic::error("missing field `type`").field("type"),
+            ));
+            return None;
+        }
+    };
+    let of_kind: Vec<&ComponentSpec> = registry.iter().filter(|s| s.kind == kind).collect();
+    let Some(spec) = of_kind
+        .iter()
+        .find(|s| s.type_name == type_name || s.aliases.contains(&type_name.as_str()))
+    else {
+        let names: Vec<&str> = of_kind.iter().map(|s| s.type_name).collect();
+        let elsewhere = registry
+            .iter()
+            .find(|s| s.type_name == type_name)
+            .map(|s| s.kind.as_str());
+        let message = match elsewhere {
+            Some(other) => format!(
+                "`{type_name}` is a {other} type, not a {} type",
+                kind.as_str()
+            ),
+            None => format!("unknown {} type `{type_name}`", kind.as_str()),
+        };
+        let suggestion = closest(&type_name, names.iter().copied())
+            .map(|c| {
+                format!(
+                    "did you mean `{c}`? {} types: {}",
+                    kind.as_str(),
+                    names.join(", ")
+                )
+            })
+            .or_else(|| Some(format!("{} types: {}", kind.as_str(), names.join(", "))));
+        diagnostics.push(here(
+            Diagnostic::error(message).field("type").suggest(suggestion),
+        ));
+        return None;
+    };
+    let inputs = match (kind, take_string_list(&mut body, "inputs")) {
+        (ComponentKind::Source, Ok(None)) => Vec::new(),
+        (ComponentKind::Source, _) => {
+            diagnostics.push(here(
+                Diagnostic::error("sources do not take `inputs`").field("inputs"),
+            ));
+            Vec::new()
+        }
+        (_, Ok(Some(inputs))) if !inputs.is_empty() => inputs,
+        (_, Ok(_)) => {
+            diagnostics.push(here(
+                Diagnostic::error("`inputs` must list at least one component").field("inputs"),
+            ));
+            Vec::new()
+        }
+        (_, Err(message)) => {
+            diagnostics.push(here(Diagnostic::error(message).field("inputs")));
+            Vec::new()
+        }
+    };
+    let mut acknowledgements = None;
+    if kind != ComponentKind::Transform
+        && let Some(value) = body.remove("acknowledgements")
+    {
+        match schema::parse_enabled(&value) {
+            Ok(enabled) => acknowledgements = Some(enabled),
+            Err(message) => {
+                diagnostics.push(here(Diagnostic::error(message).field("acknowledgements")))
+            }
+        }
+    }
+    let mut buffer = BufferConfig::default();
+    if kind == ComponentKind::Sink {
+        if let Some(value) = body.remove("buffer") {
+            match serde_path_to_error::deserialize::<_, BufferConfig>(value) {
+                Ok(parsed) => buffer = parsed,
+                Err(err) => {
+                    let path = format!("buffer.{}", err.path())
+                        .trim_end_matches(".")
+                        .to_owned();
+                    let message = err.into_inner().to_string();
+                    let suggestion = suggestion_from_serde(&message);
+                    diagnostics.push(here(
+                        Diagnostic::error(message).field(path).suggest(suggestion),
+                    ));
+                }
+            }
+        }
+        if let Some(value) = body.remove("healthcheck")
+            && let Value::Object(_) = value
+            && let Err(err) = serde_path_to_error::deserialize::<_, HealthcheckRaw>(value)
+        {
+            let path = format!("healthcheck.{}", err.path());
+            let message = err.into_inner().to_string();
+            let suggestion = suggestion_from_serde(&message);
+            diagnostics.push(here(
+                Diagnostic::error(message).field(path).suggest(suggestion),
+            ));
+        }
+    }
+    let config = match (spec.parse)(Value::Object(body)) {
+        Ok(config) => Some(config),
+        Err(issue) => {
+            let suggestion = suggestion_from_serde(&issue.message);
+            diagnostics.push(here(
+                Diagnostic::error(issue.message)
+                    .field(issue.path)
+                    .suggest(suggestion),
+            ));
+            None
+        }
+    };
+    let failed = diagnostics[start..].iter().any(Diagnostic::is_error);
+    Some(RawComponent {
+        id: id.to_owned(),
+        kind,
+        file: file.to_path_buf(),
+        type_name: spec.type_name,
+        inputs,
+        config: if failed { None } else { config },
+        buffer,
+        acknowledgements,
+    })
+}

@@ -1,0 +1,354 @@
+//! Topology: one task per component, bounded channels carrying chunks, fan-out, drain.
+//!
+//! Shutdown: when the external signal fires or every source has finished, sources are told to
+//! stop; as each source's sender drops, the channels downstream close in turn, transforms
+//! finish, and sinks flush and settle what they hold. Everything must settle within the
+//! graceful limit; past it the remaining tasks are aborted and whatever they held shows as
+//! `in_flight` (and unresolved) in the ledger, which makes the exit code non-zero.
+
+mod fanout;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sluice_buffers::{MemoryReceiver, memory};
+use sluice_core::Chunk;
+use sluice_core::ack::Outcome;
+use sluice_core::component::{
+    AnyConfig, ChunkReceiver, FunctionTransform, SinkContext, SinkInput, SourceContext,
+    SourceSender, TransformContext, TransformOutputs,
+};
+use sluice_core::event::resolve_all;
+use sluice_core::ledger::{ComponentKind, ComponentLedger, Ledger, LedgerSnapshot};
+use sluice_core::shutdown::shutdown_pair;
+use tokio::task::JoinSet;
+
+use crate::config::{Graph, OutputRef};
+use fanout::{Consumer, Fanout};
+
+/// Events a transform's input channel holds.
+const TRANSFORM_INPUT_EVENTS: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How long in-flight events may take to drain after shutdown starts.
+    pub graceful_shutdown_limit: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            graceful_shutdown_limit: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a run ended with.
+#[derive(Debug)]
+pub struct RunReport {
+    pub ledger: LedgerSnapshot,
+    /// The drain did not finish within the graceful limit.
+    pub timed_out: bool,
+    /// Components whose task ended with an error.
+    pub failed_components: Vec<String>,
+}
+
+impl RunReport {
+    /// True when every event ended safe and every component ended cleanly.
+    pub fn is_clean(&self) -> bool {
+        !self.timed_out
+            && self.failed_components.is_empty()
+            && self.ledger.failed_events() == 0
+            && self.ledger.balanced
+            && self.ledger.components.iter().all(|c| c.in_flight == 0)
+    }
+}
+
+struct BufferInput {
+    rx: MemoryReceiver<Chunk>,
+    ack_on_arrival: bool,
+}
+
+impl ChunkReceiver for BufferInput {
+    fn recv(&mut self) -> BoxFuture<'_, Option<Chunk>> {
+        Box::pin(async move {
+            let mut chunk = self.rx.recv().await?;
+            if self.ack_on_arrival {
+                for event in &mut chunk {
+                    event.take_finalizer().resolve(Outcome::Delivered);
+                }
+            }
+            Some(chunk)
+        })
+    }
+}
+
+async fn run_transform(
+    mut rx: MemoryReceiver<Chunk>,
+    mut transform: Box<dyn FunctionTransform>,
+    mut default: Option<Fanout>,
+    mut named: Vec<Fanout>,
+    ledger: Arc<ComponentLedger>,
+) -> Result<(), ()> {
+    let mut out = TransformOutputs::with_named(named.len());
+    while let Some(chunk) = rx.recv().await {
+        let n = chunk.len();
+        transform.transform(chunk, &mut out);
+        let mut discarded = 0;
+        for (reason, intentional, count) in out.take_discards() {
+            ledger.discarded(count, reason, intentional);
+            discarded += count;
+        }
+        let copies = out.default.len() + out.named.iter().map(Vec::len).sum::<usize>();
+        let passed = n.saturating_sub(discarded);
+        if copies > passed {
+            // Events sent to several outputs (route): each extra copy counts as received.
+            ledger.accept(copies - passed);
+        } else if copies < passed {
+            ledger.errored(passed - copies);
+            ledger.error("events_lost", "processing");
+            tracing::error!(
+                component_id = ledger.id(),
+                events = passed - copies,
+                "Transform lost events without an outcome; counted as failed. This is a bug in sluice."
+            );
+        }
+        let default_chunk = std::mem::take(&mut out.default);
+        let ports = std::iter::once((default.as_mut(), default_chunk)).chain(
+            named
+                .iter_mut()
+                .zip(out.named.iter_mut())
+                .map(|(f, c)| (Some(f), std::mem::take(c))),
+        );
+        for (fanout, chunk) in ports {
+            if chunk.is_empty() {
+                continue;
+            }
+            match fanout {
+                Some(fanout) if !fanout.is_empty() => {
+                    ledger.sent(chunk.len());
+                    fanout.send_all(chunk).await;
+                }
+                _ => {
+                    ledger.discarded(chunk.len(), "unconsumed_output", false);
+                    resolve_all(chunk, Outcome::Failed);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds every component and runs the pipeline until `shutdown` fires or every source ends,
+/// then drains. Build errors (a port in use...) are returned before anything runs.
+pub async fn run(
+    graph: Graph,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, Vec<String>> {
+    let Graph {
+        globals,
+        components,
+    } = graph;
+    let mut ledger = Ledger::default();
+    let ledgers: BTreeMap<String, Arc<ComponentLedger>> = components
+        .iter()
+        .map(|c| {
+            let l = Arc::new(ComponentLedger::new(c.id.clone(), c.kind, c.type_name));
+            ledger.register(l.clone());
+            (c.id.clone(), l)
+        })
+        .collect();
+    let ledger_of = |id: &str| {
+        ledgers
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(ComponentLedger::new(id, ComponentKind::Sink, "?")))
+    };
+
+    // Input buffers of transforms and sinks.
+    let mut receivers: BTreeMap<String, MemoryReceiver<Chunk>> = BTreeMap::new();
+    let mut senders = BTreeMap::new();
+    for c in &components {
+        let capacity = match c.kind {
+            ComponentKind::Source => continue,
+            ComponentKind::Transform => TRANSFORM_INPUT_EVENTS,
+            ComponentKind::Sink => c.buffer.max_events,
+        };
+        let (tx, rx) = memory::<Chunk>(capacity);
+        senders.insert(c.id.clone(), (tx, c.buffer.when_full));
+        receivers.insert(c.id.clone(), rx);
+    }
+    // One fan-out per output port, built before the components are consumed.
+    let mut fanouts: BTreeMap<OutputRef, Fanout> = BTreeMap::new();
+    for c in &components {
+        for out in &c.outputs {
+            let port = OutputRef {
+                component: c.id.clone(),
+                port: out.name.clone(),
+            };
+            let consumers = components
+                .iter()
+                .filter(|d| d.inputs.contains(&port))
+                .filter_map(|d| {
+                    senders.get(&d.id).map(|(tx, when_full)| Consumer {
+                        tx: tx.clone(),
+                        ledger: ledger_of(&d.id),
+                        when_full: *when_full,
+                    })
+                })
+                .collect();
+            fanouts.insert(port, Fanout::new(consumers));
+        }
+    }
+    let mut fanout_for = |port: &OutputRef| fanouts.remove(port).unwrap_or_default();
+
+    let (trigger, signal) = shutdown_pair();
+    let mut sources = JoinSet::new();
+    let mut others = JoinSet::new();
+    let mut errors = Vec::new();
+    let mut names = BTreeMap::new();
+    for c in components {
+        let id: Arc<str> = Arc::from(c.id.as_str());
+        let own_ledger = ledger_of(&c.id);
+        match c.config {
+            AnyConfig::Source(config) => {
+                let port = OutputRef {
+                    component: c.id.clone(),
+                    port: None,
+                };
+                let out = SourceSender::new(Box::new(fanout_for(&port)), own_ledger);
+                let cx = SourceContext {
+                    id: id.clone(),
+                    out,
+                    shutdown: signal.clone(),
+                    acknowledgements: c.acknowledgements && config.can_acknowledge(),
+                    globals: globals.options.clone(),
+                };
+                match config.build(cx) {
+                    Ok(task) => {
+                        let handle = sources.spawn(task);
+                        names.insert(handle.id(), c.id.clone());
+                    }
+                    Err(err) => errors.push(format!("source \"{}\": {err}", c.id)),
+                }
+            }
+            AnyConfig::Transform(config) => {
+                let cx = TransformContext {
+                    id: id.clone(),
+                    globals: globals.options.clone(),
+                };
+                let Some(rx) = receivers.remove(&c.id) else {
+                    continue;
+                };
+                let mut default = None;
+                let mut named = Vec::new();
+                for out in &c.outputs {
+                    let port = OutputRef {
+                        component: c.id.clone(),
+                        port: out.name.clone(),
+                    };
+                    match out.name {
+                        None => default = Some(fanout_for(&port)),
+                        Some(_) => named.push(fanout_for(&port)),
+                    }
+                }
+                match config.build(&cx) {
+                    Ok(transform) => {
+                        let handle =
+                            others.spawn(run_transform(rx, transform, default, named, own_ledger));
+                        names.insert(handle.id(), c.id.clone());
+                    }
+                    Err(err) => errors.push(format!("transform \"{}\": {err}", c.id)),
+                }
+            }
+            AnyConfig::Sink(config) => {
+                let cx = SinkContext {
+                    id: id.clone(),
+                    ledger: own_ledger,
+                    globals: globals.options.clone(),
+                };
+                let Some(rx) = receivers.remove(&c.id) else {
+                    continue;
+                };
+                match config.build(cx) {
+                    Ok(sink) => {
+                        let input = SinkInput::new(Box::new(BufferInput {
+                            rx,
+                            ack_on_arrival: !c.acknowledgements,
+                        }));
+                        let handle = others.spawn(sink.run(input));
+                        names.insert(handle.id(), c.id.clone());
+                    }
+                    Err(err) => errors.push(format!("sink \"{}\": {err}", c.id)),
+                }
+            }
+        }
+    }
+    // Only the fan-outs hold senders now: channels close as their upstreams finish.
+    drop(senders);
+    if !errors.is_empty() {
+        trigger.trigger();
+        sources.abort_all();
+        others.abort_all();
+        return Err(errors);
+    }
+    tracing::info!(components = names.len(), "Pipeline started.");
+
+    let mut failed_components = Vec::new();
+    let mut record = |result: Result<(tokio::task::Id, Result<(), ()>), tokio::task::JoinError>| {
+        let (id, ok) = match result {
+            Ok((id, r)) => (id, r.is_ok()),
+            Err(err) => (err.id(), err.is_cancelled()),
+        };
+        if !ok {
+            failed_components.push(names.get(&id).cloned().unwrap_or_default());
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("Shutdown requested; stopping sources and draining.");
+                break;
+            }
+            next = sources.join_next_with_id() => match next {
+                Some(result) => record(result),
+                None => {
+                    tracing::info!("Every source has finished; draining.");
+                    break;
+                }
+            },
+        }
+    }
+    trigger.trigger();
+    let limit = options.graceful_shutdown_limit;
+    let drained = tokio::time::timeout(limit, async {
+        while let Some(result) = sources.join_next_with_id().await {
+            record(result);
+        }
+        while let Some(result) = others.join_next_with_id().await {
+            record(result);
+        }
+    })
+    .await;
+    let timed_out = drained.is_err();
+    if timed_out {
+        tracing::error!(
+            limit_secs = limit.as_secs_f64(),
+            "Graceful shutdown limit reached; stopping components that still hold events."
+        );
+        sources.abort_all();
+        others.abort_all();
+        while sources.join_next().await.is_some() {}
+        while others.join_next().await.is_some() {}
+    }
+    Ok(RunReport {
+        ledger: ledger.snapshot(),
+        timed_out,
+        failed_components,
+    })
+}

@@ -1,0 +1,72 @@
+//! Command-line interface (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// sluice: an observability data pipeline that accounts for every event.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Less logging (warnings and errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More logging (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline (the default when no command is given).
+    Run(RunArgs),
+    /// Check config files and report every problem at once.
+    Validate(ValidateArgs),
+    /// List every component type.
+    List,
+}
+
+/// Where the config comes from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// A config file (TOML, YAML or JSON, by extension). Repeat to merge several.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = "SLUICE_CONFIG",
+        value_delimiter = ','
+    )]
+    pub config: Vec<PathBuf>,
+    /// A directory whose config files are all read and merged.
+    #[arg(short = 'C', long = "config-dir", value_name = "DIR")]
+    pub config_dir: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Seconds in-flight events may take to drain at shutdown.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub graceful_shutdown_limit_secs: u64,
+    /// Write the final ledger as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub ledger_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Config files to check (same as --config).
+    #[arg(value_name = "FILE")]
+    pub paths: Vec<PathBuf>,
+    /// Fail when there are warnings too.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}

@@ -1,0 +1,45 @@
+//! One module per subcommand, plus what they share.
+
+pub mod list;
+pub mod run;
+pub mod validate;
+
+use sluice_runtime::config::{Diagnostic, LoadOptions};
+
+use crate::cli::ConfigArgs;
+
+/// Exit code for config errors (sysexits' EX_CONFIG, as Vector uses).
+pub const EXIT_CONFIG: u8 = 78;
+
+pub fn init_logging(quiet: bool, verbose: u8) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+pub fn load_options(args: &ConfigArgs, extra: &[std::path::PathBuf]) -> LoadOptions {
+    let mut config_paths = args.config.clone();
+    config_paths.extend_from_slice(extra);
+    LoadOptions {
+        config_paths,
+        config_dirs: args.config_dir.clone(),
+    }
+}
+
+/// Prints diagnostics (one per paragraph) to stderr.
+pub fn report(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Running a pipeline: load and check the config (same path as `validate`), build, run until
+//! a signal or the end of every source, drain, report the ledger, exit non-zero if any event
+//! ended failed.
+
+use std::time::Duration;
+
+use sluice_core::ledger::LedgerSnapshot;
+use sluice_runtime::config;
+use sluice_runtime::topology::{self, RunOptions, RunReport};
+
+use super::{EXIT_CONFIG, load_options, report};
+use crate::cli::RunArgs;
+
+pub fn run(args: &RunArgs) -> u8 {
+    let registry = sluice_components::registry();
+    let graph = match config::load(&load_options(&args.config, &[]), &registry) {
+        Ok((graph, warnings)) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            graph
+        }
+        Err(diagnostics) => {
+            report(&diagnostics);
+            return EXIT_CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "Cannot start the async runtime.");
+            return 1;
+        }
+    };
+    let options = RunOptions {
+        graceful_shutdown_limit: Duration::from_secs(args.graceful_shutdown_limit_secs),
+    };
+    let result = runtime.block_on(topology::run(graph, options, shutdown_signal()));
+    let report = match result {
+        Ok(report) => report,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("Cannot start {e}");
+            }
+            return 1;
+        }
+    };
+    log_ledger(&report.ledger);
+    if let Some(path) = &args.ledger_json
+        && let Err(err) = write_ledger(path, &report.ledger)
+    {
+        tracing::error!(path = %path.display(), error = %err, "Cannot write the ledger file.");
+        return 1;
+    }
+    // Do not wait for blocking reads (stdin) that will never finish.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    exit_code(&report)
+}
+
+fn exit_code(report: &RunReport) -> u8 {
+    if report.is_clean() {
+        return 0;
+    }
+    let failed = report.ledger.failed_events();
+    let in_flight: i64 = report.ledger.components.iter().map(|c| c.in_flight).sum();
+    tracing::error!(
+        failed_events = failed,
+        in_flight_at_exit = in_flight,
+        timed_out = report.timed_out,
+        failed_components = ?report.failed_components,
+        balanced = report.ledger.balanced,
+        "Pipeline ended with events that are not safe."
+    );
+    1
+}
+
+fn log_ledger(ledger: &LedgerSnapshot) {
+    for c in &ledger.components {
+        tracing::info!(
+            component_id = c.id.as_str(),
+            kind = c.kind.as_str(),
+            received = c.received,
+            sent = c.sent,
+            discarded = c.discarded_total,
+            dead_lettered = c.dead_lettered,
+            errored = c.errored,
+            in_flight = c.in_flight,
+            balanced = c.balanced,
+            "Ledger."
+        );
+    }
+    if ledger.unresolved_drops > 0 {
+        tracing::error!(
+            unresolved = ledger.unresolved_drops,
+            "Event copies were dropped without an outcome."
+        );
+    }
+}
+
+fn write_ledger(path: &std::path::Path, ledger: &LedgerSnapshot) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(ledger).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "Cannot listen for SIGTERM.");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received."),
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+    }
+}

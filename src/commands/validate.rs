@@ -1,0 +1,43 @@
+//! `sluice validate`: the same load-and-check path as `run`, reporting every problem at once.
+
+use std::io::Write;
+
+use sluice_runtime::config;
+
+use super::{EXIT_CONFIG, load_options};
+use crate::cli::ValidateArgs;
+
+pub fn run(args: &ValidateArgs) -> u8 {
+    let options = load_options(&args.config, &args.paths);
+    let registry = sluice_components::registry();
+    let (diagnostics, ok) = match config::load(&options, &registry) {
+        Ok((_graph, warnings)) => {
+            let ok = !(args.deny_warnings && !warnings.is_empty());
+            (warnings, ok)
+        }
+        Err(diagnostics) => (diagnostics, false),
+    };
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    let mut out = std::io::stdout().lock();
+    for d in &diagnostics {
+        let _ = writeln!(out, "{d}");
+    }
+    let summary = summary(errors, warnings);
+    if ok {
+        let _ = writeln!(out, "Validated: {summary}.");
+        0
+    } else {
+        let _ = writeln!(out, "Invalid: {summary}.");
+        EXIT_CONFIG
+    }
+}
+
+fn summary(errors: usize, warnings: usize) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "{}, {}",
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    )
+}

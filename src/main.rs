@@ -1,0 +1,23 @@
+//! The `sluice` process: parse the command line, dispatch, turn the outcome into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    commands::init_logging(cli.quiet, cli.verbose);
+    let code = match cli.command {
+        Some(cli::Command::Validate(args)) => commands::validate::run(&args),
+        Some(cli::Command::List) => commands::list::run(),
+        Some(cli::Command::Run(args)) => commands::run::run(&args),
+        None => commands::run::run(&cli.run),
+    };
+    ExitCode::from(code)
+}
