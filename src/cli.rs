@@ -34,13 +34,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ConfigArgs {
     /// A config file (TOML, YAML or JSON, by extension). Repeat to merge several.
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        env = "SLUICE_CONFIG",
-        value_delimiter = ','
-    )]
+    #[arg(short = 'c', long = "config", value_name = "FILE", env = "SLUICE_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
     /// A directory whose config files are all read and merged.
     #[arg(short = 'C', long = "config-dir", value_name = "DIR")]

@@ -31,10 +31,7 @@ pub fn init_logging(quiet: bool, verbose: u8) {
 pub fn load_options(args: &ConfigArgs, extra: &[std::path::PathBuf]) -> LoadOptions {
     let mut config_paths = args.config.clone();
     config_paths.extend_from_slice(extra);
-    LoadOptions {
-        config_paths,
-        config_dirs: args.config_dir.clone(),
-    }
+    LoadOptions { config_paths, config_dirs: args.config_dir.clone() }
 }
 
 /// Prints diagnostics (one per paragraph) to stderr.

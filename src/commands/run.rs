@@ -25,19 +25,14 @@ pub fn run(args: &RunArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "Cannot start the async runtime.");
             return 1;
         }
     };
-    let options = RunOptions {
-        graceful_shutdown_limit: Duration::from_secs(args.graceful_shutdown_limit_secs),
-    };
+    let options = RunOptions { graceful_shutdown_limit: Duration::from_secs(args.graceful_shutdown_limit_secs) };
     let result = runtime.block_on(topology::run(graph, options, shutdown_signal()));
     let report = match result {
         Ok(report) => report,
@@ -93,10 +88,7 @@ fn log_ledger(ledger: &LedgerSnapshot) {
         );
     }
     if ledger.unresolved_drops > 0 {
-        tracing::error!(
-            unresolved = ledger.unresolved_drops,
-            "Event copies were dropped without an outcome."
-        );
+        tracing::error!(unresolved = ledger.unresolved_drops, "Event copies were dropped without an outcome.");
     }
 }
 

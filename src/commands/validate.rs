@@ -12,7 +12,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
     let registry = sluice_components::registry();
     let (diagnostics, ok) = match config::load(&options, &registry) {
         Ok((_graph, warnings)) => {
-            let ok = !(args.deny_warnings && !warnings.is_empty());
+            let ok = !args.deny_warnings || warnings.is_empty();
             (warnings, ok)
         }
         Err(diagnostics) => (diagnostics, false),
@@ -35,9 +35,5 @@ pub fn run(args: &ValidateArgs) -> u8 {
 
 fn summary(errors: usize, warnings: usize) -> String {
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    format!(
-        "{}, {}",
-        plural(errors, "error"),
-        plural(warnings, "warning")
-    )
+    format!("{}, {}", plural(errors, "error"), plural(warnings, "warning"))
 }

@@ -23,11 +23,7 @@ pub struct MemorySender<T> {
 
 impl<T> Clone for MemorySender<T> {
     fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-            permits: self.permits.clone(),
-            max_events: self.max_events,
-        }
+        Self { tx: self.tx.clone(), permits: self.permits.clone(), max_events: self.max_events }
     }
 }
 
@@ -50,14 +46,7 @@ pub fn memory<T>(max_events: usize) -> (MemorySender<T>, MemoryReceiver<T>) {
     let max_events = max_events.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
     let permits = Arc::new(Semaphore::new(max_events as usize));
     let (tx, rx) = mpsc::unbounded_channel();
-    (
-        MemorySender {
-            tx,
-            permits: permits.clone(),
-            max_events,
-        },
-        MemoryReceiver { rx, permits },
-    )
+    (MemorySender { tx, permits: permits.clone(), max_events }, MemoryReceiver { rx, permits })
 }
 
 impl<T> MemorySender<T> {
@@ -71,12 +60,7 @@ impl<T> MemorySender<T> {
     /// Cancel safe: if cancelled while waiting for room, the item was not sent (it is dropped
     /// with the future, so callers that must not lose it should not cancel).
     pub async fn send(&self, item: T, events: usize) -> Result<(), T> {
-        let permit = match self
-            .permits
-            .clone()
-            .acquire_many_owned(self.weight(events))
-            .await
-        {
+        let permit = match self.permits.clone().acquire_many_owned(self.weight(events)).await {
             Ok(permit) => permit,
             Err(_) => return Err(item),
         };
@@ -88,15 +72,8 @@ impl<T> MemorySender<T> {
         if self.tx.is_closed() {
             return Err(TrySendError::Closed(item));
         }
-        match self
-            .permits
-            .clone()
-            .try_acquire_many_owned(self.weight(events))
-        {
-            Ok(permit) => self
-                .tx
-                .send((item, permit))
-                .map_err(|err| TrySendError::Closed(err.0.0)),
+        match self.permits.clone().try_acquire_many_owned(self.weight(events)) {
+            Ok(permit) => self.tx.send((item, permit)).map_err(|err| TrySendError::Closed(err.0.0)),
             Err(tokio::sync::TryAcquireError::Closed) => Err(TrySendError::Closed(item)),
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySendError::Full(item)),
         }
@@ -104,11 +81,7 @@ impl<T> MemorySender<T> {
 
     /// Events currently queued.
     pub fn queued_events(&self) -> usize {
-        self.max_events as usize
-            - self
-                .permits
-                .available_permits()
-                .min(self.max_events as usize)
+        self.max_events as usize - self.permits.available_permits().min(self.max_events as usize)
     }
 
     pub fn max_events(&self) -> usize {

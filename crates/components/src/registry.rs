@@ -5,10 +5,10 @@ use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
+    prometheus_exporter::PrometheusExporterConfig,
 };
 use crate::sources::{
-    demo_logs::DemoLogsConfig, http_server::HttpServerConfig, socket::SocketConfig,
-    stdin::StdinConfig,
+    demo_logs::DemoLogsConfig, http_server::HttpServerConfig, socket::SocketConfig, stdin::StdinConfig,
 };
 use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
 
@@ -91,6 +91,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Batches of events to an HTTP endpoint",
             parse: parse_sink::<HttpSinkConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "prometheus_exporter",
+            aliases: &[],
+            summary: "Metric events for Prometheus to scrape (no metric source yet)",
+            parse: parse_sink::<PrometheusExporterConfig>,
         },
     ]
 }

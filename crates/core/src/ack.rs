@@ -96,12 +96,7 @@ pub struct BatchNotifier {
 
 impl std::fmt::Debug for BatchNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchNotifier")
-            .field(
-                "status",
-                &Outcome::from_u8(self.status.load(Ordering::Relaxed)),
-            )
-            .finish()
+        f.debug_struct("BatchNotifier").field("status", &Outcome::from_u8(self.status.load(Ordering::Relaxed))).finish()
     }
 }
 
@@ -109,19 +104,14 @@ impl BatchNotifier {
     /// A notifier whose outcome the source awaits through the returned receiver.
     pub fn with_receiver() -> (Arc<Self>, BatchStatusReceiver) {
         let (tx, rx) = oneshot::channel();
-        let notifier = Arc::new(Self {
-            status: AtomicU8::new(Outcome::Discarded as u8),
-            report: Some(Report::Oneshot(tx)),
-        });
+        let notifier =
+            Arc::new(Self { status: AtomicU8::new(Outcome::Discarded as u8), report: Some(Report::Oneshot(tx)) });
         (notifier, BatchStatusReceiver(rx))
     }
 
     /// A notifier that adds its outcome to `tally`.
     pub fn with_tally(tally: Arc<AckTally>) -> Arc<Self> {
-        Arc::new(Self {
-            status: AtomicU8::new(Outcome::Discarded as u8),
-            report: Some(Report::Tally(tally)),
-        })
+        Arc::new(Self { status: AtomicU8::new(Outcome::Discarded as u8), report: Some(Report::Tally(tally)) })
     }
 
     fn update(&self, outcome: Outcome) {
@@ -138,11 +128,7 @@ impl Drop for BatchNotifier {
                 let _ = tx.send(outcome);
             }
             Some(Report::Tally(tally)) => {
-                let counter = if outcome.is_safe() {
-                    &tally.safe
-                } else {
-                    &tally.failed
-                };
+                let counter = if outcome.is_safe() { &tally.safe } else { &tally.failed };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             None => {}
@@ -172,17 +158,13 @@ pub struct EventFinalizer {
 
 impl Clone for EventFinalizer {
     fn clone(&self) -> Self {
-        Self {
-            notifier: self.notifier.clone(),
-        }
+        Self { notifier: self.notifier.clone() }
     }
 }
 
 impl EventFinalizer {
     pub fn new(notifier: Arc<BatchNotifier>) -> Self {
-        Self {
-            notifier: Some(notifier),
-        }
+        Self { notifier: Some(notifier) }
     }
 
     /// True when the event came from an acknowledging source.
@@ -283,10 +265,7 @@ mod tests {
 
     fn run_copies(outcomes: &[Outcome]) -> Outcome {
         let (notifier, mut rx) = BatchNotifier::with_receiver();
-        let copies: Vec<_> = outcomes
-            .iter()
-            .map(|_| EventFinalizer::new(notifier.clone()))
-            .collect();
+        let copies: Vec<_> = outcomes.iter().map(|_| EventFinalizer::new(notifier.clone())).collect();
         drop(notifier);
         for (copy, outcome) in copies.into_iter().zip(outcomes) {
             copy.resolve(*outcome);
@@ -296,22 +275,10 @@ mod tests {
 
     #[test]
     fn weakest_outcome_wins_across_copies() {
-        assert_eq!(
-            run_copies(&[Outcome::Delivered, Outcome::Delivered]),
-            Outcome::Delivered
-        );
-        assert_eq!(
-            run_copies(&[Outcome::Delivered, Outcome::Stored]),
-            Outcome::Stored
-        );
-        assert_eq!(
-            run_copies(&[Outcome::Stored, Outcome::Failed]),
-            Outcome::Failed
-        );
-        assert_eq!(
-            run_copies(&[Outcome::Discarded, Outcome::Delivered]),
-            Outcome::Delivered
-        );
+        assert_eq!(run_copies(&[Outcome::Delivered, Outcome::Delivered]), Outcome::Delivered);
+        assert_eq!(run_copies(&[Outcome::Delivered, Outcome::Stored]), Outcome::Stored);
+        assert_eq!(run_copies(&[Outcome::Stored, Outcome::Failed]), Outcome::Failed);
+        assert_eq!(run_copies(&[Outcome::Discarded, Outcome::Delivered]), Outcome::Delivered);
         assert_eq!(run_copies(&[Outcome::Discarded]), Outcome::Discarded);
     }
 

@@ -35,11 +35,7 @@ impl DataType {
 
     pub fn describe(self) -> String {
         let mut parts = Vec::new();
-        for (flag, name) in [
-            (Self::LOG, "logs"),
-            (Self::METRIC, "metrics"),
-            (Self::TRACE, "traces"),
-        ] {
+        for (flag, name) in [(Self::LOG, "logs"), (Self::METRIC, "metrics"), (Self::TRACE, "traces")] {
             if self.0 & flag.0 != 0 {
                 parts.push(name);
             }
@@ -57,16 +53,10 @@ pub struct OutputSpec {
 
 impl OutputSpec {
     pub fn default_logs() -> Self {
-        Self {
-            name: None,
-            data_type: DataType::LOG,
-        }
+        Self { name: None, data_type: DataType::LOG }
     }
     pub fn named_logs(name: impl Into<String>) -> Self {
-        Self {
-            name: Some(name.into()),
-            data_type: DataType::LOG,
-        }
+        Self { name: Some(name.into()), data_type: DataType::LOG }
     }
 }
 
@@ -80,10 +70,7 @@ pub struct ConfigIssue {
 
 impl ConfigIssue {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { path: path.into(), message: message.into() }
     }
 }
 
@@ -228,21 +215,13 @@ pub struct TransformOutputs {
 
 impl TransformOutputs {
     pub fn with_named(named: usize) -> Self {
-        Self {
-            default: Vec::new(),
-            named: (0..named).map(|_| Vec::new()).collect(),
-            discards: Vec::new(),
-        }
+        Self { default: Vec::new(), named: (0..named).map(|_| Vec::new()).collect(), discards: Vec::new() }
     }
 
     /// Discards an event under a named reason. `intentional` discards (a user's rule) resolve as
     /// discarded; unintentional ones resolve as failed so the sender learns of them.
     pub fn discard(&mut self, event: LogEvent, reason: &'static str, intentional: bool) {
-        event.resolve(if intentional {
-            Outcome::Discarded
-        } else {
-            Outcome::Failed
-        });
+        event.resolve(if intentional { Outcome::Discarded } else { Outcome::Failed });
         match self.discards.iter_mut().find(|(r, _, _)| *r == reason) {
             Some(entry) => entry.2 += 1,
             None => self.discards.push((reason, intentional, 1)),
@@ -333,31 +312,83 @@ pub struct ComponentSpec {
     pub aliases: &'static [&'static str],
     pub summary: &'static str,
     /// Parses the component's own fields (shared keys such as `type` and `inputs` removed).
-    pub parse: fn(serde_json::Value) -> Result<AnyConfig, ConfigIssue>,
+    pub parse: fn(serde_json::Value) -> Result<AnyConfig, Vec<ConfigIssue>>,
 }
 
-fn parse_strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ConfigIssue> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
+/// Parses strictly and reports every bad field, not just the first: after each error the
+/// offending key is removed and parsing runs again (a "missing field" caused by a removal is
+/// not reported twice).
+fn parse_strict<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<T, Vec<ConfigIssue>> {
+    let mut issues: Vec<ConfigIssue> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..32 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(parsed) if issues.is_empty() => return Ok(parsed),
+            Ok(_) => return Err(issues),
+            Err(err) => err,
+        };
+        let segments: Vec<serde_path_to_error::Segment> = err.path().iter().cloned().collect();
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        ConfigIssue::new(path, err.into_inner().to_string())
-    })
+        let message = err.into_inner().to_string();
+        let caused_by_removal = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|field| removed.iter().any(|r| r == field || r.ends_with(&format!(".{field}"))));
+        if caused_by_removal && !issues.is_empty() {
+            return Err(issues);
+        }
+        issues.push(ConfigIssue::new(path.clone(), message));
+        if !remove_at(&mut value, &segments) {
+            return Err(issues);
+        }
+        removed.push(path);
+    }
+    Err(issues)
+}
+
+/// Removes the value at `path` from a JSON tree; false when the path does not lead anywhere.
+fn remove_at(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut node = value;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, serde_json::Value::Object(map)) => match map.get_mut(key) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Segment::Seq { index }, serde_json::Value::Array(items)) => match items.get_mut(*index) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, serde_json::Value::Object(map)) => map.shift_remove(key).is_some(),
+        (Segment::Seq { index }, serde_json::Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
 }
 
 pub fn parse_source<T: SourceConfig + DeserializeOwned + 'static>(
     value: serde_json::Value,
-) -> Result<AnyConfig, ConfigIssue> {
+) -> Result<AnyConfig, Vec<ConfigIssue>> {
     parse_strict::<T>(value).map(|c| AnyConfig::Source(Box::new(c)))
 }
 
 pub fn parse_transform<T: TransformConfig + DeserializeOwned + 'static>(
     value: serde_json::Value,
-) -> Result<AnyConfig, ConfigIssue> {
+) -> Result<AnyConfig, Vec<ConfigIssue>> {
     parse_strict::<T>(value).map(|c| AnyConfig::Transform(Box::new(c)))
 }
 
 pub fn parse_sink<T: SinkConfig + DeserializeOwned + 'static>(
     value: serde_json::Value,
-) -> Result<AnyConfig, ConfigIssue> {
+) -> Result<AnyConfig, Vec<ConfigIssue>> {
     parse_strict::<T>(value).map(|c| AnyConfig::Sink(Box::new(c)))
 }

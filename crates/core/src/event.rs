@@ -87,29 +87,15 @@ impl LogEvent {
 
     /// An event in Vector's legacy namespace: `message`, `timestamp`, `host` (when known) and
     /// `source_type`.
-    pub fn legacy(
-        message: Bytes,
-        source_type: &'static str,
-        host: Option<&Bytes>,
-        metadata: EventMetadata,
-    ) -> Self {
+    pub fn legacy(message: Bytes, source_type: &'static str, host: Option<&Bytes>, metadata: EventMetadata) -> Self {
         let mut object = ObjectMap::new();
         object.insert(KeyString::from(fields::MESSAGE), Value::Bytes(message));
-        object.insert(
-            KeyString::from(fields::TIMESTAMP),
-            Value::Timestamp(metadata.ingest_time),
-        );
+        object.insert(KeyString::from(fields::TIMESTAMP), Value::Timestamp(metadata.ingest_time));
         if let Some(host) = host {
             object.insert(KeyString::from(fields::HOST), Value::Bytes(host.clone()));
         }
-        object.insert(
-            KeyString::from(fields::SOURCE_TYPE),
-            Value::Bytes(Bytes::from_static(source_type.as_bytes())),
-        );
-        Self {
-            value: Value::Object(object),
-            metadata,
-        }
+        object.insert(KeyString::from(fields::SOURCE_TYPE), Value::Bytes(Bytes::from_static(source_type.as_bytes())));
+        Self { value: Value::Object(object), metadata }
     }
 
     pub fn value(&self) -> &Value {
@@ -170,11 +156,7 @@ impl LogEvent {
 
     /// Body, `%` metadata and secrets at once, as VRL's target needs them.
     pub fn vrl_parts_mut(&mut self) -> (&mut Value, &mut Value, &mut Secrets) {
-        (
-            &mut self.value,
-            &mut self.metadata.value,
-            &mut self.metadata.secrets,
-        )
+        (&mut self.value, &mut self.metadata.value, &mut self.metadata.secrets)
     }
 
     /// Attaches the finalizer of an acknowledgeable unit.

@@ -120,11 +120,7 @@ impl ComponentLedger {
         let errors: BTreeMap<String, u64> = self
             .errors
             .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|((t, s), v)| (format!("{t}/{s}"), *v))
-                    .collect()
-            })
+            .map(|m| m.iter().map(|((t, s), v)| (format!("{t}/{s}"), *v)).collect())
             .unwrap_or_default();
         let discarded_total = discarded.values().sum();
         let mut snap = ComponentSnapshot {
@@ -190,11 +186,7 @@ impl Ledger {
         let components: Vec<_> = self.components.iter().map(|c| c.snapshot()).collect();
         let unresolved = unresolved_drops();
         let balanced = unresolved == 0 && components.iter().all(|c| c.balanced);
-        LedgerSnapshot {
-            components,
-            unresolved_drops: unresolved,
-            balanced,
-        }
+        LedgerSnapshot { components, unresolved_drops: unresolved, balanced }
     }
 }
 

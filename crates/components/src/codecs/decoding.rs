@@ -75,24 +75,13 @@ pub struct Framer {
 
 impl FramingConfig {
     /// `default_method` is used when `method` is unset (newline for streams, bytes for messages).
-    pub fn framer(
-        &self,
-        default_method: FramingMethod,
-        legacy_max_length: Option<usize>,
-    ) -> Result<Framer, String> {
+    pub fn framer(&self, default_method: FramingMethod, legacy_max_length: Option<usize>) -> Result<Framer, String> {
         let method = self.method.unwrap_or(default_method);
         Ok(match method {
-            FramingMethod::Bytes => Framer {
-                delimiter: None,
-                max_length: legacy_max_length,
-            },
+            FramingMethod::Bytes => Framer { delimiter: None, max_length: legacy_max_length },
             FramingMethod::NewlineDelimited => Framer {
                 delimiter: Some(b'\n'),
-                max_length: self
-                    .newline_delimited
-                    .as_ref()
-                    .and_then(|n| n.max_length)
-                    .or(legacy_max_length),
+                max_length: self.newline_delimited.as_ref().and_then(|n| n.max_length).or(legacy_max_length),
             },
             FramingMethod::CharacterDelimited => {
                 let c = self
@@ -100,15 +89,9 @@ impl FramingConfig {
                     .as_ref()
                     .ok_or("`framing.character_delimited.delimiter` is required for this method")?;
                 if !c.delimiter.is_ascii() {
-                    return Err(
-                        "`framing.character_delimited.delimiter` must be one ASCII character"
-                            .into(),
-                    );
+                    return Err("`framing.character_delimited.delimiter` must be one ASCII character".into());
                 }
-                Framer {
-                    delimiter: Some(c.delimiter as u8),
-                    max_length: c.max_length.or(legacy_max_length),
-                }
+                Framer { delimiter: Some(c.delimiter as u8), max_length: c.max_length.or(legacy_max_length) }
             }
         })
     }
@@ -181,10 +164,7 @@ pub struct Decoder {
 
 impl DecodingConfig {
     pub fn decoder(&self, source_type: &'static str) -> Decoder {
-        Decoder {
-            codec: self.codec,
-            source_type,
-        }
+        Decoder { codec: self.codec, source_type }
     }
 
     /// Whether the default framing for streams is newline (bytes and json both are).
@@ -204,17 +184,11 @@ impl Decoder {
     ) -> Result<(), String> {
         match self.codec {
             DecodingCodec::Bytes => {
-                out.push(LogEvent::legacy(
-                    frame,
-                    self.source_type,
-                    host,
-                    meta.clone(),
-                ));
+                out.push(LogEvent::legacy(frame, self.source_type, host, meta.clone()));
                 Ok(())
             }
             DecodingCodec::Json => {
-                let value: Value =
-                    serde_json::from_slice(&frame).map_err(|e| format!("invalid JSON: {e}"))?;
+                let value: Value = serde_json::from_slice(&frame).map_err(|e| format!("invalid JSON: {e}"))?;
                 match value {
                     Value::Object(_) => {
                         out.push(self.finish_json(value, host, meta));
@@ -236,11 +210,9 @@ impl Decoder {
     fn finish_json(&self, value: Value, host: Option<&Bytes>, meta: &EventMetadata) -> LogEvent {
         let mut event = LogEvent::from_value(value, meta.clone());
         if let Value::Object(map) = event.value_mut() {
-            map.entry(KeyString::from(fields::TIMESTAMP))
-                .or_insert_with(|| Value::Timestamp(meta.ingest_time()));
+            map.entry(KeyString::from(fields::TIMESTAMP)).or_insert_with(|| Value::Timestamp(meta.ingest_time()));
             if let Some(host) = host {
-                map.entry(KeyString::from(fields::HOST))
-                    .or_insert_with(|| Value::Bytes(host.clone()));
+                map.entry(KeyString::from(fields::HOST)).or_insert_with(|| Value::Bytes(host.clone()));
             }
             map.insert(
                 KeyString::from(fields::SOURCE_TYPE),
@@ -257,10 +229,7 @@ mod tests {
 
     #[test]
     fn newline_framing_keeps_partial_tail_and_drops_oversized() {
-        let framer = Framer {
-            delimiter: Some(b'\n'),
-            max_length: Some(5),
-        };
+        let framer = Framer { delimiter: Some(b'\n'), max_length: Some(5) };
         let mut buf = BytesMut::from(&b"ab\ntoolong\r\ncd\nef"[..]);
         let (mut out, mut stats) = (Vec::new(), FrameStats::default());
         framer.split(&mut buf, &mut out, &mut stats);
@@ -273,10 +242,7 @@ mod tests {
 
     #[test]
     fn crlf_keeps_carriage_return() {
-        let framer = Framer {
-            delimiter: Some(b'\n'),
-            max_length: None,
-        };
+        let framer = Framer { delimiter: Some(b'\n'), max_length: None };
         let mut buf = BytesMut::from(&b"a\r\n"[..]);
         let (mut out, mut stats) = (Vec::new(), FrameStats::default());
         framer.split(&mut buf, &mut out, &mut stats);

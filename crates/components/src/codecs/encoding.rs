@@ -122,32 +122,22 @@ impl EncodingConfig {
         let mut issues = Vec::new();
         if self.codec == Codec::Csv {
             match &self.csv {
-                None => issues.push(ConfigIssue::new(
-                    "encoding.csv.fields",
-                    "required when `codec = \"csv\"`",
-                )),
-                Some(csv) if !csv.delimiter.is_ascii() => issues.push(ConfigIssue::new(
-                    "encoding.csv.delimiter",
-                    "must be one ASCII character",
-                )),
+                None => issues.push(ConfigIssue::new("encoding.csv.fields", "required when `codec = \"csv\"`")),
+                Some(csv) if !csv.delimiter.is_ascii() => {
+                    issues.push(ConfigIssue::new("encoding.csv.delimiter", "must be one ASCII character"))
+                }
                 _ => {}
             }
         }
         if self.only_fields.is_some() && self.except_fields.is_some() {
-            issues.push(ConfigIssue::new(
-                "encoding",
-                "`only_fields` and `except_fields` cannot both be set",
-            ));
+            issues.push(ConfigIssue::new("encoding", "`only_fields` and `except_fields` cannot both be set"));
         }
         issues
     }
 
     pub fn build(&self) -> Encoder {
         let csv_delimiter = self.csv.as_ref().map_or(b',', |c| c.delimiter as u8);
-        Encoder {
-            config: self.clone(),
-            csv_delimiter,
-        }
+        Encoder { config: self.clone(), csv_delimiter }
     }
 }
 
@@ -172,12 +162,8 @@ fn convert_timestamps(value: &mut Value, format: TimestampFormat) {
                 TimestampFormat::Unix => Value::from(ts.timestamp()),
                 TimestampFormat::UnixMs => Value::from(ts.timestamp_millis()),
                 TimestampFormat::UnixUs => Value::from(ts.timestamp_micros()),
-                TimestampFormat::UnixNs => {
-                    Value::from(ts.timestamp_nanos_opt().unwrap_or_default())
-                }
-                TimestampFormat::UnixFloat => {
-                    Value::from_f64_or_zero(ts.timestamp_micros() as f64 / 1e6)
-                }
+                TimestampFormat::UnixNs => Value::from(ts.timestamp_nanos_opt().unwrap_or_default()),
+                TimestampFormat::UnixFloat => Value::from_f64_or_zero(ts.timestamp_micros() as f64 / 1e6),
             }
         }
         Value::Object(map) => map.values_mut().for_each(|v| convert_timestamps(v, format)),
@@ -195,10 +181,7 @@ impl Encoder {
     fn needs_transform(&self) -> bool {
         self.config.only_fields.is_some()
             || self.config.except_fields.is_some()
-            || self
-                .config
-                .timestamp_format
-                .is_some_and(|f| f != TimestampFormat::Rfc3339)
+            || self.config.timestamp_format.is_some_and(|f| f != TimestampFormat::Rfc3339)
     }
 
     fn shaped(&self, value: &Value) -> Value {
@@ -269,12 +252,7 @@ impl Encoder {
                 Ok(())
             }
             Codec::Csv => {
-                let fields = self
-                    .config
-                    .csv
-                    .as_ref()
-                    .map(|c| c.fields.as_slice())
-                    .unwrap_or_default();
+                let fields = self.config.csv.as_ref().map(|c| c.fields.as_slice()).unwrap_or_default();
                 let mut scratch = Vec::new();
                 for (i, name) in fields.iter().enumerate() {
                     if i > 0 {
@@ -284,9 +262,8 @@ impl Encoder {
                     if let Some(v) = field(name) {
                         write_scalar(&mut scratch, v);
                     }
-                    let quote = scratch
-                        .iter()
-                        .any(|&b| b == self.csv_delimiter || b == b'"' || b == b'\n' || b == b'\r');
+                    let quote =
+                        scratch.iter().any(|&b| b == self.csv_delimiter || b == b'"' || b == b'\n' || b == b'\r');
                     if quote {
                         buf.push(b'"');
                         for &b in &scratch {
@@ -306,19 +283,9 @@ impl Encoder {
     }
 }
 
-fn logfmt_object(
-    buf: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    prefix: &str,
-    map: &ObjectMap,
-    first: &mut bool,
-) {
+fn logfmt_object(buf: &mut Vec<u8>, scratch: &mut Vec<u8>, prefix: &str, map: &ObjectMap, first: &mut bool) {
     for (key, value) in map {
-        let name = if prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let name = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
         if let Value::Object(inner) = value {
             logfmt_object(buf, scratch, &name, inner, first);
             continue;
@@ -331,10 +298,7 @@ fn logfmt_object(
         buf.push(b'=');
         scratch.clear();
         write_scalar(scratch, value);
-        let quote = scratch.is_empty()
-            || scratch
-                .iter()
-                .any(|&b| b == b' ' || b == b'"' || b == b'=' || b < 0x20);
+        let quote = scratch.is_empty() || scratch.iter().any(|&b| b == b' ' || b == b'"' || b == b'=' || b < 0x20);
         if quote {
             buf.push(b'"');
             for &b in scratch.iter() {
@@ -366,41 +330,23 @@ mod tests {
         let mut inner = ObjectMap::new();
         inner.insert("k".into(), Value::from("a b"));
         map.insert("o".into(), Value::Object(inner));
-        LogEvent::from_value(
-            Value::Object(map),
-            EventMetadata::new(Arc::from("t"), chrono::Utc::now()),
-        )
+        LogEvent::from_value(Value::Object(map), EventMetadata::new(Arc::from("t"), chrono::Utc::now()))
     }
 
     fn encode(toml_codec: serde_json::Value) -> String {
-        let config: EncodingConfig =
-            serde_json::from_value(toml_codec).unwrap_or_else(|e| panic!("{e}"));
+        let config: EncodingConfig = serde_json::from_value(toml_codec).unwrap_or_else(|e| panic!("{e}"));
         let mut buf = Vec::new();
-        config
-            .build()
-            .encode(&event(), &mut buf)
-            .unwrap_or_else(|e| panic!("{e}"));
+        config.build().encode(&event(), &mut buf).unwrap_or_else(|e| panic!("{e}"));
         String::from_utf8_lossy(&buf).into_owned()
     }
 
     #[test]
     fn codecs() {
+        assert_eq!(encode(serde_json::json!({"codec": "text"})), "hello, \"world\"");
+        assert_eq!(encode(serde_json::json!({"codec": "json", "only_fields": ["n"]})), r#"{"n":3}"#);
+        assert_eq!(encode(serde_json::json!({"codec": "logfmt", "except_fields": ["message"]})), r#"n=3 o.k="a b""#);
         assert_eq!(
-            encode(serde_json::json!({"codec": "text"})),
-            "hello, \"world\""
-        );
-        assert_eq!(
-            encode(serde_json::json!({"codec": "json", "only_fields": ["n"]})),
-            r#"{"n":3}"#
-        );
-        assert_eq!(
-            encode(serde_json::json!({"codec": "logfmt", "except_fields": ["message"]})),
-            r#"n=3 o.k="a b""#
-        );
-        assert_eq!(
-            encode(
-                serde_json::json!({"codec": "csv", "csv": {"fields": ["n", "message", "missing"]}})
-            ),
+            encode(serde_json::json!({"codec": "csv", "csv": {"fields": ["n", "message", "missing"]}})),
             "3,\"hello, \"\"world\"\"\","
         );
     }

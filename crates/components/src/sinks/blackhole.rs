@@ -21,10 +21,7 @@ pub struct BlackholeConfig {
 
 impl SinkConfig for BlackholeConfig {
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
-        Ok(Box::new(Blackhole {
-            config: self.clone(),
-            cx,
-        }))
+        Ok(Box::new(Blackhole { config: self.clone(), cx }))
     }
 }
 
@@ -43,10 +40,7 @@ impl Sink for Blackhole {
             while let Some(mut chunk) = input.next().await {
                 total += chunk.len() as u64;
                 if let Some(rate) = config.rate.filter(|r| *r > 0) {
-                    tokio::time::sleep_until(
-                        start + Duration::from_secs_f64(total as f64 / rate as f64),
-                    )
-                    .await;
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(total as f64 / rate as f64)).await;
                 }
                 let mut pending = Pending::default();
                 pending.add_chunk(&mut chunk);

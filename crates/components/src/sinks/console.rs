@@ -4,9 +4,7 @@
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use sluice_core::ack::Outcome;
-use sluice_core::component::{
-    BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput,
-};
+use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 use tokio::io::AsyncWriteExt;
 
 use super::{Pending, reject};
@@ -40,15 +38,8 @@ impl SinkConfig for ConsoleConfig {
     }
 
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
-        let delimiter = self
-            .framing
-            .delimiter()
-            .map_err(|i| BuildError(i.message))?;
-        Ok(Box::new(Console {
-            config: self.clone(),
-            delimiter,
-            cx,
-        }))
+        let delimiter = self.framing.delimiter().map_err(|i| BuildError(i.message))?;
+        Ok(Box::new(Console { config: self.clone(), delimiter, cx }))
     }
 }
 
@@ -61,11 +52,7 @@ struct Console {
 impl Sink for Console {
     fn run(self: Box<Self>, mut input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let Self {
-                config,
-                delimiter,
-                cx,
-            } = *self;
+            let Self { config, delimiter, cx } = *self;
             let encoder = config.encoding.build();
             let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match config.target {
                 ConsoleTarget::Stdout => Box::new(tokio::io::stdout()),

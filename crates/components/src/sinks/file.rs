@@ -15,9 +15,7 @@ use flate2::write::GzEncoder;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use sluice_core::ack::Outcome;
-use sluice_core::component::{
-    BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput,
-};
+use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 
 use super::template::Template;
 use super::{Pending, reject};
@@ -79,9 +77,7 @@ impl FileConfig {
 
 /// Lexical normalization: `.` removed; `..` kept (and rejected by [`confined`]).
 fn normalize(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    path.components().filter(|c| !matches!(c, Component::CurDir)).collect()
 }
 
 /// The rendered path if it stays inside `root`.
@@ -117,18 +113,9 @@ impl SinkConfig for FileConfig {
 
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         let template = self.template().map_err(|i| BuildError(i.message))?;
-        let delimiter = self
-            .framing
-            .delimiter()
-            .map_err(|i| BuildError(i.message))?;
+        let delimiter = self.framing.delimiter().map_err(|i| BuildError(i.message))?;
         let root = self.confinement_root(&template);
-        Ok(Box::new(FileSink {
-            config: self.clone(),
-            template,
-            root,
-            delimiter,
-            cx,
-        }))
+        Ok(Box::new(FileSink { config: self.clone(), template, root, delimiter, cx }))
     }
 }
 
@@ -142,7 +129,7 @@ struct FileSink {
 
 enum Writer {
     Plain(std::fs::File),
-    Gzip(GzEncoder<std::fs::File>),
+    Gzip(Box<GzEncoder<std::fs::File>>),
 }
 
 struct OpenFile {
@@ -155,18 +142,12 @@ impl OpenFile {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         let writer = match compression {
             Compression::None => Writer::Plain(file),
-            Compression::Gzip => Writer::Gzip(GzEncoder::new(file, flate2::Compression::default())),
+            Compression::Gzip => Writer::Gzip(Box::new(GzEncoder::new(file, flate2::Compression::default()))),
         };
-        Ok(Self {
-            writer,
-            last_used: Instant::now(),
-        })
+        Ok(Self { writer, last_used: Instant::now() })
     }
 
     fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -219,11 +200,8 @@ fn write_groups(
 }
 
 fn close_idle(files: &mut HashMap<PathBuf, OpenFile>, idle: Duration) {
-    let stale: Vec<PathBuf> = files
-        .iter()
-        .filter(|(_, f)| f.last_used.elapsed() >= idle)
-        .map(|(p, _)| p.clone())
-        .collect();
+    let stale: Vec<PathBuf> =
+        files.iter().filter(|(_, f)| f.last_used.elapsed() >= idle).map(|(p, _)| p.clone()).collect();
     for path in stale {
         if let Some(f) = files.remove(&path)
             && let Err(err) = f.close()
@@ -236,13 +214,7 @@ fn close_idle(files: &mut HashMap<PathBuf, OpenFile>, idle: Duration) {
 impl Sink for FileSink {
     fn run(self: Box<Self>, mut input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let Self {
-                config,
-                template,
-                root,
-                delimiter,
-                cx,
-            } = *self;
+            let Self { config, template, root, delimiter, cx } = *self;
             let encoder = config.encoding.build();
             let idle = Duration::from_secs(config.idle_timeout_secs);
             let static_path = (!template.is_dynamic()).then(|| normalize(Path::new(&config.path)));
@@ -276,12 +248,7 @@ impl Sink for FileSink {
                     let at = match groups.iter().position(|g| g.path == path) {
                         Some(at) => at,
                         None => {
-                            groups.push(Group {
-                                path,
-                                data: Vec::new(),
-                                pending: Pending::default(),
-                                result: Ok(()),
-                            });
+                            groups.push(Group { path, data: Vec::new(), pending: Pending::default(), result: Ok(()) });
                             groups.len() - 1
                         }
                     };
@@ -362,14 +329,8 @@ mod tests {
         assert!(confined(root, "/data/out/../../etc/passwd").is_err());
         assert!(confined(root, "/data/outside.log").is_err());
         assert!(confined(root, "/data/out/a\0b").is_err());
-        assert!(
-            confined(root, "/data/out//etc/passwd").is_ok(),
-            "stays under the root"
-        );
-        assert!(
-            confined(Path::new(""), "/etc/passwd.log").is_err(),
-            "relative root, absolute path"
-        );
+        assert!(confined(root, "/data/out//etc/passwd").is_ok(), "stays under the root");
+        assert!(confined(Path::new(""), "/etc/passwd.log").is_err(), "relative root, absolute path");
         assert!(confined(Path::new(""), "app.log").is_ok());
     }
 }

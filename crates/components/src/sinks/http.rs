@@ -19,9 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use sluice_core::ack::Outcome;
-use sluice_core::component::{
-    BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput,
-};
+use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 
 use super::{Pending, reject};
 use crate::codecs::encoding::{Codec, SinkFramingMethod};
@@ -130,24 +128,16 @@ impl HttpSinkConfig {
         match &self.framing {
             None if self.encoding.codec == Codec::Json => Ok(Framing::JsonArray),
             None => Ok(Framing::Delimited(Some(b'\n'))),
-            Some(f) if f.method.is_none() && self.encoding.codec == Codec::Json => {
-                Ok(Framing::JsonArray)
-            }
+            Some(f) if f.method.is_none() && self.encoding.codec == Codec::Json => Ok(Framing::JsonArray),
             Some(f) => f.delimiter().map(Framing::Delimited),
         }
     }
 
     fn parsed_uri(&self) -> Result<http::Uri, ConfigIssue> {
-        let uri: http::Uri = self
-            .uri
-            .parse()
-            .map_err(|e| ConfigIssue::new("uri", format!("not a valid URI: {e}")))?;
+        let uri: http::Uri = self.uri.parse().map_err(|e| ConfigIssue::new("uri", format!("not a valid URI: {e}")))?;
         match uri.scheme_str() {
             Some("http") => Ok(uri),
-            Some("https") => Err(ConfigIssue::new(
-                "uri",
-                "https is not supported yet; use http or a local TLS proxy",
-            )),
+            Some("https") => Err(ConfigIssue::new("uri", "https is not supported yet; use http or a local TLS proxy")),
             _ => Err(ConfigIssue::new("uri", "must start with http://")),
         }
     }
@@ -157,20 +147,17 @@ impl HttpSinkConfig {
         for (name, value) in &self.request.headers {
             let bad = |m: String| ConfigIssue::new(format!("request.headers.{name}"), m);
             let name = http::HeaderName::try_from(name.as_str()).map_err(|e| bad(e.to_string()))?;
-            let value =
-                http::HeaderValue::try_from(value.as_str()).map_err(|e| bad(e.to_string()))?;
+            let value = http::HeaderValue::try_from(value.as_str()).map_err(|e| bad(e.to_string()))?;
             headers.push((name, value));
         }
         if let Some(auth) = &self.auth {
             let value = match auth {
-                HttpAuth::Basic { user, password } => format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-                ),
+                HttpAuth::Basic { user, password } => {
+                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+                }
                 HttpAuth::Bearer { token } => format!("Bearer {token}"),
             };
-            let value = http::HeaderValue::try_from(value)
-                .map_err(|e| ConfigIssue::new("auth", e.to_string()))?;
+            let value = http::HeaderValue::try_from(value).map_err(|e| ConfigIssue::new("auth", e.to_string()))?;
             headers.push((http::header::AUTHORIZATION, value));
         }
         let content_type = match self.encoding.codec {
@@ -179,16 +166,10 @@ impl HttpSinkConfig {
             _ => "text/plain",
         };
         if !headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE) {
-            headers.push((
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(content_type),
-            ));
+            headers.push((http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type)));
         }
         if self.compression == super::file::Compression::Gzip {
-            headers.push((
-                http::header::CONTENT_ENCODING,
-                http::HeaderValue::from_static("gzip"),
-            ));
+            headers.push((http::header::CONTENT_ENCODING, http::HeaderValue::from_static("gzip")));
         }
         Ok(headers)
     }
@@ -213,10 +194,7 @@ impl SinkConfig for HttpSinkConfig {
             && framing.method == Some(SinkFramingMethod::Bytes)
             && self.encoding.codec == Codec::Json
         {
-            issues.push(ConfigIssue::new(
-                "framing.method",
-                "`bytes` would run JSON documents together",
-            ));
+            issues.push(ConfigIssue::new("framing.method", "`bytes` would run JSON documents together"));
         }
         issues
     }
@@ -235,14 +213,7 @@ impl SinkConfig for HttpSinkConfig {
             HttpSinkMethod::Options => http::Method::OPTIONS,
             HttpSinkMethod::Trace => http::Method::TRACE,
         };
-        Ok(Box::new(HttpSink {
-            config: self.clone(),
-            uri,
-            method,
-            headers,
-            framing,
-            cx,
-        }))
+        Ok(Box::new(HttpSink { config: self.clone(), uri, method, headers, framing, cx }))
     }
 }
 
@@ -266,11 +237,7 @@ impl HttpSink {
     fn append(&self, batch: &mut Batch, encoded: &[u8]) {
         match self.framing {
             Framing::JsonArray => {
-                batch.body.push(if batch.pending.events == 0 {
-                    b'['
-                } else {
-                    b','
-                });
+                batch.body.push(if batch.pending.events == 0 { b'[' } else { b',' });
                 batch.body.extend_from_slice(encoded);
             }
             Framing::Delimited(delimiter) => {
@@ -308,9 +275,7 @@ impl HttpSink {
                 return;
             }
         };
-        let mut request = http::Request::builder()
-            .method(self.method.clone())
-            .uri(self.uri.clone());
+        let mut request = http::Request::builder().method(self.method.clone()).uri(self.uri.clone());
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
@@ -323,24 +288,16 @@ impl HttpSink {
                 return;
             }
         };
-        let timeout =
-            Duration::from_secs_f64(self.config.request.timeout_secs.unwrap_or(60.0).max(0.001));
+        let timeout = Duration::from_secs_f64(self.config.request.timeout_secs.unwrap_or(60.0).max(0.001));
         let result = tokio::time::timeout(timeout, async {
             let response = client.request(request).await.map_err(|e| e.to_string())?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             Ok::<_, String>((status, body))
         })
         .await;
         match result {
-            Ok(Ok((status, _))) if status.is_success() => {
-                pending.settle(&self.cx.ledger, Outcome::Delivered)
-            }
+            Ok(Ok((status, _))) if status.is_success() => pending.settle(&self.cx.ledger, Outcome::Delivered),
             Ok(Ok((status, body))) => {
                 self.cx.ledger.error("http_status", "sending");
                 let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -381,13 +338,11 @@ impl Sink for HttpSink {
     fn run(self: Box<Self>, mut input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
             let sink = *self;
-            let client: Client<HttpConnector, Full<Bytes>> =
-                Client::builder(TokioExecutor::new()).build_http();
+            let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
             let encoder = sink.config.encoding.build();
             let max_events = sink.config.batch.max_events.unwrap_or(usize::MAX);
             let max_bytes = sink.config.batch.max_bytes.unwrap_or(10_000_000);
-            let timeout =
-                Duration::from_secs_f64(sink.config.batch.timeout_secs.unwrap_or(1.0).max(0.0));
+            let timeout = Duration::from_secs_f64(sink.config.batch.timeout_secs.unwrap_or(1.0).max(0.0));
             let mut batch = Batch::default();
             let mut deadline: Option<tokio::time::Instant> = None;
             let mut scratch = Vec::new();

@@ -5,6 +5,7 @@ pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod prometheus_exporter;
 pub mod template;
 
 use sluice_core::ack::{BatchFinalizers, Outcome};
@@ -44,19 +45,9 @@ impl Pending {
 }
 
 /// An event the sink cannot encode: resolved as failed and counted.
-pub(crate) fn reject(
-    ledger: &ComponentLedger,
-    mut event: LogEvent,
-    reason: &'static str,
-    error: &str,
-) {
+pub(crate) fn reject(ledger: &ComponentLedger, mut event: LogEvent, reason: &'static str, error: &str) {
     event.take_finalizer().resolve(Outcome::Failed);
     ledger.errored(1);
     ledger.error(reason, "processing");
-    tracing::error!(
-        component_id = ledger.id(),
-        reason,
-        error,
-        "Event could not be written; counted as failed."
-    );
+    tracing::error!(component_id = ledger.id(), reason, error, "Event could not be written; counted as failed.");
 }

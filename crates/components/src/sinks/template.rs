@@ -39,9 +39,7 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        let strftime = parts
-            .iter()
-            .any(|p| matches!(p, Part::Literal(l) if l.contains('%')));
+        let strftime = parts.iter().any(|p| matches!(p, Part::Literal(l) if l.contains('%')));
         if strftime {
             for part in &parts {
                 if let Part::Literal(l) = part {
@@ -127,12 +125,9 @@ mod tests {
         app.insert("name".into(), Value::from("web"));
         let mut map = ObjectMap::new();
         map.insert("app".into(), Value::Object(app));
-        let ts = chrono::DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
-            .map(|t| t.to_utc())
-            .unwrap_or_default();
+        let ts = chrono::DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z").map(|t| t.to_utc()).unwrap_or_default();
         map.insert("timestamp".into(), Value::Timestamp(ts));
-        let event =
-            LogEvent::from_value(Value::Object(map), EventMetadata::new(Arc::from("s"), ts));
+        let event = LogEvent::from_value(Value::Object(map), EventMetadata::new(Arc::from("s"), ts));
         assert_eq!(t.render(&event).as_deref(), Ok("/logs/web/2026.log"));
         let missing = Template::parse("{{ nope }}").unwrap_or_else(|e| panic!("{e}"));
         assert!(missing.render(&event).is_err());

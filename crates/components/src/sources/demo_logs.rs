@@ -7,9 +7,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use sluice_core::ack::EventFinalizer;
-use sluice_core::component::{
-    BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask,
-};
+use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask};
 use vrl::value::{KeyString, Value};
 
 use super::{EventBuilder, count_rejected};
@@ -56,14 +54,7 @@ pub enum DemoFormat {
 }
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
-const PATHS: [&str; 6] = [
-    "/",
-    "/api/v1/users",
-    "/login",
-    "/static/app.js",
-    "/healthz",
-    "/search?q=rust",
-];
+const PATHS: [&str; 6] = ["/", "/api/v1/users", "/login", "/static/app.js", "/healthz", "/search?q=rust"];
 const STATUSES: [u16; 7] = [200, 200, 200, 201, 304, 404, 500];
 const USERS: [&str; 5] = ["-", "alice", "bob", "carol", "dave"];
 const HOSTS: [&str; 4] = ["10.0.0.7", "192.168.1.20", "172.16.4.2", "203.0.113.9"];
@@ -138,19 +129,12 @@ impl DemoLogsConfig {
             .to_string(),
             DemoFormat::Shuffle => {
                 let line = pick(rng, &self.lines).clone();
-                if self.sequence {
-                    format!("{n} {line}")
-                } else {
-                    line
-                }
+                if self.sequence { format!("{n} {line}") } else { line }
             }
             DemoFormat::LlmInference => {
                 let inference_type = *pick(rng, &INFERENCE_TYPES);
-                let latency: u64 = if rng.random_bool(0.05) {
-                    rng.random_range(5_001..30_000)
-                } else {
-                    rng.random_range(80..5_000)
-                };
+                let latency: u64 =
+                    if rng.random_bool(0.05) { rng.random_range(5_001..30_000) } else { rng.random_range(80..5_000) };
                 serde_json::json!({
                     "log_id": format!("{:016x}{:016x}", rng.random::<u64>(), n),
                     "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -176,16 +160,10 @@ impl SourceConfig for DemoLogsConfig {
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if self.format == DemoFormat::Shuffle && self.lines.is_empty() {
-            issues.push(ConfigIssue::new(
-                "lines",
-                "required (non-empty) when `format = \"shuffle\"`",
-            ));
+            issues.push(ConfigIssue::new("lines", "required (non-empty) when `format = \"shuffle\"`"));
         }
         if !(self.interval.is_finite() && self.interval >= 0.0) {
-            issues.push(ConfigIssue::new(
-                "interval",
-                "must be a number of seconds, 0 or more",
-            ));
+            issues.push(ConfigIssue::new("interval", "must be a number of seconds, 0 or more"));
         }
         issues
     }
@@ -193,23 +171,14 @@ impl SourceConfig for DemoLogsConfig {
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
         let config = self.clone();
         let builder = EventBuilder::new(cx.id.clone(), self.decoding.decoder("demo_logs"), None);
-        let SourceContext {
-            mut out,
-            mut shutdown,
-            globals,
-            ..
-        } = cx;
-        let service = [(
-            KeyString::from("service"),
-            Value::Bytes(Bytes::from_static(b"vector")),
-        )];
+        let SourceContext { mut out, mut shutdown, globals, .. } = cx;
+        let service = [(KeyString::from("service"), Value::Bytes(Bytes::from_static(b"vector")))];
         Ok(Box::pin(async move {
             let mut rng = SmallRng::from_rng(&mut rand::rng());
             let total = config.count.unwrap_or(u64::MAX);
             let per_chunk = if config.interval > 0.0 { 1 } else { CHUNK };
-            let mut ticker = (config.interval > 0.0).then(|| {
-                tokio::time::interval(std::time::Duration::from_secs_f64(config.interval))
-            });
+            let mut ticker = (config.interval > 0.0)
+                .then(|| tokio::time::interval(std::time::Duration::from_secs_f64(config.interval)));
             let mut produced = 0u64;
             while produced < total {
                 if let Some(ticker) = ticker.as_mut() {
@@ -222,9 +191,7 @@ impl SourceConfig for DemoLogsConfig {
                     break;
                 }
                 let n = per_chunk.min(total - produced);
-                let frames: Vec<Bytes> = (0..n)
-                    .map(|i| Bytes::from(config.line(&mut rng, produced + i)))
-                    .collect();
+                let frames: Vec<Bytes> = (0..n).map(|i| Bytes::from(config.line(&mut rng, produced + i))).collect();
                 produced += n;
                 let mut chunk = Vec::with_capacity(frames.len());
                 let (failed, error) = builder.decode_all(
@@ -234,12 +201,7 @@ impl SourceConfig for DemoLogsConfig {
                     &service,
                     &mut chunk,
                 );
-                count_rejected(
-                    out.ledger(),
-                    failed,
-                    "decode_error",
-                    error.as_deref().unwrap_or_default(),
-                );
+                count_rejected(out.ledger(), failed, "decode_error", error.as_deref().unwrap_or_default());
                 if out.send(chunk).await.is_err() {
                     break;
                 }

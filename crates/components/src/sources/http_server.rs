@@ -19,9 +19,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Deserialize;
 use sluice_core::Chunk;
 use sluice_core::ack::{BatchNotifier, EventFinalizer, Outcome};
-use sluice_core::component::{
-    BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask,
-};
+use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask};
 use sluice_core::event::resolve_all;
 use sluice_core::ledger::ComponentLedger;
 use tokio::sync::mpsc;
@@ -139,35 +137,21 @@ impl SourceConfig for HttpServerConfig {
             issues.push(ConfigIssue::new("path", "must start with `/`"));
         }
         if !(self.ack_timeout_secs.is_finite() && self.ack_timeout_secs > 0.0) {
-            issues.push(ConfigIssue::new(
-                "ack_timeout_secs",
-                "must be a positive number of seconds",
-            ));
+            issues.push(ConfigIssue::new("ack_timeout_secs", "must be a positive number of seconds"));
         }
         issues
     }
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
-        let framer = self
-            .framing
-            .framer(self.decoding.default_stream_framing(), None)
-            .map_err(BuildError)?;
+        let framer = self.framing.framer(self.decoding.default_stream_framing(), None).map_err(BuildError)?;
         let listener = std::net::TcpListener::bind(self.address)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| BuildError(format!("cannot listen on {}: {e}", self.address)))?;
-        let builder = EventBuilder::new(
-            cx.id.clone(),
-            self.decoding.decoder("http_server"),
-            Some(&self.host_key),
-        );
-        let expected_auth =
-            self.auth
-                .as_ref()
-                .map(|HttpServerAuth::Basic { username, password }| {
-                    let token = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{password}"));
-                    format!("Basic {token}")
-                });
+        let builder = EventBuilder::new(cx.id.clone(), self.decoding.decoder("http_server"), Some(&self.host_key));
+        let expected_auth = self.auth.as_ref().map(|HttpServerAuth::Basic { username, password }| {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            format!("Basic {token}")
+        });
         let method = match self.method {
             HttpMethod::Head => Method::HEAD,
             HttpMethod::Get => Method::GET,
@@ -177,12 +161,7 @@ impl SourceConfig for HttpServerConfig {
             HttpMethod::Delete => Method::DELETE,
         };
         let config = self.clone();
-        let SourceContext {
-            out,
-            mut shutdown,
-            acknowledgements,
-            ..
-        } = cx;
+        let SourceContext { out, mut shutdown, acknowledgements, .. } = cx;
         Ok(Box::pin(async move {
             let (tx, ledger, forward) = forwarder(out);
             let shared = Arc::new(Shared {
@@ -196,19 +175,14 @@ impl SourceConfig for HttpServerConfig {
                 tx,
                 ledger,
             });
-            let app = axum::Router::new()
-                .fallback(handle)
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .with_state(shared);
+            let app =
+                axum::Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(shared);
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
                 tracing::error!(error = %e, "Cannot register the listener.");
             })?;
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await;
             if let Err(err) = &served {
                 tracing::error!(error = %err, "HTTP server failed.");
             }
@@ -222,11 +196,7 @@ fn reply(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
-fn header_fields(
-    config: &HttpServerConfig,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Vec<(KeyString, Value)> {
+fn header_fields(config: &HttpServerConfig, headers: &HeaderMap, uri: &Uri) -> Vec<(KeyString, Value)> {
     let mut extra = Vec::new();
     for wanted in &config.headers {
         if wanted.contains('*') {
@@ -235,16 +205,13 @@ fn header_fields(
             for (name, value) in headers {
                 let name = name.as_str();
                 if name.starts_with(prefix) && name.ends_with(suffix) {
-                    extra.push((
-                        KeyString::from(name),
-                        Value::Bytes(Bytes::copy_from_slice(value.as_bytes())),
-                    ));
+                    extra.push((KeyString::from(name), Value::Bytes(Bytes::copy_from_slice(value.as_bytes()))));
                 }
             }
         } else {
-            let value = headers.get(wanted.as_str()).map_or(Value::Null, |v| {
-                Value::Bytes(Bytes::copy_from_slice(v.as_bytes()))
-            });
+            let value = headers
+                .get(wanted.as_str())
+                .map_or(Value::Null, |v| Value::Bytes(Bytes::copy_from_slice(v.as_bytes())));
             extra.push((KeyString::from(wanted.as_str()), value));
         }
     }
@@ -261,18 +228,12 @@ fn header_fields(
             })
             .unwrap_or_default();
         for wanted in &config.query_parameters {
-            let value = pairs
-                .iter()
-                .find(|(k, _)| k == wanted)
-                .map_or(Value::Null, |(_, v)| Value::from(v.as_str()));
+            let value = pairs.iter().find(|(k, _)| k == wanted).map_or(Value::Null, |(_, v)| Value::from(v.as_str()));
             extra.push((KeyString::from(wanted.as_str()), value));
         }
     }
     if !config.path_key.is_empty() {
-        extra.push((
-            KeyString::from(config.path_key.as_str()),
-            Value::from(uri.path()),
-        ));
+        extra.push((KeyString::from(config.path_key.as_str()), Value::from(uri.path())));
     }
     extra
 }
@@ -296,7 +257,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Response> {
+fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> {
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -306,25 +267,15 @@ fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Response> {
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "identity" | "" => return Ok(body),
-        "gzip" => flate2::read::MultiGzDecoder::new(&body[..])
-            .take(MAX_BODY_BYTES as u64 * 4)
-            .read_to_end(&mut out),
-        "deflate" => flate2::read::ZlibDecoder::new(&body[..])
-            .take(MAX_BODY_BYTES as u64 * 4)
-            .read_to_end(&mut out),
+        "gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_BODY_BYTES as u64 * 4).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(MAX_BODY_BYTES as u64 * 4).read_to_end(&mut out),
         _ => {
-            return Err(reply(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported Content-Encoding\n",
-            ));
+            return Err(Box::new(reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Encoding\n")));
         }
     };
     match result {
         Ok(_) => Ok(Bytes::from(out)),
-        Err(_) => Err(reply(
-            StatusCode::BAD_REQUEST,
-            "body could not be decompressed\n",
-        )),
+        Err(_) => Err(Box::new(reply(StatusCode::BAD_REQUEST, "body could not be decompressed\n"))),
     }
 }
 
@@ -337,11 +288,8 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let config = &shared.config;
-    let path_ok = if config.strict_path {
-        uri.path() == config.path
-    } else {
-        uri.path().starts_with(config.path.as_str())
-    };
+    let path_ok =
+        if config.strict_path { uri.path() == config.path } else { uri.path().starts_with(config.path.as_str()) };
     if !path_ok {
         return reply(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -349,68 +297,42 @@ async fn handle(
         return reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     if let Some(expected) = &shared.expected_auth {
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if given != Some(expected.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Basic")],
-                "unauthorized\n",
-            )
+            return (StatusCode::UNAUTHORIZED, [(http::header::WWW_AUTHENTICATE, "Basic")], "unauthorized\n")
                 .into_response();
         }
     }
     let body = match decompress(&headers, body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut buf = BytesMut::from(&body[..]);
     let mut frames = Vec::new();
     let mut stats = FrameStats::default();
     shared.framer.split(&mut buf, &mut frames, &mut stats);
     shared.framer.finish(&mut buf, &mut frames, &mut stats);
-    count_rejected(
-        &shared.ledger,
-        stats.oversized,
-        "oversized",
-        "frame longer than max_length",
-    );
+    count_rejected(&shared.ledger, stats.oversized, "oversized", "frame longer than max_length");
     if frames.is_empty() {
         return reply(status(config.response_code), "");
     }
     let mut extra = header_fields(config, &headers, &uri);
     let host = (!config.host_key.is_empty()).then(|| Bytes::from(peer.ip().to_string()));
     let (notifier, mut receiver) = BatchNotifier::with_receiver();
-    let finalizer = if shared.acknowledgements {
-        EventFinalizer::new(notifier)
-    } else {
-        EventFinalizer::default()
-    };
+    let finalizer = if shared.acknowledgements { EventFinalizer::new(notifier) } else { EventFinalizer::default() };
     let mut chunk = Vec::with_capacity(frames.len());
-    let (failed, error) =
-        shared
-            .builder
-            .decode_all(frames, finalizer, host.as_ref(), &extra, &mut chunk);
+    let (failed, error) = shared.builder.decode_all(frames, finalizer, host.as_ref(), &extra, &mut chunk);
     extra.clear();
     if failed > 0 {
         // Reject the whole request so the sender can fix it; nothing from it was sent.
         resolve_all(chunk, Outcome::Discarded);
-        count_rejected(
-            &shared.ledger,
-            failed,
-            "decode_error",
-            error.as_deref().unwrap_or_default(),
-        );
+        count_rejected(&shared.ledger, failed, "decode_error", error.as_deref().unwrap_or_default());
         let message = format!("body could not be decoded: {}\n", error.unwrap_or_default());
         return (StatusCode::BAD_REQUEST, message).into_response();
     }
     if let Err(err) = shared.tx.send(chunk).await {
         resolve_all(err.0, Outcome::Failed);
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down; send again\n",
-        );
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down; send again\n");
     }
     if !shared.acknowledgements {
         return reply(status(config.response_code), "");
@@ -421,10 +343,7 @@ async fn handle(
             "delivery failed: events were not delivered or stored; send again\n",
         ),
         Ok(_) => reply(status(config.response_code), ""),
-        Err(_) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not acknowledged within ack_timeout_secs; send again\n",
-        ),
+        Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "not acknowledged within ack_timeout_secs; send again\n"),
     }
 }
 

@@ -35,11 +35,7 @@ impl EventBuilder {
             Some(key) => Some(KeyString::from(key.trim_start_matches('.'))),
             None => Some(KeyString::from("host")),
         };
-        Self {
-            id,
-            decoder,
-            host_key,
-        }
+        Self { id, decoder, host_key }
     }
 
     /// Decodes `frames` into `out`. Every event shares `finalizer`; `host` goes under
@@ -84,36 +80,21 @@ impl EventBuilder {
 
 /// Counts input that never became an event (oversized or undecodable frames) in the
 /// source's ledger under a named reason, and logs it.
-pub(crate) fn count_rejected(
-    ledger: &ComponentLedger,
-    n: usize,
-    reason: &'static str,
-    detail: &str,
-) {
+pub(crate) fn count_rejected(ledger: &ComponentLedger, n: usize, reason: &'static str, detail: &str) {
     if n == 0 {
         return;
     }
     ledger.accept(n);
     ledger.discarded(n, reason, false);
     ledger.error(reason, "receiving");
-    tracing::warn!(
-        component_id = ledger.id(),
-        frames = n,
-        reason,
-        detail,
-        "Input discarded."
-    );
+    tracing::warn!(component_id = ledger.id(), frames = n, reason, detail, "Input discarded.");
 }
 
 /// Lets many tasks (connections, requests) feed one [`SourceSender`]. The forwarder ends when
 /// every handle is dropped.
 pub(crate) fn forwarder(
     mut out: SourceSender,
-) -> (
-    mpsc::Sender<Chunk>,
-    Arc<ComponentLedger>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (mpsc::Sender<Chunk>, Arc<ComponentLedger>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Chunk>(64);
     let ledger = out.ledger().clone();
     let task = tokio::spawn(async move {

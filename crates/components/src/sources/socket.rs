@@ -72,51 +72,25 @@ impl SourceConfig for SocketConfig {
             SocketMode::Tcp => FramingMethod::NewlineDelimited,
             SocketMode::Udp => FramingMethod::Bytes,
         };
-        let framer = self
-            .framing
-            .framer(default_method, Some(self.max_length))
-            .map_err(BuildError)?;
-        let builder = EventBuilder::new(
-            cx.id.clone(),
-            self.decoding.decoder("socket"),
-            self.host_key.as_deref(),
-        );
+        let framer = self.framing.framer(default_method, Some(self.max_length)).map_err(BuildError)?;
+        let builder = EventBuilder::new(cx.id.clone(), self.decoding.decoder("socket"), self.host_key.as_deref());
         let port_key = (!self.port_key.is_empty()).then(|| KeyString::from(self.port_key.as_str()));
-        let bind =
-            |e: std::io::Error| BuildError(format!("cannot listen on {}: {e}", self.address));
+        let bind = |e: std::io::Error| BuildError(format!("cannot listen on {}: {e}", self.address));
         let SourceContext { out, shutdown, .. } = cx;
         match self.mode {
             SocketMode::Tcp => {
                 let listener = std::net::TcpListener::bind(self.address).map_err(bind)?;
                 listener.set_nonblocking(true).map_err(bind)?;
-                let limit = self
-                    .connection_limit
-                    .map(|n| Arc::new(Semaphore::new(n as usize)));
-                let conn = Conn {
-                    framer,
-                    builder,
-                    port_key,
-                };
+                let limit = self.connection_limit.map(|n| Arc::new(Semaphore::new(n as usize)));
+                let conn = Conn { framer, builder, port_key };
                 let timeout = std::time::Duration::from_secs(self.shutdown_timeout_secs);
-                Ok(Box::pin(run_tcp(
-                    listener, conn, limit, timeout, out, shutdown,
-                )))
+                Ok(Box::pin(run_tcp(listener, conn, limit, timeout, out, shutdown)))
             }
             SocketMode::Udp => {
                 let socket = std::net::UdpSocket::bind(self.address).map_err(bind)?;
                 socket.set_nonblocking(true).map_err(bind)?;
-                let conn = Conn {
-                    framer,
-                    builder,
-                    port_key,
-                };
-                Ok(Box::pin(run_udp(
-                    socket,
-                    conn,
-                    self.max_length,
-                    out,
-                    shutdown,
-                )))
+                let conn = Conn { framer, builder, port_key };
+                Ok(Box::pin(run_udp(socket, conn, self.max_length, out, shutdown)))
             }
         }
     }
@@ -130,32 +104,14 @@ struct Conn {
 }
 
 impl Conn {
-    fn emit(
-        &self,
-        frames: &mut Vec<Bytes>,
-        peer: SocketAddr,
-        ledger: &ComponentLedger,
-    ) -> Vec<sluice_core::LogEvent> {
+    fn emit(&self, frames: &mut Vec<Bytes>, peer: SocketAddr, ledger: &ComponentLedger) -> Vec<sluice_core::LogEvent> {
         let host = Bytes::from(peer.ip().to_string());
-        let extra: Vec<(KeyString, Value)> = self
-            .port_key
-            .iter()
-            .map(|k| (k.clone(), Value::from(i64::from(peer.port()))))
-            .collect();
+        let extra: Vec<(KeyString, Value)> =
+            self.port_key.iter().map(|k| (k.clone(), Value::from(i64::from(peer.port())))).collect();
         let mut chunk = Vec::with_capacity(frames.len());
-        let (failed, error) = self.builder.decode_all(
-            frames.drain(..),
-            EventFinalizer::default(),
-            Some(&host),
-            &extra,
-            &mut chunk,
-        );
-        count_rejected(
-            ledger,
-            failed,
-            "decode_error",
-            error.as_deref().unwrap_or_default(),
-        );
+        let (failed, error) =
+            self.builder.decode_all(frames.drain(..), EventFinalizer::default(), Some(&host), &extra, &mut chunk);
+        count_rejected(ledger, failed, "decode_error", error.as_deref().unwrap_or_default());
         chunk
     }
 }
@@ -236,12 +192,7 @@ async fn read_stream(
             buf.clear();
             stats.oversized += 1;
         }
-        count_rejected(
-            &ledger,
-            std::mem::take(&mut stats.oversized),
-            "oversized",
-            "frame longer than max_length",
-        );
+        count_rejected(&ledger, std::mem::take(&mut stats.oversized), "oversized", "frame longer than max_length");
         if !frames.is_empty() {
             let chunk = conn.emit(&mut frames, peer, &ledger);
             if tx.send(chunk).await.is_err() {
@@ -287,12 +238,7 @@ async fn run_udp(
         let mut buf = BytesMut::from(&datagram[..len]);
         conn.framer.split(&mut buf, &mut frames, &mut stats);
         conn.framer.finish(&mut buf, &mut frames, &mut stats);
-        count_rejected(
-            &ledger,
-            std::mem::take(&mut stats.oversized),
-            "oversized",
-            "frame longer than max_length",
-        );
+        count_rejected(&ledger, std::mem::take(&mut stats.oversized), "oversized", "frame longer than max_length");
         if !frames.is_empty() {
             let chunk = conn.emit(&mut frames, peer, &ledger);
             if tx.send(chunk).await.is_err() {

@@ -41,25 +41,10 @@ impl SourceConfig for StdinConfig {
     }
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
-        let framer = self
-            .framing
-            .framer(
-                self.decoding.default_stream_framing(),
-                Some(self.max_length),
-            )
-            .map_err(BuildError)?;
-        let builder = EventBuilder::new(
-            cx.id.clone(),
-            self.decoding.decoder("stdin"),
-            self.host_key.as_deref(),
-        );
-        let SourceContext {
-            mut out,
-            mut shutdown,
-            acknowledgements,
-            globals,
-            ..
-        } = cx;
+        let framer =
+            self.framing.framer(self.decoding.default_stream_framing(), Some(self.max_length)).map_err(BuildError)?;
+        let builder = EventBuilder::new(cx.id.clone(), self.decoding.decoder("stdin"), self.host_key.as_deref());
+        let SourceContext { mut out, mut shutdown, acknowledgements, globals, .. } = cx;
         Ok(Box::pin(async move {
             let tally = Arc::new(AckTally::default());
             let mut stdin = tokio::io::stdin();
@@ -118,19 +103,9 @@ impl SourceConfig for StdinConfig {
                         EventFinalizer::default()
                     };
                     let mut chunk = Vec::with_capacity(frames.len());
-                    let (failed, error) = builder.decode_all(
-                        frames.drain(..),
-                        finalizer,
-                        Some(&globals.hostname),
-                        &[],
-                        &mut chunk,
-                    );
-                    count_rejected(
-                        out.ledger(),
-                        failed,
-                        "decode_error",
-                        error.as_deref().unwrap_or_default(),
-                    );
+                    let (failed, error) =
+                        builder.decode_all(frames.drain(..), finalizer, Some(&globals.hostname), &[], &mut chunk);
+                    count_rejected(out.ledger(), failed, "decode_error", error.as_deref().unwrap_or_default());
                     if out.send(chunk).await.is_err() {
                         break;
                     }

@@ -4,8 +4,7 @@
 use serde::Deserialize;
 use sluice_core::Chunk;
 use sluice_core::component::{
-    BuildError, ConfigIssue, FunctionTransform, GlobalOptions, TransformConfig, TransformContext,
-    TransformOutputs,
+    BuildError, ConfigIssue, FunctionTransform, GlobalOptions, TransformConfig, TransformContext, TransformOutputs,
 };
 
 use super::vrl::{Condition, ConditionConfig};
@@ -21,19 +20,13 @@ impl TransformConfig for FilterConfig {
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         match self.condition.build() {
             Ok(_) => Vec::new(),
-            Err(diagnostics) => vec![ConfigIssue::new(
-                "condition",
-                format!("VRL does not compile:\n{diagnostics}"),
-            )],
+            Err(diagnostics) => vec![ConfigIssue::new("condition", format!("VRL does not compile:\n{diagnostics}"))],
         }
     }
 
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn FunctionTransform>, BuildError> {
         let condition = self.condition.build().map_err(BuildError)?;
-        Ok(Box::new(Filter {
-            condition,
-            component_id: cx.id.to_string(),
-        }))
+        Ok(Box::new(Filter { condition, component_id: cx.id.to_string() }))
     }
 }
 

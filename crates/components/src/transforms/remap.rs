@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use sluice_core::component::{
-    BuildError, ConfigIssue, FunctionTransform, GlobalOptions, OutputSpec, TransformConfig,
-    TransformContext, TransformOutputs,
+    BuildError, ConfigIssue, FunctionTransform, GlobalOptions, OutputSpec, TransformConfig, TransformContext,
+    TransformOutputs,
 };
 use sluice_core::{Chunk, LogEvent};
 use vrl::compiler::runtime::{Runtime, Terminate};
@@ -66,34 +66,25 @@ impl RemapConfig {
             _ => p.clone(),
         };
         let read = |field: &str, p: &PathBuf| {
-            std::fs::read_to_string(resolve(p)).map_err(|e| {
-                ConfigIssue::new(field, format!("cannot read {}: {e}", resolve(p).display()))
-            })
+            std::fs::read_to_string(resolve(p))
+                .map_err(|e| ConfigIssue::new(field, format!("cannot read {}: {e}", resolve(p).display())))
         };
         match (&self.source, &self.file, &self.files) {
             (Some(source), None, None) => Ok(source.clone()),
             (None, Some(file), None) => read("file", file),
-            (None, None, Some(files)) if !files.is_empty() => Ok(files
-                .iter()
-                .map(|f| read("files", f))
-                .collect::<Result<Vec<_>, _>>()?
-                .join("\n")),
-            (None, None, _) => Err(ConfigIssue::new(
-                "source",
-                "one of `source`, `file` or `files` is required",
-            )),
-            _ => Err(ConfigIssue::new(
-                "source",
-                "only one of `source`, `file` and `files` may be set",
-            )),
+            (None, None, Some(files)) if !files.is_empty() => {
+                Ok(files.iter().map(|f| read("files", f)).collect::<Result<Vec<_>, _>>()?.join("\n"))
+            }
+            (None, None, _) => Err(ConfigIssue::new("source", "one of `source`, `file` or `files` is required")),
+            _ => Err(ConfigIssue::new("source", "only one of `source`, `file` and `files` may be set")),
         }
     }
 
     fn compiled(&self, globals: &GlobalOptions) -> Result<Program, ConfigIssue> {
         let source = self.program_source(globals)?;
-        compile(&source).map(|c| c.program).map_err(|diagnostics| {
-            ConfigIssue::new("source", format!("VRL does not compile:\n{diagnostics}"))
-        })
+        compile(&source)
+            .map(|c| c.program)
+            .map_err(|diagnostics| ConfigIssue::new("source", format!("VRL does not compile:\n{diagnostics}")))
     }
 }
 
@@ -111,9 +102,7 @@ impl TransformConfig for RemapConfig {
     }
 
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn FunctionTransform>, BuildError> {
-        let program = self
-            .compiled(&cx.globals)
-            .map_err(|issue| BuildError(issue.message))?;
+        let program = self.compiled(&cx.globals).map_err(|issue| BuildError(issue.message))?;
         let info = program.info();
         Ok(Box::new(Remap {
             // The original is needed only when a failure can send it on unchanged.
@@ -145,10 +134,7 @@ impl Remap {
         let mut dropped = ObjectMap::new();
         dropped.insert("reason".into(), Value::from(reason));
         dropped.insert("message".into(), Value::from(message));
-        dropped.insert(
-            "component_id".into(),
-            Value::from(self.component_id.as_str()),
-        );
+        dropped.insert("component_id".into(), Value::from(self.component_id.as_str()));
         dropped.insert("component_type".into(), Value::from("remap"));
         dropped.insert("component_kind".into(), Value::from("transform"));
         if let Value::Object(meta) = event.metadata_value_mut() {
@@ -209,11 +195,7 @@ impl FunctionTransform for Remap {
                         self.annotate(&mut original, reason, terminate.to_string());
                         out.named[0].push(original);
                     } else {
-                        let reason = if reason == "abort" {
-                            "remap_abort"
-                        } else {
-                            "remap_error"
-                        };
+                        let reason = if reason == "abort" { "remap_abort" } else { "remap_error" };
                         out.discard(original, reason, true);
                     }
                 }

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use sluice_core::Chunk;
 use sluice_core::component::{
-    BuildError, ConfigIssue, FunctionTransform, GlobalOptions, OutputSpec, TransformConfig,
-    TransformContext, TransformOutputs,
+    BuildError, ConfigIssue, FunctionTransform, GlobalOptions, OutputSpec, TransformConfig, TransformContext,
+    TransformOutputs,
 };
 
 use super::vrl::{Condition, ConditionConfig};
@@ -30,19 +30,14 @@ impl RouteConfig {
             .iter()
             .map(|(name, value)| {
                 if RESERVED.contains(&name.as_str()) {
-                    return Err(ConfigIssue::new(
-                        format!("route.{name}"),
-                        "this route name is reserved",
-                    ));
+                    return Err(ConfigIssue::new(format!("route.{name}"), "this route name is reserved"));
                 }
-                serde_json::from_value::<ConditionConfig>(value.clone())
-                    .map(|c| (name.clone(), c))
-                    .map_err(|_| {
-                        ConfigIssue::new(
-                            format!("route.{name}"),
-                            "expected a VRL condition string or { type = \"vrl\", source = \"…\" }",
-                        )
-                    })
+                serde_json::from_value::<ConditionConfig>(value.clone()).map(|c| (name.clone(), c)).map_err(|_| {
+                    ConfigIssue::new(
+                        format!("route.{name}"),
+                        "expected a VRL condition string or { type = \"vrl\", source = \"…\" }",
+                    )
+                })
             })
             .collect()
     }
@@ -64,12 +59,9 @@ impl TransformConfig for RouteConfig {
                 let mut issues: Vec<ConfigIssue> = conditions
                     .iter()
                     .filter_map(|(name, c)| {
-                        c.build().err().map(|d| {
-                            ConfigIssue::new(
-                                format!("route.{name}"),
-                                format!("VRL does not compile:\n{d}"),
-                            )
-                        })
+                        c.build()
+                            .err()
+                            .map(|d| ConfigIssue::new(format!("route.{name}"), format!("VRL does not compile:\n{d}")))
                     })
                     .collect();
                 if conditions.is_empty() {
@@ -88,11 +80,7 @@ impl TransformConfig for RouteConfig {
             .map(|(_, c)| c.build())
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError)?;
-        Ok(Box::new(Route {
-            conditions,
-            reroute_unmatched: self.reroute_unmatched,
-            component_id: cx.id.to_string(),
-        }))
+        Ok(Box::new(Route { conditions, reroute_unmatched: self.reroute_unmatched, component_id: cx.id.to_string() }))
     }
 }
 

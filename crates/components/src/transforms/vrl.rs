@@ -23,18 +23,9 @@ pub fn compile(source: &str) -> Result<CompilationResult, String> {
 }
 
 /// Runs `program` on `event` in place.
-pub fn run(
-    runtime: &mut Runtime,
-    program: &Program,
-    tz: &TimeZone,
-    event: &mut LogEvent,
-) -> Result<Value, Terminate> {
+pub fn run(runtime: &mut Runtime, program: &Program, tz: &TimeZone, event: &mut LogEvent) -> Result<Value, Terminate> {
     let (value, metadata, secrets) = event.vrl_parts_mut();
-    let mut target = TargetValueRef {
-        value,
-        metadata,
-        secrets,
-    };
+    let mut target = TargetValueRef { value, metadata, secrets };
     let result = runtime.resolve(&mut target, program, tz);
     runtime.clear();
     result
@@ -72,11 +63,7 @@ impl ConditionConfig {
 
     pub fn build(&self) -> Result<Condition, String> {
         let compiled = compile(self.source())?;
-        Ok(Condition {
-            program: compiled.program,
-            runtime: Runtime::default(),
-            tz: TimeZone::default(),
-        })
+        Ok(Condition { program: compiled.program, runtime: Runtime::default(), tz: TimeZone::default() })
     }
 }
 
@@ -99,10 +86,7 @@ impl Condition {
     pub fn check(&mut self, event: &mut LogEvent) -> Result<bool, String> {
         match run(&mut self.runtime, &self.program, &self.tz, event) {
             Ok(Value::Boolean(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "condition returned {}, not a boolean",
-                other.kind()
-            )),
+            Ok(other) => Err(format!("condition returned {}, not a boolean", other.kind())),
             Err(err) => Err(err.to_string()),
         }
     }
@@ -142,22 +126,14 @@ macro_rules! secret_function {
                 _ctx: &mut FunctionCompileContext,
                 arguments: ArgumentList,
             ) -> Compiled {
-                Ok(SecretFn {
-                    op: $id,
-                    key: arguments.required("key"),
-                    secret: arguments.optional("secret"),
-                }
-                .as_expr())
+                Ok(SecretFn { op: $id, key: arguments.required("key"), secret: arguments.optional("secret") }.as_expr())
             }
         }
     };
 }
 
 const KEY: Parameter = Parameter::required("key", kind::BYTES, "The name of the secret.");
-const SET_SECRET_PARAMS: &[Parameter] = &[
-    KEY,
-    Parameter::required("secret", kind::BYTES, "The value of the secret."),
-];
+const SET_SECRET_PARAMS: &[Parameter] = &[KEY, Parameter::required("secret", kind::BYTES, "The value of the secret.")];
 secret_function!(
     GetSecret,
     "get_secret",
@@ -172,13 +148,7 @@ secret_function!(
     SET_SECRET_PARAMS,
     kind::NULL
 );
-secret_function!(
-    RemoveSecret,
-    "remove_secret",
-    "Removes the event's secret `key`.",
-    &[KEY],
-    kind::NULL
-);
+secret_function!(RemoveSecret, "remove_secret", "Removes the event's secret `key`.", &[KEY], kind::NULL);
 
 #[derive(Debug, Clone)]
 struct SecretFn {
@@ -191,10 +161,7 @@ impl FunctionExpression for SecretFn {
     fn resolve(&self, ctx: &mut Context) -> Resolved {
         let key = key_arg(ctx, self.key.as_ref())?;
         match self.op {
-            "get_secret" => Ok(ctx
-                .target()
-                .get_secret(&key)
-                .map_or(Value::Null, Value::from)),
+            "get_secret" => Ok(ctx.target().get_secret(&key).map_or(Value::Null, Value::from)),
             "set_secret" => {
                 let secret = match &self.secret {
                     Some(expr) => key_arg(ctx, expr.as_ref())?,
@@ -234,26 +201,15 @@ mod tests {
             EventMetadata::new(Arc::from("s"), chrono::Utc::now()),
         );
         let mut runtime = Runtime::default();
-        run(
-            &mut runtime,
-            &compiled.program,
-            &TimeZone::default(),
-            &mut event,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            event.secrets().get("api_key").map(|s| s.as_ref()),
-            Some("k-123")
-        );
+        run(&mut runtime, &compiled.program, &TimeZone::default(), &mut event).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(event.secrets().get("api_key").map(|s| s.as_ref()), Some("k-123"));
         assert_eq!(event.get("seen"), Some(&Value::from("k-123")));
         assert!(event.get("api_key").is_none());
     }
 
     #[test]
     fn compile_errors_use_vrl_diagnostics() {
-        let err = compile(".x = parse_json(.message)")
-            .err()
-            .unwrap_or_default();
+        let err = compile(".x = parse_json(.message)").err().unwrap_or_default();
         assert!(err.contains("error[E103]"), "{err}");
     }
 }

@@ -36,10 +36,7 @@ impl Diagnostic {
     }
 
     pub fn warning(message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Warning,
-            ..Self::error(message)
-        }
+        Self { severity: Severity::Warning, ..Self::error(message) }
     }
 
     pub fn in_file(mut self, file: Option<PathBuf>) -> Self {
@@ -97,21 +94,24 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+/// The closest of `candidates` to `word`, if close enough to be a likely typo: within a few
+/// edits (transpositions count as one) or very similar by Jaro-Winkler.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let max_edits = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .filter_map(|c| {
+            let edits = strsim::osa_distance(word, c);
+            let similarity = strsim::jaro_winkler(word, c);
+            (edits <= max_edits || similarity >= 0.85).then_some((edits, -similarity, c))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+        .map(|(_, _, c)| c)
 }
 
 /// Adds a did-you-mean to serde's "unknown field/variant `x`, expected one of `a`, `b`" messages.
 pub fn suggestion_from_serde(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
     let (word, rest) = rest.split_once('`')?;
     let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     closest(word, expected.iter().copied()).map(|c| format!("did you mean `{c}`?"))
@@ -123,20 +123,12 @@ mod tests {
 
     #[test]
     fn suggests_close_field_names() {
-        let m =
-            "unknown field `max_evnts`, expected one of `max_events`, `max_bytes`, `timeout_secs`";
-        assert_eq!(
-            suggestion_from_serde(m).as_deref(),
-            Some("did you mean `max_events`?")
-        );
+        let m = "unknown field `max_evnts`, expected one of `max_events`, `max_bytes`, `timeout_secs`";
+        assert_eq!(suggestion_from_serde(m).as_deref(), Some("did you mean `max_events`?"));
         let m = "unknown variant `jsn`, expected one of `json`, `text`";
-        assert_eq!(
-            suggestion_from_serde(m).as_deref(),
-            Some("did you mean `json`?")
-        );
-        assert_eq!(
-            suggestion_from_serde("unknown field `zzz`, expected `codec`"),
-            None
-        );
+        assert_eq!(suggestion_from_serde(m).as_deref(), Some("did you mean `json`?"));
+        assert_eq!(suggestion_from_serde("unknown field `zzz`, expected `codec`"), None);
+        assert_eq!(closest("aap", ["app", "web"]), Some("app"));
+        assert_eq!(closest("stdn", ["stdin", "socket"]), Some("stdin"));
     }
 }

@@ -16,10 +16,7 @@ use super::{Component, Globals, Graph, OutputRef};
 
 fn outputs_of(config: &AnyConfig) -> Vec<OutputSpec> {
     match config {
-        AnyConfig::Source(c) => vec![OutputSpec {
-            name: None,
-            data_type: c.output_type(),
-        }],
+        AnyConfig::Source(c) => vec![OutputSpec { name: None, data_type: c.output_type() }],
         AnyConfig::Transform(c) => c.outputs(),
         AnyConfig::Sink(_) => Vec::new(),
     }
@@ -36,6 +33,9 @@ fn input_type(config: &AnyConfig) -> DataType {
 /// Shell-style match of `*` against `text`.
 fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
     if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
         return false;
@@ -56,23 +56,17 @@ pub(super) fn check(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Graph> {
     let (globals, wildcard) = globals?;
-    let here =
-        |c: &RawComponent, d: Diagnostic| d.in_file(Some(c.file.clone())).component(c.kind, &c.id);
+    let here = |c: &RawComponent, d: Diagnostic| d.in_file(Some(c.file.clone())).component(c.kind, &c.id);
 
     // Every output port, with its type; components that failed to parse have unknown ports.
     let mut ports: BTreeMap<String, DataType> = BTreeMap::new();
     let mut unknown_ports: BTreeSet<&str> = BTreeSet::new();
-    let kinds: BTreeMap<&str, ComponentKind> =
-        raw.iter().map(|c| (c.id.as_str(), c.kind)).collect();
+    let kinds: BTreeMap<&str, ComponentKind> = raw.iter().map(|c| (c.id.as_str(), c.kind)).collect();
     for c in &raw {
         match &c.config {
             Some(config) => {
                 for out in outputs_of(config) {
-                    let key = OutputRef {
-                        component: c.id.clone(),
-                        port: out.name.clone(),
-                    }
-                    .to_string();
+                    let key = OutputRef { component: c.id.clone(), port: out.name.clone() }.to_string();
                     ports.insert(key, out.data_type);
                 }
             }
@@ -88,14 +82,8 @@ pub(super) fn check(
         let mut inputs: Vec<OutputRef> = Vec::new();
         for input in &c.inputs {
             let to_ref = |s: &str| match s.split_once('.') {
-                Some((id, port)) => OutputRef {
-                    component: id.to_owned(),
-                    port: Some(port.to_owned()),
-                },
-                None => OutputRef {
-                    component: s.to_owned(),
-                    port: None,
-                },
+                Some((id, port)) => OutputRef { component: id.to_owned(), port: Some(port.to_owned()) },
+                None => OutputRef { component: s.to_owned(), port: None },
             };
             if input.contains('*') {
                 let matched: Vec<&String> = ports
@@ -103,13 +91,12 @@ pub(super) fn check(
                     .filter(|p| (input.contains('.') || !p.contains('.')) && glob_match(input, p))
                     .filter(|p| to_ref(p).component != c.id)
                     .collect();
-                if matched.is_empty() {
+                let maybe_unknown =
+                    unknown_ports.iter().any(|id| glob_match(input.split('.').next().unwrap_or(input), id));
+                if matched.is_empty() && !maybe_unknown {
                     let d = Diagnostic::error(format!("input `{input}` matches no component"));
                     let d = if wildcard == WildcardMatching::Relaxed {
-                        Diagnostic {
-                            severity: super::Severity::Warning,
-                            ..d
-                        }
+                        Diagnostic { severity: super::Severity::Warning, ..d }
                     } else {
                         d
                     };
@@ -126,49 +113,33 @@ pub(super) fn check(
             } else if kinds.get(target.component.as_str()) == Some(&ComponentKind::Sink) {
                 diagnostics.push(here(
                     c,
-                    Diagnostic::error(format!(
-                        "input `{input}` is a sink; sinks have no outputs to read"
-                    ))
-                    .field("inputs"),
+                    Diagnostic::error(format!("input `{input}` is a sink; sinks have no outputs to read"))
+                        .field("inputs"),
                 ));
             } else if kinds.contains_key(target.component.as_str()) {
-                let names: Vec<String> = ports
-                    .keys()
-                    .filter(|p| to_ref(p).component == target.component)
-                    .cloned()
-                    .collect();
+                let names: Vec<String> =
+                    ports.keys().filter(|p| to_ref(p).component == target.component).cloned().collect();
                 diagnostics.push(here(
                     c,
-                    Diagnostic::error(format!(
-                        "input `{input}` names an output that does not exist"
-                    ))
-                    .field("inputs")
-                    .suggest(Some(format!(
-                        "outputs of `{}`: {}",
-                        target.component,
-                        names.join(", ")
-                    ))),
+                    Diagnostic::error(format!("input `{input}` names an output that does not exist"))
+                        .field("inputs")
+                        .suggest(Some(format!("outputs of `{}`: {}", target.component, names.join(", ")))),
                 ));
             } else {
-                let suggestion = closest(input, ports.keys().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`?"));
+                let suggestion =
+                    closest(input, ports.keys().map(String::as_str)).map(|s| format!("did you mean `{s}`?"));
                 diagnostics.push(here(
                     c,
-                    Diagnostic::error(format!(
-                        "input `{input}` does not match any source or transform"
-                    ))
-                    .field("inputs")
-                    .suggest(suggestion),
+                    Diagnostic::error(format!("input `{input}` does not match any source or transform"))
+                        .field("inputs")
+                        .suggest(suggestion),
                 ));
             }
         }
         inputs.sort();
         inputs.dedup();
         if inputs.iter().any(|i| i.component == c.id) {
-            diagnostics.push(here(
-                c,
-                Diagnostic::error("a component cannot read its own output").field("inputs"),
-            ));
+            diagnostics.push(here(c, Diagnostic::error("a component cannot read its own output").field("inputs")));
             inputs.retain(|i| i.component != c.id);
         }
         // Event types on each edge.
@@ -201,10 +172,7 @@ pub(super) fn check(
     for c in &raw {
         if let Some(config) = &c.config {
             for out in outputs_of(config) {
-                let port = OutputRef {
-                    component: c.id.clone(),
-                    port: out.name.clone(),
-                };
+                let port = OutputRef { component: c.id.clone(), port: out.name.clone() };
                 if !read.contains(&port.to_string()) {
                     let message = match &out.name {
                         None => "nothing reads this component's output; its events are discarded (counted as `unconsumed_output`)".to_owned(),
@@ -249,10 +217,7 @@ pub(super) fn check(
             })
         })
         .collect();
-    Some(Graph {
-        globals,
-        components,
-    })
+    Some(Graph { globals, components })
 }
 
 fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) {
@@ -279,16 +244,12 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
             }
             if c.buffer.buffer_type == BufferType::Disk {
                 diagnostics.push(here(
-                    Diagnostic::error(
-                        "disk buffers are not available yet; use `type = \"memory\"`",
-                    )
-                    .field("buffer.type"),
+                    Diagnostic::error("disk buffers are not available yet; use `type = \"memory\"`")
+                        .field("buffer.type"),
                 ));
             }
             if c.buffer.max_events == 0 {
-                diagnostics.push(here(
-                    Diagnostic::error("must be at least 1").field("buffer.max_events"),
-                ));
+                diagnostics.push(here(Diagnostic::error("must be at least 1").field("buffer.max_events")));
             }
             if c.buffer.when_full == WhenFull::DropNewest {
                 diagnostics.push(here(
@@ -303,22 +264,13 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
     }
 }
 
-fn check_cycles(
-    raw: &[RawComponent],
-    inputs: &[Vec<OutputRef>],
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let index: BTreeMap<&str, usize> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id.as_str(), i))
-        .collect();
+fn check_cycles(raw: &[RawComponent], inputs: &[Vec<OutputRef>], diagnostics: &mut Vec<Diagnostic>) {
+    let index: BTreeMap<&str, usize> = raw.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut state = vec![0u8; raw.len()];
     let mut reported: BTreeSet<Vec<String>> = BTreeSet::new();
     fn visit(
         node: usize,
-        raw: &[RawComponent],
         inputs: &[Vec<OutputRef>],
         index: &BTreeMap<&str, usize>,
         state: &mut [u8],
@@ -332,7 +284,7 @@ fn check_cycles(
                 continue;
             };
             match state[next] {
-                0 => visit(next, raw, inputs, index, state, stack, cycles),
+                0 => visit(next, inputs, index, state, stack, cycles),
                 1 => {
                     let from = stack.iter().position(|&n| n == next).unwrap_or(0);
                     cycles.push(stack[from..].to_vec());
@@ -346,15 +298,7 @@ fn check_cycles(
     let mut cycles = Vec::new();
     for node in 0..raw.len() {
         if state[node] == 0 {
-            visit(
-                node,
-                raw,
-                inputs,
-                &index,
-                &mut state,
-                &mut Vec::new(),
-                &mut cycles,
-            );
+            visit(node, inputs, &index, &mut state, &mut Vec::new(), &mut cycles);
         }
     }
     for cycle in cycles {
@@ -387,5 +331,7 @@ mod tests {
         assert!(glob_match("a*b*c", "a12b34c"));
         assert!(!glob_match("app_*", "web"));
         assert!(!glob_match("a*b", "ab_"));
+        assert!(glob_match("keep", "keep"));
+        assert!(!glob_match("keep", "keeper"));
     }
 }

@@ -6,10 +6,7 @@
 //! newline (it could inject config).
 
 /// Interpolates `text`; `lookup` reads a variable. Errors carry the 1-based line number.
-pub fn interpolate(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, Vec<(usize, String)>> {
+pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<(usize, String)>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let bytes = text.as_bytes();
@@ -41,10 +38,7 @@ pub fn interpolate(
                 i += close + 3;
                 last = i;
             }
-            b'$' if bytes
-                .get(i + 1)
-                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') =>
-            {
+            b'$' if bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') => {
                 let end = text[i + 1..]
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .map_or(text.len(), |n| i + 1 + n);
@@ -52,9 +46,7 @@ pub fn interpolate(
                 let name = &text[i + 1..end];
                 match lookup(name) {
                     Some(value) => push_value(&mut out, &value, name, line, &mut errors),
-                    None => {
-                        errors.push((line, format!("environment variable `{name}` is not set")))
-                    }
+                    None => errors.push((line, format!("environment variable `{name}` is not set"))),
                 }
                 i = end;
                 last = i;
@@ -63,34 +55,19 @@ pub fn interpolate(
         }
     }
     out.push_str(&text[last..]);
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
-fn push_value(
-    out: &mut String,
-    value: &str,
-    name: &str,
-    line: usize,
-    errors: &mut Vec<(usize, String)>,
-) {
+fn push_value(out: &mut String, value: &str, name: &str, line: usize, errors: &mut Vec<(usize, String)>) {
     if value.contains(['\n', '\r']) {
-        errors.push((
-            line,
-            format!("environment variable in `{name}` contains a newline, which is not allowed"),
-        ));
+        errors.push((line, format!("environment variable in `{name}` contains a newline, which is not allowed")));
     } else {
         out.push_str(value);
     }
 }
 
 fn expand_braced(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let name_end = inner
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(inner.len());
+    let name_end = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
     let (name, rest) = inner.split_at(name_end);
     if name.is_empty() {
         return Err(format!("`${{{inner}}}` is not a valid variable reference"));
@@ -136,17 +113,12 @@ mod tests {
     #[test]
     fn forms() {
         let text = "a=${HOST} b=$HOST c=${NOPE:-d} e=${EMPTY:-f} g=${EMPTY-h} i=$$HOST j=${NOPE-k}";
-        assert_eq!(
-            interpolate(text, &env).ok().as_deref(),
-            Some("a=node-1 b=node-1 c=d e=f g= i=$HOST j=k")
-        );
+        assert_eq!(interpolate(text, &env).ok().as_deref(), Some("a=node-1 b=node-1 c=d e=f g= i=$HOST j=k"));
     }
 
     #[test]
     fn errors_name_the_variable_and_line() {
-        let errors = interpolate("x\ny=${MISSING}\nz=${BAD}\nw=${EMPTY:?needed}", &env)
-            .err()
-            .unwrap_or_default();
+        let errors = interpolate("x\ny=${MISSING}\nz=${BAD}\nw=${EMPTY:?needed}", &env).err().unwrap_or_default();
         assert_eq!(errors.len(), 3);
         assert_eq!(errors[0].0, 2);
         assert!(errors[0].1.contains("MISSING"));

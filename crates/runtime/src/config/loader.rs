@@ -31,11 +31,8 @@ pub(super) struct RawConfig {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-const TABLES: [(&str, ComponentKind); 3] = [
-    ("sources", ComponentKind::Source),
-    ("transforms", ComponentKind::Transform),
-    ("sinks", ComponentKind::Sink),
-];
+const TABLES: [(&str, ComponentKind); 3] =
+    [("sources", ComponentKind::Source), ("transforms", ComponentKind::Transform), ("sinks", ComponentKind::Sink)];
 
 fn config_files(options: &LoadOptions, diagnostics: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut files = options.config_paths.clone();
@@ -46,39 +43,27 @@ fn config_files(options: &LoadOptions, diagnostics: &mut Vec<Diagnostic>) -> Vec
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| {
                         p.is_file()
-                            && matches!(
-                                p.extension().and_then(|e| e.to_str()),
-                                Some("toml" | "yaml" | "yml" | "json")
-                            )
+                            && matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "yaml" | "yml" | "json"))
                     })
                     .collect();
                 found.sort();
                 files.extend(found);
             }
-            Err(err) => diagnostics.push(
-                Diagnostic::error(format!("cannot read config directory: {err}"))
-                    .in_file(Some(dir.clone())),
-            ),
+            Err(err) => diagnostics
+                .push(Diagnostic::error(format!("cannot read config directory: {err}")).in_file(Some(dir.clone()))),
         }
     }
     if files.is_empty() {
-        diagnostics.push(Diagnostic::error(
-            "no config given: use --config FILE or --config-dir DIR",
-        ));
+        diagnostics.push(Diagnostic::error("no config given: use --config FILE or --config-dir DIR"));
     }
     files
 }
 
 fn parse_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, Vec<Diagnostic>> {
     let at = |message: String| Diagnostic::error(message).in_file(Some(path.to_path_buf()));
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| vec![at(format!("cannot read file: {err}"))])?;
-    let text = interpolate(&text, env).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|(line, m)| at(format!("line {line}: {m}")))
-            .collect::<Vec<_>>()
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|err| vec![at(format!("cannot read file: {err}"))])?;
+    let text = interpolate(&text, env)
+        .map_err(|errors| errors.into_iter().map(|(line, m)| at(format!("line {line}: {m}"))).collect::<Vec<_>>())?;
     let value = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => toml::from_str::<Value>(&text).map_err(|e| e.to_string()),
         Some("json") => serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()),
@@ -101,7 +86,7 @@ pub(super) fn load_raw(
     let mut global_values: Map<String, Value> = Map::new();
     let mut global_files: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut components = Vec::new();
-    let mut seen_ids: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut seen_ids: BTreeMap<String, (ComponentKind, PathBuf)> = BTreeMap::new();
     let mut config_dir = None;
 
     for file in config_files(options, &mut diagnostics) {
@@ -118,27 +103,25 @@ pub(super) fn load_raw(
             if let Some((_, kind)) = TABLES.iter().find(|(name, _)| *name == key) {
                 let Value::Object(table) = value else {
                     diagnostics.push(
-                        Diagnostic::error(format!("`{key}` must be a table of components"))
-                            .in_file(Some(file.clone())),
+                        Diagnostic::error(format!("`{key}` must be a table of components")).in_file(Some(file.clone())),
                     );
                     continue;
                 };
                 for (id, body) in table {
-                    if let Some(first) = seen_ids.get(&id) {
+                    if let Some((first_kind, first_file)) = seen_ids.get(&id) {
                         diagnostics.push(
                             Diagnostic::error(format!(
-                                "duplicate component id; it is also defined in {}",
-                                first.display()
+                                "duplicate component id: a {} in {} already uses it",
+                                first_kind.as_str(),
+                                first_file.display()
                             ))
                             .in_file(Some(file.clone()))
                             .component(*kind, &id),
                         );
                         continue;
                     }
-                    seen_ids.insert(id.clone(), file.clone());
-                    if let Some(c) =
-                        parse_component(&id, *kind, body, &file, registry, &mut diagnostics)
-                    {
+                    seen_ids.insert(id.clone(), (*kind, file.clone()));
+                    if let Some(c) = parse_component(&id, *kind, body, &file, registry, &mut diagnostics) {
                         components.push(c);
                     }
                 }
@@ -147,10 +130,7 @@ pub(super) fn load_raw(
                     Some(existing) if existing != &value => diagnostics.push(
                         Diagnostic::error(format!(
                             "conflicting values for `{key}`; also set in {}",
-                            global_files
-                                .get(&key)
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_default()
+                            global_files.get(&key).map(|p| p.display().to_string()).unwrap_or_default()
                         ))
                         .in_file(Some(file.clone())),
                     ),
@@ -163,11 +143,7 @@ pub(super) fn load_raw(
         }
     }
     let globals = parse_globals(global_values, &global_files, config_dir, &mut diagnostics);
-    RawConfig {
-        globals,
-        components,
-        diagnostics,
-    }
+    RawConfig { globals, components, diagnostics }
 }
 
 fn parse_globals(
@@ -201,11 +177,8 @@ fn parse_globals(
     if let Some(value) = &raw.acknowledgements {
         match schema::parse_enabled(value) {
             Ok(enabled) => acknowledgements = enabled,
-            Err(message) => diagnostics.push(
-                Diagnostic::error(message)
-                    .in_file(file_of("acknowledgements"))
-                    .field("acknowledgements"),
-            ),
+            Err(message) => diagnostics
+                .push(Diagnostic::error(message).in_file(file_of("acknowledgements")).field("acknowledgements")),
         }
         if !acknowledgements {
             diagnostics.push(
@@ -230,80 +203,53 @@ fn parse_globals(
                 && value.trim_start_matches('.') != default
             {
                 diagnostics.push(
-                    Diagnostic::error(format!(
-                        "only the default `{default}` is supported, not `{value}`"
-                    ))
-                    .in_file(file_of("log_schema"))
-                    .field(format!("log_schema.{field}")),
+                    Diagnostic::error(format!("only the default `{default}` is supported, not `{value}`"))
+                        .in_file(file_of("log_schema"))
+                        .field(format!("log_schema.{field}")),
                 );
             }
         }
     }
     if raw.schema.as_ref().and_then(|s| s.log_namespace) == Some(true) {
         diagnostics.push(
-            Diagnostic::error(
-                "the Vector log namespace is not supported yet; sluice uses the legacy namespace",
-            )
-            .in_file(file_of("schema"))
-            .field("schema.log_namespace"),
+            Diagnostic::error("the Vector log namespace is not supported yet; sluice uses the legacy namespace")
+                .in_file(file_of("schema"))
+                .field("schema.log_namespace"),
         );
     }
     let api_address = raw
         .api
         .as_ref()
         .filter(|api| api.enabled.unwrap_or(false))
-        .map(|api| {
-            api.address
-                .clone()
-                .unwrap_or_else(|| "127.0.0.1:8686".to_owned())
-        });
+        .map(|api| api.address.clone().unwrap_or_else(|| "127.0.0.1:8686".to_owned()));
     let hostname = std::env::var("SLUICE_HOSTNAME")
         .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
     let options = GlobalOptions {
-        data_dir: raw
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/sluice")),
+        data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/sluice")),
         hostname: hostname.into(),
         config_dir,
     };
     Some((
-        Globals {
-            options: Arc::new(options),
-            acknowledgements,
-            api_address,
-        },
+        Globals { options: Arc::new(options), acknowledgements, api_address },
         raw.wildcard_matching.unwrap_or_default(),
     ))
 }
 
-fn take_string_list(
-    body: &mut Map<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<String>>, String> {
+fn take_string_list(body: &mut Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, String> {
     match body.remove(key) {
         None => Ok(None),
         Some(Value::Array(items)) => items
             .into_iter()
             .map(|item| match item {
                 Value::String(s) => Ok(s),
-                other => Err(format!(
-                    "invalid type: {}, expected a component id",
-                    schema::describe(&other)
-                )),
+                other => Err(format!("invalid type: {}, expected a component id", schema::describe(&other))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        Some(other) => Err(format!(
-            "invalid type: {}, expected a list of component ids",
-            schema::describe(&other)
-        )),
+        Some(other) => Err(format!("invalid type: {}, expected a list of component ids", schema::describe(&other))),
     }
 }
 
@@ -339,56 +285,34 @@ fn parse_component(
             return None;
         }
         None => {
-            diagnostics.push(here(
-                Diagnostic::error("missing field `type`").field("type"),
-            ));
+            diagnostics.push(here(Diagnostic::error("missing field `type`").field("type")));
             return None;
         }
     };
     let of_kind: Vec<&ComponentSpec> = registry.iter().filter(|s| s.kind == kind).collect();
-    let Some(spec) = of_kind
-        .iter()
-        .find(|s| s.type_name == type_name || s.aliases.contains(&type_name.as_str()))
+    let Some(spec) = of_kind.iter().find(|s| s.type_name == type_name || s.aliases.contains(&type_name.as_str()))
     else {
         let names: Vec<&str> = of_kind.iter().map(|s| s.type_name).collect();
-        let elsewhere = registry
-            .iter()
-            .find(|s| s.type_name == type_name)
-            .map(|s| s.kind.as_str());
+        let elsewhere = registry.iter().find(|s| s.type_name == type_name).map(|s| s.kind.as_str());
         let message = match elsewhere {
-            Some(other) => format!(
-                "`{type_name}` is a {other} type, not a {} type",
-                kind.as_str()
-            ),
+            Some(other) => format!("`{type_name}` is a {other} type, not a {} type", kind.as_str()),
             None => format!("unknown {} type `{type_name}`", kind.as_str()),
         };
         let suggestion = closest(&type_name, names.iter().copied())
-            .map(|c| {
-                format!(
-                    "did you mean `{c}`? {} types: {}",
-                    kind.as_str(),
-                    names.join(", ")
-                )
-            })
+            .map(|c| format!("did you mean `{c}`? {} types: {}", kind.as_str(), names.join(", ")))
             .or_else(|| Some(format!("{} types: {}", kind.as_str(), names.join(", "))));
-        diagnostics.push(here(
-            Diagnostic::error(message).field("type").suggest(suggestion),
-        ));
+        diagnostics.push(here(Diagnostic::error(message).field("type").suggest(suggestion)));
         return None;
     };
     let inputs = match (kind, take_string_list(&mut body, "inputs")) {
         (ComponentKind::Source, Ok(None)) => Vec::new(),
         (ComponentKind::Source, _) => {
-            diagnostics.push(here(
-                Diagnostic::error("sources do not take `inputs`").field("inputs"),
-            ));
+            diagnostics.push(here(Diagnostic::error("sources do not take `inputs`").field("inputs")));
             Vec::new()
         }
         (_, Ok(Some(inputs))) if !inputs.is_empty() => inputs,
         (_, Ok(_)) => {
-            diagnostics.push(here(
-                Diagnostic::error("`inputs` must list at least one component").field("inputs"),
-            ));
+            diagnostics.push(here(Diagnostic::error("`inputs` must list at least one component").field("inputs")));
             Vec::new()
         }
         (_, Err(message)) => {
@@ -402,9 +326,7 @@ fn parse_component(
     {
         match schema::parse_enabled(&value) {
             Ok(enabled) => acknowledgements = Some(enabled),
-            Err(message) => {
-                diagnostics.push(here(Diagnostic::error(message).field("acknowledgements")))
-            }
+            Err(message) => diagnostics.push(here(Diagnostic::error(message).field("acknowledgements"))),
         }
     }
     let mut buffer = BufferConfig::default();
@@ -413,14 +335,10 @@ fn parse_component(
             match serde_path_to_error::deserialize::<_, BufferConfig>(value) {
                 Ok(parsed) => buffer = parsed,
                 Err(err) => {
-                    let path = format!("buffer.{}", err.path())
-                        .trim_end_matches(".")
-                        .to_owned();
+                    let path = format!("buffer.{}", err.path()).trim_end_matches(".").to_owned();
                     let message = err.into_inner().to_string();
                     let suggestion = suggestion_from_serde(&message);
-                    diagnostics.push(here(
-                        Diagnostic::error(message).field(path).suggest(suggestion),
-                    ));
+                    diagnostics.push(here(Diagnostic::error(message).field(path).suggest(suggestion)));
                 }
             }
         }
@@ -431,20 +349,16 @@ fn parse_component(
             let path = format!("healthcheck.{}", err.path());
             let message = err.into_inner().to_string();
             let suggestion = suggestion_from_serde(&message);
-            diagnostics.push(here(
-                Diagnostic::error(message).field(path).suggest(suggestion),
-            ));
+            diagnostics.push(here(Diagnostic::error(message).field(path).suggest(suggestion)));
         }
     }
     let config = match (spec.parse)(Value::Object(body)) {
         Ok(config) => Some(config),
-        Err(issue) => {
-            let suggestion = suggestion_from_serde(&issue.message);
-            diagnostics.push(here(
-                Diagnostic::error(issue.message)
-                    .field(issue.path)
-                    .suggest(suggestion),
-            ));
+        Err(issues) => {
+            for issue in issues {
+                let suggestion = suggestion_from_serde(&issue.message);
+                diagnostics.push(here(Diagnostic::error(issue.message).field(issue.path).suggest(suggestion)));
+            }
             None
         }
     };

@@ -77,22 +77,14 @@ pub struct Graph {
 
 impl Graph {
     /// The components that read `output`.
-    pub fn consumers_of<'a>(
-        &'a self,
-        output: &'a OutputRef,
-    ) -> impl Iterator<Item = &'a Component> + 'a {
-        self.components
-            .iter()
-            .filter(move |c| c.inputs.contains(output))
+    pub fn consumers_of<'a>(&'a self, output: &'a OutputRef) -> impl Iterator<Item = &'a Component> + 'a {
+        self.components.iter().filter(move |c| c.inputs.contains(output))
     }
 }
 
 /// Loads, parses and checks the config. On success returns the graph and its warnings; on
 /// failure every diagnostic found (errors and warnings).
-pub fn load(
-    options: &LoadOptions,
-    registry: &[ComponentSpec],
-) -> Result<(Graph, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn load(options: &LoadOptions, registry: &[ComponentSpec]) -> Result<(Graph, Vec<Diagnostic>), Vec<Diagnostic>> {
     let env = |name: &str| std::env::var(name).ok();
     let raw = loader::load_raw(options, registry, &env);
     let mut diagnostics = raw.diagnostics;

@@ -142,17 +142,11 @@ pub fn parse_enabled(value: &serde_json::Value) -> Result<bool, String> {
             }
             match map.get("enabled") {
                 Some(serde_json::Value::Bool(b)) => Ok(*b),
-                Some(other) => Err(format!(
-                    "invalid type: {}, expected a boolean",
-                    describe(other)
-                )),
+                Some(other) => Err(format!("invalid type: {}, expected a boolean", describe(other))),
                 None => Ok(true),
             }
         }
-        other => Err(format!(
-            "invalid type: {}, expected a boolean or a table with `enabled`",
-            describe(other)
-        )),
+        other => Err(format!("invalid type: {}, expected a boolean or a table with `enabled`", describe(other))),
     }
 }
 

@@ -32,10 +32,7 @@ pub(super) struct Fanout {
 
 impl Fanout {
     pub fn new(consumers: Vec<Consumer>) -> Self {
-        Self {
-            consumers,
-            full_warned: false,
-        }
+        Self { consumers, full_warned: false }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,11 +52,8 @@ impl Fanout {
         let mut original = Some(chunk);
         let mut closed = Vec::new();
         for (i, consumer) in self.consumers.iter().enumerate() {
-            let copy = if i == last {
-                original.take().unwrap_or_default()
-            } else {
-                original.clone().unwrap_or_default()
-            };
+            let copy =
+                if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
             consumer.ledger.accept(n);
             let rejected = match consumer.when_full {
                 WhenFull::Block => consumer.tx.send(copy, n).await.err(),

@@ -18,8 +18,8 @@ use sluice_buffers::{MemoryReceiver, memory};
 use sluice_core::Chunk;
 use sluice_core::ack::Outcome;
 use sluice_core::component::{
-    AnyConfig, ChunkReceiver, FunctionTransform, SinkContext, SinkInput, SourceContext,
-    SourceSender, TransformContext, TransformOutputs,
+    AnyConfig, ChunkReceiver, FunctionTransform, SinkContext, SinkInput, SourceContext, SourceSender, TransformContext,
+    TransformOutputs,
 };
 use sluice_core::event::resolve_all;
 use sluice_core::ledger::{ComponentKind, ComponentLedger, Ledger, LedgerSnapshot};
@@ -40,9 +40,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self {
-            graceful_shutdown_limit: Duration::from_secs(60),
-        }
+        Self { graceful_shutdown_limit: Duration::from_secs(60) }
     }
 }
 
@@ -117,12 +115,8 @@ async fn run_transform(
             );
         }
         let default_chunk = std::mem::take(&mut out.default);
-        let ports = std::iter::once((default.as_mut(), default_chunk)).chain(
-            named
-                .iter_mut()
-                .zip(out.named.iter_mut())
-                .map(|(f, c)| (Some(f), std::mem::take(c))),
-        );
+        let ports = std::iter::once((default.as_mut(), default_chunk))
+            .chain(named.iter_mut().zip(out.named.iter_mut()).map(|(f, c)| (Some(f), std::mem::take(c))));
         for (fanout, chunk) in ports {
             if chunk.is_empty() {
                 continue;
@@ -149,10 +143,7 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, Vec<String>> {
-    let Graph {
-        globals,
-        components,
-    } = graph;
+    let Graph { globals, components } = graph;
     let mut ledger = Ledger::default();
     let ledgers: BTreeMap<String, Arc<ComponentLedger>> = components
         .iter()
@@ -163,10 +154,7 @@ pub async fn run(
         })
         .collect();
     let ledger_of = |id: &str| {
-        ledgers
-            .get(id)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(ComponentLedger::new(id, ComponentKind::Sink, "?")))
+        ledgers.get(id).cloned().unwrap_or_else(|| Arc::new(ComponentLedger::new(id, ComponentKind::Sink, "?")))
     };
 
     // Input buffers of transforms and sinks.
@@ -186,10 +174,7 @@ pub async fn run(
     let mut fanouts: BTreeMap<OutputRef, Fanout> = BTreeMap::new();
     for c in &components {
         for out in &c.outputs {
-            let port = OutputRef {
-                component: c.id.clone(),
-                port: out.name.clone(),
-            };
+            let port = OutputRef { component: c.id.clone(), port: out.name.clone() };
             let consumers = components
                 .iter()
                 .filter(|d| d.inputs.contains(&port))
@@ -216,10 +201,7 @@ pub async fn run(
         let own_ledger = ledger_of(&c.id);
         match c.config {
             AnyConfig::Source(config) => {
-                let port = OutputRef {
-                    component: c.id.clone(),
-                    port: None,
-                };
+                let port = OutputRef { component: c.id.clone(), port: None };
                 let out = SourceSender::new(Box::new(fanout_for(&port)), own_ledger);
                 let cx = SourceContext {
                     id: id.clone(),
@@ -237,20 +219,14 @@ pub async fn run(
                 }
             }
             AnyConfig::Transform(config) => {
-                let cx = TransformContext {
-                    id: id.clone(),
-                    globals: globals.options.clone(),
-                };
+                let cx = TransformContext { id: id.clone(), globals: globals.options.clone() };
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;
                 };
                 let mut default = None;
                 let mut named = Vec::new();
                 for out in &c.outputs {
-                    let port = OutputRef {
-                        component: c.id.clone(),
-                        port: out.name.clone(),
-                    };
+                    let port = OutputRef { component: c.id.clone(), port: out.name.clone() };
                     match out.name {
                         None => default = Some(fanout_for(&port)),
                         Some(_) => named.push(fanout_for(&port)),
@@ -258,28 +234,20 @@ pub async fn run(
                 }
                 match config.build(&cx) {
                     Ok(transform) => {
-                        let handle =
-                            others.spawn(run_transform(rx, transform, default, named, own_ledger));
+                        let handle = others.spawn(run_transform(rx, transform, default, named, own_ledger));
                         names.insert(handle.id(), c.id.clone());
                     }
                     Err(err) => errors.push(format!("transform \"{}\": {err}", c.id)),
                 }
             }
             AnyConfig::Sink(config) => {
-                let cx = SinkContext {
-                    id: id.clone(),
-                    ledger: own_ledger,
-                    globals: globals.options.clone(),
-                };
+                let cx = SinkContext { id: id.clone(), ledger: own_ledger, globals: globals.options.clone() };
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;
                 };
                 match config.build(cx) {
                     Ok(sink) => {
-                        let input = SinkInput::new(Box::new(BufferInput {
-                            rx,
-                            ack_on_arrival: !c.acknowledgements,
-                        }));
+                        let input = SinkInput::new(Box::new(BufferInput { rx, ack_on_arrival: !c.acknowledgements }));
                         let handle = others.spawn(sink.run(input));
                         names.insert(handle.id(), c.id.clone());
                     }
@@ -346,9 +314,5 @@ pub async fn run(
         while sources.join_next().await.is_some() {}
         while others.join_next().await.is_some() {}
     }
-    Ok(RunReport {
-        ledger: ledger.snapshot(),
-        timed_out,
-        failed_components,
-    })
+    Ok(RunReport { ledger: ledger.snapshot(), timed_out, failed_components })
 }

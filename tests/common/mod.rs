@@ -1,0 +1,136 @@
+//! Helpers for tests that drive the real `sluice` binary.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn sluice() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env("SLUICE_LOG", "warn");
+    cmd
+}
+
+/// A temp dir holding a config; paths in the config may use `{dir}`.
+pub struct Case {
+    pub dir: tempfile::TempDir,
+}
+
+impl Case {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")) }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `config.toml` with `{dir}` replaced by the temp dir.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let path = self.path("config.toml");
+        let text = text.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write config: {e}"));
+        path
+    }
+
+    pub fn ledger(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path("ledger.json")).unwrap_or_else(|e| panic!("ledger.json: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ledger json: {e}"))
+    }
+
+    /// Runs `sluice --config config.toml --ledger-json ledger.json` with `input` on stdin.
+    pub fn run_with_stdin(&self, config: &Path, input: &[u8]) -> Output {
+        let mut child = sluice()
+            .arg("--config")
+            .arg(config)
+            .arg("--ledger-json")
+            .arg(self.path("ledger.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn sluice: {e}"));
+        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
+        let _ = writer.join();
+        output
+    }
+
+    /// Starts `sluice` in the background.
+    pub fn spawn(&self, config: &Path) -> Child {
+        sluice()
+            .arg("--config")
+            .arg(config)
+            .arg("--ledger-json")
+            .arg(self.path("ledger.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn sluice: {e}"))
+    }
+}
+
+/// Asserts that every component's ledger balances and nothing is left in flight.
+pub fn assert_ledger_balanced(ledger: &serde_json::Value) {
+    assert_eq!(ledger["balanced"], true, "ledger: {ledger:#}");
+    assert_eq!(ledger["unresolved_drops"], 0, "ledger: {ledger:#}");
+    for c in ledger["components"].as_array().unwrap_or(&Vec::new()) {
+        assert_eq!(c["in_flight"], 0, "in flight at exit: {c:#}");
+    }
+}
+
+pub fn component<'a>(ledger: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    ledger["components"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no component {id} in {ledger:#}"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("free port: {e}"))
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 POST; returns (status, body).
+pub fn post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+    stream.write_all(body).unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Sends SIGTERM and waits for the exit status.
+pub fn terminate(child: Child) -> (Option<i32>, String) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}

@@ -1,0 +1,179 @@
+//! `http_server` with acknowledgements (G2): a sender gets `response_code` only once its
+//! events are delivered, an error when they failed, and 503 when the outcome takes too long.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{Case, assert_ledger_balanced, component, free_port, post, terminate, wait_for_port};
+
+#[test]
+fn client_gets_response_code_only_after_event_is_in_the_file() {
+    let case = Case::new();
+    let port = free_port();
+    let config = case.config(&format!(
+        r#"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+path = "/logs"
+response_code = 202
+headers = ["X-Tenant"]
+query_parameters = ["env"]
+
+[sinks.out]
+type = "file"
+inputs = ["intake"]
+path = "{{dir}}/out.jsonl"
+encoding.codec = "json"
+"#
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    for i in 0..100 {
+        let body = format!("request {i} line a\nrequest {i} line b\n");
+        let (status, _) = post(port, "/logs?env=prod", body.as_bytes());
+        assert_eq!(status, 202);
+        // The acknowledgement came back: both lines must already be in the file.
+        let written = std::fs::read_to_string(case.path("out.jsonl")).unwrap_or_default();
+        assert!(written.contains(&format!("request {i} line b")), "acknowledged before written: request {i}");
+    }
+    let (status, _) = post(port, "/elsewhere", b"x\n");
+    assert_eq!(status, 404);
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let first = std::fs::read_to_string(case.path("out.jsonl")).unwrap_or_default();
+    let event: serde_json::Value = serde_json::from_str(first.lines().next().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(event["message"], "request 0 line a");
+    assert_eq!(event["env"], "prod");
+    assert_eq!(event["path"], "/logs");
+    assert_eq!(event["source_type"], "http_server");
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "out")["sent"], 200);
+}
+
+#[test]
+fn client_never_gets_2xx_when_the_only_sink_fails() {
+    let case = Case::new();
+    let port = free_port();
+    let dead = free_port();
+    let config = case.config(&format!(
+        r#"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+decoding.codec = "json"
+
+[sinks.remote]
+type = "http"
+inputs = ["intake"]
+uri = "http://127.0.0.1:{dead}/ingest"
+encoding.codec = "json"
+batch.timeout_secs = 0.05
+"#
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    for i in 0..5 {
+        let (status, body) = post(port, "/", format!("{{\"n\":{i}}}\n").as_bytes());
+        assert_eq!(status, 500, "request {i}: {body}");
+        assert!(body.contains("delivery failed"), "{body}");
+    }
+    let (status, body) = post(port, "/", b"{not json\n");
+    assert_eq!(status, 400, "{body}");
+    let (code, _) = terminate(child);
+    assert_eq!(code, Some(1), "failed events make the exit code non-zero");
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "remote")["errored"], 5);
+    assert_eq!(component(&ledger, "intake")["discarded"]["decode_error"], 1);
+}
+
+#[test]
+fn client_gets_503_when_the_outcome_takes_longer_than_the_ack_timeout() {
+    let case = Case::new();
+    let port = free_port();
+    // An intake that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let silent_port = silent.local_addr().map(|a| a.port()).unwrap_or_default();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(4) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let config = case.config(&format!(
+        r#"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+ack_timeout_secs = 1
+
+[sinks.stuck]
+type = "http"
+inputs = ["intake"]
+uri = "http://127.0.0.1:{silent_port}/"
+encoding.codec = "text"
+batch.timeout_secs = 0.01
+request.timeout_secs = 3
+"#
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    let (status, body) = post(port, "/", b"hello\n");
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered at the ack timeout, not the request timeout");
+    let (code, _) = terminate(child);
+    assert_eq!(code, Some(1), "the request timed out, so the event failed");
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "stuck")["errored"], 1);
+    drop(holder);
+}
+
+#[test]
+fn acknowledgements_off_answers_at_once_as_an_explicit_choice() {
+    let case = Case::new();
+    let port = free_port();
+    let dead = free_port();
+    let config = case.config(&format!(
+        r#"
+[sources.intake]
+type = "http"
+address = "127.0.0.1:{port}"
+acknowledgements = false
+auth.strategy = "basic"
+auth.username = "u"
+auth.password = "p"
+
+[sinks.remote]
+type = "http"
+inputs = ["intake"]
+uri = "http://127.0.0.1:{dead}/"
+encoding.codec = "text"
+batch.timeout_secs = 0.01
+"#
+    ));
+    let validate = common::sluice().arg("validate").arg(&config).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&validate.stdout).contains("acknowledgements are off for this source"));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    let (status, _) = post(port, "/", b"x\n");
+    assert_eq!(status, 401, "basic auth is enforced");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(
+        &mut stream,
+        b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\nContent-Length: 2\r\nConnection: close\r\n\r\nx\n",
+    )
+    .unwrap_or_default();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap_or_default();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (code, _) = terminate(child);
+    assert_eq!(code, Some(1), "the event still failed and is counted");
+    assert_ledger_balanced(&case.ledger());
+}
