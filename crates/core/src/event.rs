@@ -5,7 +5,8 @@
 //! id, the ingest time, the finalizer, per-event secrets (VRL's `set_secret`), VRL's `%`
 //! metadata object and the dead-letter history.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -24,6 +25,23 @@ pub mod fields {
     pub const SOURCE_TYPE: &str = "source_type";
 }
 
+/// Interns a component id: every event carries its source's id, and a `&'static str` costs
+/// nothing to copy or drop (an `Arc` would bounce one refcount between threads per event).
+/// Ids are few and live as long as the process.
+pub fn intern(id: &str) -> &'static str {
+    static IDS: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let mut ids = match IDS.get_or_init(Default::default).lock() {
+        Ok(ids) => ids,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(existing) = ids.get(id) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(id.to_owned().into_boxed_str());
+    ids.insert(leaked);
+    leaked
+}
+
 /// One failure recorded on an event that went to a dead-letter destination.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetterRecord {
@@ -40,25 +58,39 @@ pub struct DeadLetterRecord {
 /// What travels with an event but is not part of its body.
 #[derive(Debug, Clone)]
 pub struct EventMetadata {
-    source_id: Arc<str>,
+    source_id: &'static str,
     ingest_time: DateTime<Utc>,
     finalizer: EventFinalizer,
+    /// Secrets, VRL's `%` metadata and dead-letter history; `None` while all are empty, which
+    /// keeps the common event small and free of extra allocations.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Debug, Clone)]
+struct Extras {
     secrets: Secrets,
     /// VRL's `%` metadata object (remap's `reroute_dropped` annotates it).
     value: Value,
     dead_letters: Vec<DeadLetterRecord>,
 }
 
+impl Default for Extras {
+    fn default() -> Self {
+        Self { secrets: Secrets::new(), value: Value::Object(ObjectMap::new()), dead_letters: Vec::new() }
+    }
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.secrets == Secrets::new()
+            && self.dead_letters.is_empty()
+            && matches!(&self.value, Value::Object(map) if map.is_empty())
+    }
+}
+
 impl EventMetadata {
-    pub fn new(source_id: Arc<str>, ingest_time: DateTime<Utc>) -> Self {
-        Self {
-            source_id,
-            ingest_time,
-            finalizer: EventFinalizer::default(),
-            secrets: Secrets::new(),
-            value: Value::Object(ObjectMap::new()),
-            dead_letters: Vec::new(),
-        }
+    pub fn new(source_id: &str, ingest_time: DateTime<Utc>) -> Self {
+        Self { source_id: intern(source_id), ingest_time, finalizer: EventFinalizer::default(), extras: None }
     }
 
     pub fn ingest_time(&self) -> DateTime<Utc> {
@@ -69,6 +101,56 @@ impl EventMetadata {
     /// metadata shares it).
     pub fn set_finalizer(&mut self, finalizer: EventFinalizer) {
         std::mem::replace(&mut self.finalizer, finalizer).release_unused();
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+}
+
+/// Builds legacy-namespace events that share everything but `message`: the object is built
+/// once per chunk and cloned per event (no key searches), the metadata likewise.
+#[derive(Debug, Clone)]
+pub struct LegacyTemplate {
+    object: ObjectMap,
+    message_index: usize,
+    metadata: EventMetadata,
+    host: Option<Bytes>,
+}
+
+impl LegacyTemplate {
+    pub fn new(source_type: &'static str, host: Option<&Bytes>, metadata: EventMetadata) -> Self {
+        let mut object = ObjectMap::new();
+        object.insert(KeyString::from(fields::MESSAGE), Value::Null);
+        object.insert(KeyString::from(fields::TIMESTAMP), Value::Timestamp(metadata.ingest_time));
+        if let Some(host) = host {
+            object.insert(KeyString::from(fields::HOST), Value::Bytes(host.clone()));
+        }
+        object.insert(KeyString::from(fields::SOURCE_TYPE), Value::Bytes(Bytes::from_static(source_type.as_bytes())));
+        let message_index = object.keys().position(|k| k.as_str() == fields::MESSAGE).unwrap_or(0);
+        Self { object, message_index, metadata, host: host.cloned() }
+    }
+
+    /// An event whose `message` is `message`.
+    pub fn event(&self, message: Bytes) -> LogEvent {
+        let mut object = self.object.clone();
+        if let Some(slot) = object.values_mut().nth(self.message_index) {
+            *slot = Value::Bytes(message);
+        }
+        LogEvent { value: Value::Object(object), metadata: self.metadata.clone() }
+    }
+
+    pub fn metadata(&self) -> &EventMetadata {
+        &self.metadata
+    }
+
+    pub fn host(&self) -> Option<&Bytes> {
+        self.host.as_ref()
+    }
+
+    /// Attaches the finalizer that every event made from now on shares.
+    pub fn set_finalizer(&mut self, finalizer: EventFinalizer) {
+        self.metadata.set_finalizer(finalizer);
     }
 }
 
@@ -129,34 +211,42 @@ impl LogEvent {
         }
     }
 
-    pub fn source_id(&self) -> &Arc<str> {
-        &self.metadata.source_id
+    pub fn source_id(&self) -> &'static str {
+        self.metadata.source_id
     }
     pub fn ingest_time(&self) -> DateTime<Utc> {
         self.metadata.ingest_time
     }
-    pub fn secrets(&self) -> &Secrets {
-        &self.metadata.secrets
+    /// The value of secret `key`, if the event has one.
+    pub fn secret(&self, key: &str) -> Option<&str> {
+        self.metadata.extras.as_ref()?.secrets.get(key).map(|s| s.as_ref())
     }
-    pub fn secrets_mut(&mut self) -> &mut Secrets {
-        &mut self.metadata.secrets
+    pub fn set_secret(&mut self, key: &str, value: &str) {
+        self.metadata.extras_mut().secrets.insert(key, value);
     }
-    pub fn metadata_value(&self) -> &Value {
-        &self.metadata.value
+    /// VRL's `%` metadata object, if anything set it.
+    pub fn metadata_value(&self) -> Option<&Value> {
+        self.metadata.extras.as_ref().map(|e| &e.value)
     }
     pub fn metadata_value_mut(&mut self) -> &mut Value {
-        &mut self.metadata.value
+        &mut self.metadata.extras_mut().value
     }
     pub fn dead_letters(&self) -> &[DeadLetterRecord] {
-        &self.metadata.dead_letters
+        self.metadata.extras.as_ref().map_or(&[], |e| &e.dead_letters)
     }
     pub fn push_dead_letter(&mut self, record: DeadLetterRecord) {
-        self.metadata.dead_letters.push(record);
+        self.metadata.extras_mut().dead_letters.push(record);
     }
 
-    /// Body, `%` metadata and secrets at once, as VRL's target needs them.
-    pub fn vrl_parts_mut(&mut self) -> (&mut Value, &mut Value, &mut Secrets) {
-        (&mut self.value, &mut self.metadata.value, &mut self.metadata.secrets)
+    /// Runs `f` on the body, `%` metadata and secrets at once, as VRL's target needs them.
+    /// Allocates nothing for events without metadata unless `f` adds some.
+    pub fn with_vrl_parts<R>(&mut self, f: impl FnOnce(&mut Value, &mut Value, &mut Secrets) -> R) -> R {
+        let mut extras = self.metadata.extras.take().map(|b| *b).unwrap_or_default();
+        let result = f(&mut self.value, &mut extras.value, &mut extras.secrets);
+        if !extras.is_empty() {
+            self.metadata.extras = Some(Box::new(extras));
+        }
+        result
     }
 
     /// Attaches the finalizer of an acknowledgeable unit.
@@ -190,7 +280,7 @@ mod tests {
     #[test]
     fn legacy_event_has_vector_fields() {
         let host = Bytes::from_static(b"node-1");
-        let meta = EventMetadata::new(Arc::from("in"), Utc::now());
+        let meta = EventMetadata::new("in", Utc::now());
         let event = LogEvent::legacy(Bytes::from_static(b"hi"), "stdin", Some(&host), meta);
         assert_eq!(event.get("message"), Some(&Value::from("hi")));
         assert_eq!(event.get("host"), Some(&Value::from("node-1")));
@@ -199,8 +289,19 @@ mod tests {
     }
 
     #[test]
+    fn template_events_match_legacy_events() {
+        let host = Bytes::from_static(b"node-1");
+        let meta = EventMetadata::new("in", Utc::now());
+        let template = LegacyTemplate::new("stdin", Some(&host), meta.clone());
+        let a = template.event(Bytes::from_static(b"hi"));
+        let b = LogEvent::legacy(Bytes::from_static(b"hi"), "stdin", Some(&host), meta);
+        assert_eq!(a.value(), b.value());
+        assert_eq!(a.source_id(), "in");
+    }
+
+    #[test]
     fn insert_on_non_object_wraps_message() {
-        let meta = EventMetadata::new(Arc::from("in"), Utc::now());
+        let meta = EventMetadata::new("in", Utc::now());
         let mut event = LogEvent::from_value(Value::from("raw"), meta);
         event.insert("k", Value::from(1));
         assert_eq!(event.get("message"), Some(&Value::from("raw")));

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use sluice_core::LogEvent;
-use sluice_core::event::{EventMetadata, fields};
+use sluice_core::event::{LegacyTemplate, fields};
 use vrl::value::{KeyString, Value};
 
 /// `decoding` block.
@@ -174,31 +174,29 @@ impl DecodingConfig {
 }
 
 impl Decoder {
-    /// Decodes one frame, pushing its events to `out`. `meta` is cloned per event.
-    pub fn decode(
-        &self,
-        frame: Bytes,
-        host: Option<&Bytes>,
-        meta: &EventMetadata,
-        out: &mut Vec<LogEvent>,
-    ) -> Result<(), String> {
+    pub fn source_type(&self) -> &'static str {
+        self.source_type
+    }
+
+    /// Decodes one frame, pushing its events to `out`.
+    pub fn decode(&self, frame: Bytes, template: &LegacyTemplate, out: &mut Vec<LogEvent>) -> Result<(), String> {
         match self.codec {
             DecodingCodec::Bytes => {
-                out.push(LogEvent::legacy(frame, self.source_type, host, meta.clone()));
+                out.push(template.event(frame));
                 Ok(())
             }
             DecodingCodec::Json => {
                 let value: Value = serde_json::from_slice(&frame).map_err(|e| format!("invalid JSON: {e}"))?;
                 match value {
                     Value::Object(_) => {
-                        out.push(self.finish_json(value, host, meta));
+                        out.push(self.finish_json(value, template));
                         Ok(())
                     }
                     Value::Array(items) => {
                         if items.iter().any(|i| !matches!(i, Value::Object(_))) {
                             return Err("JSON array items must be objects".into());
                         }
-                        out.extend(items.into_iter().map(|v| self.finish_json(v, host, meta)));
+                        out.extend(items.into_iter().map(|v| self.finish_json(v, template)));
                         Ok(())
                     }
                     _ => Err("JSON frame must be an object or an array of objects".into()),
@@ -207,11 +205,12 @@ impl Decoder {
         }
     }
 
-    fn finish_json(&self, value: Value, host: Option<&Bytes>, meta: &EventMetadata) -> LogEvent {
+    fn finish_json(&self, value: Value, template: &LegacyTemplate) -> LogEvent {
+        let meta = template.metadata();
         let mut event = LogEvent::from_value(value, meta.clone());
         if let Value::Object(map) = event.value_mut() {
             map.entry(KeyString::from(fields::TIMESTAMP)).or_insert_with(|| Value::Timestamp(meta.ingest_time()));
-            if let Some(host) = host {
+            if let Some(host) = template.host() {
                 map.entry(KeyString::from(fields::HOST)).or_insert_with(|| Value::Bytes(host.clone()));
             }
             map.insert(

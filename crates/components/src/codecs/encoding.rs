@@ -145,9 +145,7 @@ fn write_scalar(buf: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Bytes(b) => buf.extend_from_slice(b),
         Value::Null => {}
-        Value::Object(_) | Value::Array(_) => {
-            let _ = serde_json::to_writer(&mut *buf, value);
-        }
+        Value::Object(_) | Value::Array(_) => super::json::write_value(buf, value),
         other => {
             let _ = write!(buf, "{}", other.to_string_lossy());
         }
@@ -224,12 +222,12 @@ impl Encoder {
         match self.config.codec {
             Codec::Json => {
                 let pretty = self.config.json.as_ref().is_some_and(|j| j.pretty);
-                let result = if pretty {
-                    serde_json::to_writer_pretty(&mut *buf, value)
+                if pretty {
+                    serde_json::to_writer_pretty(&mut *buf, value).map_err(|e| EncodeError(e.to_string()))
                 } else {
-                    serde_json::to_writer(&mut *buf, value)
-                };
-                result.map_err(|e| EncodeError(e.to_string()))
+                    super::json::write_value(buf, value);
+                    Ok(())
+                }
             }
             Codec::Text | Codec::RawMessage => {
                 match value {
@@ -319,7 +317,6 @@ fn logfmt_object(buf: &mut Vec<u8>, scratch: &mut Vec<u8>, prefix: &str, map: &O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use sluice_core::event::EventMetadata;
 
@@ -330,7 +327,7 @@ mod tests {
         let mut inner = ObjectMap::new();
         inner.insert("k".into(), Value::from("a b"));
         map.insert("o".into(), Value::Object(inner));
-        LogEvent::from_value(Value::Object(map), EventMetadata::new(Arc::from("t"), chrono::Utc::now()))
+        LogEvent::from_value(Value::Object(map), EventMetadata::new("t", chrono::Utc::now()))
     }
 
     fn encode(toml_codec: serde_json::Value) -> String {

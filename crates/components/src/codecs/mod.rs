@@ -3,6 +3,7 @@
 
 pub mod decoding;
 pub mod encoding;
+pub mod json;
 
 pub use decoding::{DecodingConfig, Framer, FramingConfig};
 pub use encoding::{Encoder, EncodingConfig, SinkFraming};

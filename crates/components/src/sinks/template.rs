@@ -112,7 +112,6 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use sluice_core::event::EventMetadata;
     use vrl::value::ObjectMap;
@@ -127,7 +126,7 @@ mod tests {
         map.insert("app".into(), Value::Object(app));
         let ts = chrono::DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z").map(|t| t.to_utc()).unwrap_or_default();
         map.insert("timestamp".into(), Value::Timestamp(ts));
-        let event = LogEvent::from_value(Value::Object(map), EventMetadata::new(Arc::from("s"), ts));
+        let event = LogEvent::from_value(Value::Object(map), EventMetadata::new("s", ts));
         assert_eq!(t.render(&event).as_deref(), Ok("/logs/web/2026.log"));
         let missing = Template::parse("{{ nope }}").unwrap_or_else(|e| panic!("{e}"));
         assert!(missing.render(&event).is_err());

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sluice_core::Chunk;
 use sluice_core::ack::EventFinalizer;
 use sluice_core::component::SourceSender;
-use sluice_core::event::EventMetadata;
+use sluice_core::event::{EventMetadata, LegacyTemplate};
 use sluice_core::ledger::ComponentLedger;
 use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
@@ -48,15 +48,16 @@ impl EventBuilder {
         extra: &[(KeyString, Value)],
         out: &mut Chunk,
     ) -> (usize, Option<String>) {
-        let mut meta = EventMetadata::new(self.id.clone(), chrono::Utc::now());
+        let mut meta = EventMetadata::new(&self.id, chrono::Utc::now());
         meta.set_finalizer(finalizer);
         let default_host = self.host_key.as_deref() == Some("host");
         let host_for_legacy = if default_host { host } else { None };
+        let mut template = LegacyTemplate::new(self.decoder.source_type(), host_for_legacy, meta);
         let mut failures = 0;
         let mut last_error = None;
         for frame in frames {
             let start = out.len();
-            if let Err(err) = self.decoder.decode(frame, host_for_legacy, &meta, out) {
+            if let Err(err) = self.decoder.decode(frame, &template, out) {
                 failures += 1;
                 last_error = Some(err);
                 continue;
@@ -73,7 +74,7 @@ impl EventBuilder {
             }
         }
         // The template's own copy never became an event.
-        meta.set_finalizer(EventFinalizer::default());
+        template.set_finalizer(EventFinalizer::default());
         (failures, last_error)
     }
 }

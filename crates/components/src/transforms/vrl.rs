@@ -24,9 +24,10 @@ pub fn compile(source: &str) -> Result<CompilationResult, String> {
 
 /// Runs `program` on `event` in place.
 pub fn run(runtime: &mut Runtime, program: &Program, tz: &TimeZone, event: &mut LogEvent) -> Result<Value, Terminate> {
-    let (value, metadata, secrets) = event.vrl_parts_mut();
-    let mut target = TargetValueRef { value, metadata, secrets };
-    let result = runtime.resolve(&mut target, program, tz);
+    let result = event.with_vrl_parts(|value, metadata, secrets| {
+        let mut target = TargetValueRef { value, metadata, secrets };
+        runtime.resolve(&mut target, program, tz)
+    });
     runtime.clear();
     result
 }
@@ -188,7 +189,6 @@ impl FunctionExpression for SecretFn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use sluice_core::event::EventMetadata;
 
@@ -196,13 +196,11 @@ mod tests {
     fn secrets_round_trip_and_stay_out_of_the_body() {
         let compiled = compile(r#"set_secret("api_key", "k-123"); .seen = get_secret("api_key")"#)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut event = LogEvent::from_value(
-            Value::Object(Default::default()),
-            EventMetadata::new(Arc::from("s"), chrono::Utc::now()),
-        );
+        let mut event =
+            LogEvent::from_value(Value::Object(Default::default()), EventMetadata::new("s", chrono::Utc::now()));
         let mut runtime = Runtime::default();
         run(&mut runtime, &compiled.program, &TimeZone::default(), &mut event).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(event.secrets().get("api_key").map(|s| s.as_ref()), Some("k-123"));
+        assert_eq!(event.secret("api_key"), Some("k-123"));
         assert_eq!(event.get("seen"), Some(&Value::from("k-123")));
         assert!(event.get("api_key").is_none());
     }

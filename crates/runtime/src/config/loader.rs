@@ -229,7 +229,8 @@ fn parse_globals(
         .unwrap_or_else(|| "localhost".to_owned());
     let options = GlobalOptions {
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/sluice")),
-        hostname: hostname.into(),
+        // Static: events clone it without touching a shared refcount.
+        hostname: bytes::Bytes::from_static(Box::leak(hostname.into_boxed_str()).as_bytes()),
         config_dir,
     };
     Some((

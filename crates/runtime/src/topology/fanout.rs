@@ -18,14 +18,14 @@ use sluice_core::ledger::ComponentLedger;
 
 use crate::config::WhenFull;
 
-pub(super) struct Consumer {
+pub struct Consumer {
     pub tx: MemorySender<Chunk>,
     pub ledger: Arc<ComponentLedger>,
     pub when_full: WhenFull,
 }
 
 #[derive(Default)]
-pub(super) struct Fanout {
+pub struct Fanout {
     consumers: Vec<Consumer>,
     full_warned: bool,
 }

@@ -6,7 +6,7 @@
 //! graceful limit; past it the remaining tasks are aborted and whatever they held shows as
 //! `in_flight` (and unresolved) in the ledger, which makes the exit code non-zero.
 
-mod fanout;
+pub mod fanout;
 
 use std::collections::BTreeMap;
 use std::future::Future;

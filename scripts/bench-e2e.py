@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark harness for sluice.
+
+Generates N lines shaped like `llm_inference` events (about 260 bytes each) under
+target/bench-data/ (never committed), runs each scenario through the release binary with the
+lines on stdin, and prints events/s, MiB/s, CPU seconds and peak RSS (from wait4, so only the
+sluice process is measured). Every run is checked: the sink must have received every event,
+the ledger must balance and the exit code must be 0.
+
+    cargo build --release
+    python3 scripts/bench-e2e.py --events 2000000 --runs 3
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "target" / "bench-data"
+
+ENRICH = r'''
+. = parse_json!(string!(.message))
+.total_tokens = int!(.prompt_tokens) + int!(.completion_tokens)
+.is_high_latency = int!(.latency_ms) > 5000
+.user_id = sha2(string!(.user_id), variant: "SHA-256")
+'''
+
+SCENARIOS = {
+    "stdin_blackhole": """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+""",
+    "stdin_remap_file": """
+[sources.in]
+type = "stdin"
+{acks}
+[transforms.enrich]
+type = "remap"
+inputs = ["in"]
+source = '''{enrich}'''
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "{dir}/out.jsonl"
+encoding.codec = "json"
+""",
+    "stdin_remap_three_sinks": """
+[sources.in]
+type = "stdin"
+{acks}
+[transforms.enrich]
+type = "remap"
+inputs = ["in"]
+source = '''{enrich}'''
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "{dir}/out.jsonl"
+encoding.codec = "json"
+
+[sinks.csv]
+type = "file"
+inputs = ["enrich"]
+path = "{dir}/out.csv"
+encoding.codec = "csv"
+encoding.csv.fields = ["log_id", "model", "total_tokens", "is_high_latency"]
+
+[sinks.hole]
+type = "blackhole"
+inputs = ["enrich"]
+""",
+}
+
+MODELS = ["llama-3-70b", "mistral-large", "gpt-4o", "qwen2.5-72b"]
+TYPES = ["chat", "completion", "embedding"]
+REGIONS = ["us-east-1", "eu-west-1", "ap-south-1"]
+
+
+def generate(n: int) -> Path:
+    path = DATA / f"llm-{n}.jsonl"
+    if path.exists():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(42)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({
+                "log_id": f"{rng.getrandbits(64):016x}{i:016x}",
+                "timestamp": f"2026-11-22T01:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z",
+                "model": rng.choice(MODELS),
+                "prompt_tokens": rng.randrange(5, 4000),
+                "completion_tokens": rng.randrange(1, 2000),
+                "latency_ms": rng.randrange(80, 9000),
+                "user_id": f"user-{rng.randrange(50000):05d}",
+                "is_fine_tune": rng.random() < 0.1,
+                "inference_type": rng.choice(TYPES),
+                "region": rng.choice(REGIONS),
+            }, separators=(",", ":")) + "\n")
+    tmp.rename(path)
+    return path
+
+
+def run(binary: Path, scenario: str, data: Path, acks: bool):
+    with tempfile.TemporaryDirectory() as d:
+        config = Path(d) / "config.toml"
+        config.write_text(SCENARIOS[scenario].format(
+            dir=d, enrich=ENRICH, acks="" if acks else "acknowledgements = false\n"))
+        ledger_path = Path(d) / "ledger.json"
+        with open(data, "rb") as stdin:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [str(binary), "--config", str(config), "--ledger-json", str(ledger_path), "--quiet"],
+                stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+        stderr = proc.stderr.read().decode(errors="replace")
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            sys.exit(f"{scenario}: exit {code}\n{stderr}")
+        ledger = json.loads(ledger_path.read_text())
+        if not ledger["balanced"]:
+            sys.exit(f"{scenario}: ledger does not balance: {ledger}")
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ledger
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--binary", type=Path, default=ROOT / "target" / "release" / "sluice")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--acks-off", action="store_true", help="also run each scenario with acknowledgements off")
+    args = parser.parse_args()
+    data = generate(args.events)
+    size = data.stat().st_size
+    print(f"{args.events} events, {size / args.events:.0f} bytes/line, {size / 2**20:.0f} MiB; "
+          f"median of {args.runs} runs; {os.cpu_count()} CPUs")
+    print(f"{'scenario':<28}{'acks':>5}{'events/s':>12}{'MiB/s':>9}{'CPU s':>8}{'wall s':>8}{'RSS MiB':>9}")
+    for scenario in args.scenario or list(SCENARIOS):
+        for acks in ([True, False] if args.acks_off else [True]):
+            results = [run(args.binary, scenario, data, acks) for _ in range(args.runs)]
+            wall = statistics.median(r[0] for r in results)
+            cpu = statistics.median(r[1] for r in results)
+            rss = max(r[2] for r in results)
+            sinks = [c for c in results[0][3]["components"] if c["kind"] == "sink"]
+            for c in sinks:
+                if c["sent"] != args.events:
+                    sys.exit(f"{scenario}: sink {c['id']} sent {c['sent']} of {args.events}")
+            print(f"{scenario:<28}{'on' if acks else 'off':>5}{args.events / wall:>12,.0f}"
+                  f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
