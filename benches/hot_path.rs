@@ -14,6 +14,10 @@ use sluice_core::{Chunk, LogEvent};
 use sluice_runtime::config::WhenFull;
 use sluice_runtime::topology::fanout::{Consumer, Fanout};
 
+/// The same allocator as the `sluice` binary, so allocation costs are representative.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CHUNK: usize = 1000;
 
 fn line(i: usize) -> String {

@@ -24,24 +24,51 @@ const ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// True when any of the 8 bytes of `word` needs escaping (< 0x20, `"` or `\\`). Exact at the
+/// word level (no false negatives, no false positives).
+#[inline]
+fn word_needs_escape(word: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let control = word.wrapping_sub(LO * 0x20) & !word & HI;
+    let q = word ^ (LO * u64::from(b'"'));
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = word ^ (LO * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
+}
+
 /// Appends `s` as a JSON string.
 pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[b as usize];
-        if escape == 0 {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(chunk)
+            && !word_needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
             continue;
         }
-        buf.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
-        } else {
-            buf.extend_from_slice(&[b'\\', escape]);
+        let end = (i + 8).min(bytes.len());
+        for (j, &b) in bytes[i..end].iter().enumerate() {
+            let escape = ESCAPE[b as usize];
+            if escape == 0 {
+                continue;
+            }
+            let at = i + j;
+            buf.extend_from_slice(&bytes[start..at]);
+            if escape == b'u' {
+                buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            } else {
+                buf.extend_from_slice(&[b'\\', escape]);
+            }
+            start = at + 1;
         }
-        start = i + 1;
+        i = end;
     }
     buf.extend_from_slice(&bytes[start..]);
     buf.push(b'"');
@@ -50,7 +77,7 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// Appends `value` as compact JSON.
 pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Bytes(bytes) => match std::str::from_utf8(bytes) {
+        Value::Bytes(bytes) => match simdutf8::basic::from_utf8(bytes) {
             Ok(s) => write_str(buf, s),
             Err(_) => write_str(buf, &String::from_utf8_lossy(bytes)),
         },
@@ -100,6 +127,21 @@ pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in ["\"", "\\", "\n", "\u{1}", "\u{1f}", "é"] {
+                    let mut s: String = "a".repeat(len);
+                    s.replace_range(at..at + 1, special);
+                    let mut ours = Vec::new();
+                    write_str(&mut ours, &s);
+                    assert_eq!(ours, serde_json::to_vec(&s).unwrap_or_default(), "{s:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn matches_serde_json_byte_for_byte() {

@@ -15,7 +15,9 @@ use tokio::io::AsyncReadExt;
 use super::{EventBuilder, count_rejected};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
-const READ_SIZE: usize = 256 * 1024;
+/// Bytes per read: about 250 events of typical size per chunk, small enough that the stages
+/// of a pipeline overlap against a 500-event sink buffer.
+const READ_SIZE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
