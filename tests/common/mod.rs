@@ -1,6 +1,8 @@
 //! Helpers for tests that drive the real `sluice` binary.
 #![allow(dead_code)]
 
+pub mod intake;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -258,6 +258,8 @@ pub struct SinkContext {
     pub id: Arc<str>,
     pub ledger: Arc<ComponentLedger>,
     pub globals: Arc<GlobalOptions>,
+    /// Where undeliverable events go (`<id>.dead_letter`, else the disk DLQ).
+    pub dead_letter: Arc<dyn crate::dead_letter::DeadLetterQueue>,
 }
 
 /// A sink's input: chunks from its buffer.

@@ -12,6 +12,7 @@
 
 pub mod ack;
 pub mod component;
+pub mod dead_letter;
 pub mod event;
 pub mod ledger;
 pub mod metric;

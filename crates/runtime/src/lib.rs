@@ -6,6 +6,7 @@
 //! The runtime never names a concrete component: it takes the registry as an argument.
 
 pub mod config;
+pub mod dead_letter;
 pub mod topology;
 
 pub use config::{Diagnostic, Graph, LoadOptions, Severity, load};

@@ -1,12 +1,10 @@
-//! `http`: batches of events to an HTTP endpoint.
+//! `http`: batches of events to an HTTP endpoint, on the shared sink driver.
 //!
-//! Batching: a batch is sent when it reaches `batch.max_events` or `batch.max_bytes`, or
-//! `batch.timeout_secs` after its first event. A 2xx response resolves the batch as delivered.
-//! Any other outcome (status, timeout, connection error) resolves it as failed: counted,
-//! logged at error, and the sender told. Bounded retries, batch splitting and the dead-letter
-//! queue arrive with the shared sink driver.
+//! A 2xx response delivers the batch. Timeouts, connection errors and the statuses that
+//! `retry_strategy` names (default: 408, 429, 5xx except 501) are retried within the retry
+//! budget, honouring `Retry-After`; other statuses are permanent: the batch is split until the
+//! rejected events are alone, and those go to the dead-letter queue with the status.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -18,12 +16,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use sluice_core::ack::Outcome;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 
-use super::{Pending, reject};
+use super::driver::{
+    self, BatchConfig, CallResult, DriverSettings, EncodedBatch, RequestConfig, RetryStrategy, Service,
+};
 use crate::codecs::encoding::{Codec, SinkFramingMethod};
-use crate::codecs::{EncodingConfig, SinkFraming};
+use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +49,9 @@ pub struct HttpSinkConfig {
     pub batch: BatchConfig,
     #[serde(default)]
     pub request: RequestConfig,
+    /// Which statuses are retried. Default `{ type = "default" }`.
+    #[serde(default)]
+    pub retry_strategy: RetryStrategy,
     pub auth: Option<HttpAuth>,
 }
 
@@ -65,55 +67,6 @@ pub enum HttpSinkMethod {
     Delete,
     Options,
     Trace,
-}
-
-/// `batch` block.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Most events per batch. Default: no limit (bytes and time bound it).
-    pub max_events: Option<usize>,
-    /// Most bytes (before compression) per batch. Default 10000000.
-    pub max_bytes: Option<usize>,
-    /// Seconds from a batch's first event until it is sent. Default 1.
-    pub timeout_secs: Option<f64>,
-}
-
-/// `request` block (Vector's fields). Retry fields are accepted; retries arrive with the
-/// shared sink driver.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestConfig {
-    /// `adaptive` (default), `none`, or a number. Requests are sent one at a time for now.
-    pub concurrency: Option<serde_json::Value>,
-    /// Seconds before a request is abandoned. Default 60.
-    pub timeout_secs: Option<f64>,
-    pub rate_limit_duration_secs: Option<f64>,
-    pub rate_limit_num: Option<u64>,
-    pub retry_attempts: Option<u64>,
-    pub retry_initial_backoff_secs: Option<f64>,
-    pub retry_max_duration_secs: Option<f64>,
-    pub retry_jitter_mode: Option<JitterMode>,
-    pub adaptive_concurrency: Option<AdaptiveConcurrency>,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub enum JitterMode {
-    Full,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdaptiveConcurrency {
-    pub initial_concurrency: Option<usize>,
-    pub max_concurrency_limit: Option<usize>,
-    pub decrease_ratio: Option<f64>,
-    pub ewma_alpha: Option<f64>,
-    pub rtt_deviation_scale: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,36 +179,66 @@ struct HttpSink {
     cx: SinkContext,
 }
 
-/// A batch being filled.
-#[derive(Default)]
-struct Batch {
-    body: Vec<u8>,
-    pending: Pending,
+impl Sink for HttpSink {
+    fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
+        Box::pin(async move {
+            let HttpSink { config, uri, method, headers, framing, cx } = *self;
+            let settings = DriverSettings::new(&config.batch, &config.request, (None, 10_000_000, 1.0));
+            let service = HttpService {
+                client: Client::builder(TokioExecutor::new()).build_http(),
+                encoder: config.encoding.build(),
+                uri,
+                method,
+                headers,
+                framing,
+                compression: config.compression,
+                prefix: config.payload_prefix.clone(),
+                suffix: config.payload_suffix.clone(),
+                strategy: config.retry_strategy.clone(),
+            };
+            driver::run(service, settings, cx, input).await;
+            Ok(())
+        })
+    }
 }
 
-impl HttpSink {
-    fn append(&self, batch: &mut Batch, encoded: &[u8]) {
+struct HttpService {
+    client: Client<HttpConnector, Full<Bytes>>,
+    encoder: Encoder,
+    uri: http::Uri,
+    method: http::Method,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    framing: Framing,
+    compression: super::file::Compression,
+    prefix: String,
+    suffix: String,
+    strategy: RetryStrategy,
+}
+
+impl HttpService {
+    fn payload(&self, batch: &EncodedBatch) -> std::io::Result<Bytes> {
+        let mut body = Vec::with_capacity(batch.bytes() + batch.len() + self.prefix.len() + self.suffix.len() + 2);
+        body.extend_from_slice(self.prefix.as_bytes());
         match self.framing {
             Framing::JsonArray => {
-                batch.body.push(if batch.pending.events == 0 { b'[' } else { b',' });
-                batch.body.extend_from_slice(encoded);
+                body.push(b'[');
+                for (i, item) in batch.items().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(item);
+                }
+                body.push(b']');
             }
             Framing::Delimited(delimiter) => {
-                batch.body.extend_from_slice(encoded);
-                batch.body.extend(delimiter);
+                for item in batch.items() {
+                    body.extend_from_slice(item);
+                    body.extend(delimiter);
+                }
             }
         }
-    }
-
-    fn payload(&self, events: &[u8]) -> std::io::Result<Bytes> {
-        let mut body = Vec::with_capacity(events.len() + 2);
-        body.extend_from_slice(self.config.payload_prefix.as_bytes());
-        body.extend_from_slice(events);
-        if self.framing == Framing::JsonArray {
-            body.push(b']');
-        }
-        body.extend_from_slice(self.config.payload_suffix.as_bytes());
-        if self.config.compression == super::file::Compression::Gzip {
+        body.extend_from_slice(self.suffix.as_bytes());
+        if self.compression == super::file::Compression::Gzip {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             gz.write_all(&body)?;
             body = gz.finish()?;
@@ -263,127 +246,64 @@ impl HttpSink {
         Ok(Bytes::from(body))
     }
 
-    async fn send(&self, client: &Client<HttpConnector, Full<Bytes>>, batch: Batch) {
-        let Batch { body, pending } = batch;
-        let events = pending.events;
-        let payload = match self.payload(&body) {
-            Ok(payload) => payload,
-            Err(err) => {
-                self.cx.ledger.error("encode_error", "processing");
-                tracing::error!(component_id = &*self.cx.id, error = %err, events, "Cannot compress the batch; events counted as failed.");
-                pending.settle(&self.cx.ledger, Outcome::Failed);
-                return;
-            }
-        };
-        let mut request = http::Request::builder().method(self.method.clone()).uri(self.uri.clone());
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
+    fn classify(&self, status: http::StatusCode, retry_after: Option<Duration>, body: &[u8]) -> CallResult {
+        if status.is_success() {
+            return CallResult::Delivered;
         }
-        let request = match request.body(Full::new(payload)) {
-            Ok(request) => request,
-            Err(err) => {
-                self.cx.ledger.error("request_build", "sending");
-                tracing::error!(component_id = &*self.cx.id, error = %err, events, "Cannot build the request; events counted as failed.");
-                pending.settle(&self.cx.ledger, Outcome::Failed);
-                return;
-            }
-        };
-        let timeout = Duration::from_secs_f64(self.config.request.timeout_secs.unwrap_or(60.0).max(0.001));
-        let result = tokio::time::timeout(timeout, async {
-            let response = client.request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Ok::<_, String>((status, body))
-        })
-        .await;
-        match result {
-            Ok(Ok((status, _))) if status.is_success() => pending.settle(&self.cx.ledger, Outcome::Delivered),
-            Ok(Ok((status, body))) => {
-                self.cx.ledger.error("http_status", "sending");
-                let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                tracing::error!(
-                    component_id = &*self.cx.id,
-                    status = status.as_u16(),
-                    body = snippet,
-                    events,
-                    "Request rejected; events counted as failed."
-                );
-                pending.settle(&self.cx.ledger, Outcome::Failed);
-            }
-            Ok(Err(err)) => {
-                self.cx.ledger.error("connection_failed", "sending");
-                tracing::error!(
-                    component_id = &*self.cx.id,
-                    error = err,
-                    events,
-                    "Request failed; events counted as failed."
-                );
-                pending.settle(&self.cx.ledger, Outcome::Failed);
-            }
-            Err(_) => {
-                self.cx.ledger.error("timed_out", "sending");
-                tracing::error!(
-                    component_id = &*self.cx.id,
-                    timeout_secs = timeout.as_secs_f64(),
-                    events,
-                    "Request timed out; events counted as failed."
-                );
-                pending.settle(&self.cx.ledger, Outcome::Failed);
-            }
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned();
+        let message = format!("HTTP {status}: {snippet}");
+        let code = status.as_u16();
+        if self.strategy.retries_status(code) {
+            CallResult::Retriable { status: Some(code), message, retry_after }
+        } else {
+            CallResult::Permanent { status: Some(code), message }
         }
     }
 }
 
-impl Sink for HttpSink {
-    fn run(self: Box<Self>, mut input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
+/// `Retry-After` in seconds (the HTTP-date form is not used by intakes in practice).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl Service for HttpService {
+    fn retries_timeouts(&self) -> bool {
+        self.strategy.retries_transport()
+    }
+
+    fn encode(&self, event: &sluice_core::LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        self.encoder.encode(event, buf).map_err(|e| e.to_string())
+    }
+
+    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
-            let sink = *self;
-            let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-            let encoder = sink.config.encoding.build();
-            let max_events = sink.config.batch.max_events.unwrap_or(usize::MAX);
-            let max_bytes = sink.config.batch.max_bytes.unwrap_or(10_000_000);
-            let timeout = Duration::from_secs_f64(sink.config.batch.timeout_secs.unwrap_or(1.0).max(0.0));
-            let mut batch = Batch::default();
-            let mut deadline: Option<tokio::time::Instant> = None;
-            let mut scratch = Vec::new();
-            loop {
-                let chunk = tokio::select! {
-                    chunk = input.next() => chunk,
-                    () = async {
-                        match deadline {
-                            Some(at) => tokio::time::sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        deadline = None;
-                        sink.send(&client, std::mem::take(&mut batch)).await;
-                        continue;
-                    }
-                };
-                let Some(chunk) = chunk else { break };
-                for mut event in chunk {
-                    scratch.clear();
-                    if let Err(err) = encoder.encode(&event, &mut scratch) {
-                        reject(&sink.cx.ledger, event, "encode_error", &err.to_string());
-                        continue;
-                    }
-                    if batch.pending.events > 0 && batch.body.len() + scratch.len() > max_bytes {
-                        deadline = None;
-                        sink.send(&client, std::mem::take(&mut batch)).await;
-                    }
-                    sink.append(&mut batch, &scratch);
-                    batch.pending.add(&mut event);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
-                    if batch.pending.events >= max_events || batch.body.len() >= max_bytes {
-                        deadline = None;
-                        sink.send(&client, std::mem::take(&mut batch)).await;
-                    }
+            let payload = match self.payload(batch) {
+                Ok(payload) => payload,
+                Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
+            };
+            let mut request = http::Request::builder().method(self.method.clone()).uri(self.uri.clone());
+            for (name, value) in &self.headers {
+                request = request.header(name, value);
+            }
+            let request = match request.body(Full::new(payload)) {
+                Ok(request) => request,
+                Err(err) => {
+                    return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") };
                 }
+            };
+            match self.client.request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let hint = retry_after(response.headers());
+                    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    self.classify(status, hint, &body)
+                }
+                Err(err) if self.strategy.retries_transport() => {
+                    CallResult::Retriable { status: None, message: format!("request failed: {err}"), retry_after: None }
+                }
+                Err(err) => CallResult::Permanent { status: None, message: format!("request failed: {err}") },
             }
-            if batch.pending.events > 0 {
-                sink.send(&client, batch).await;
-            }
-            Ok(())
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod blackhole;
 pub mod console;
+pub mod driver;
 pub mod file;
 pub mod http;
 pub mod prometheus_exporter;

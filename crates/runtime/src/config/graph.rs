@@ -18,7 +18,8 @@ fn outputs_of(config: &AnyConfig) -> Vec<OutputSpec> {
     match config {
         AnyConfig::Source(c) => vec![OutputSpec { name: None, data_type: c.output_type() }],
         AnyConfig::Transform(c) => c.outputs(),
-        AnyConfig::Sink(_) => Vec::new(),
+        // Every sink's undeliverable events; unread, they go to the disk DLQ.
+        AnyConfig::Sink(_) => vec![OutputSpec::named_logs("dead_letter")],
     }
 }
 
@@ -113,8 +114,14 @@ pub(super) fn check(
             } else if kinds.get(target.component.as_str()) == Some(&ComponentKind::Sink) {
                 diagnostics.push(here(
                     c,
-                    Diagnostic::error(format!("input `{input}` is a sink; sinks have no outputs to read"))
-                        .field("inputs"),
+                    Diagnostic::error(format!(
+                        "input `{input}` is a sink; a sink's only output is its dead-letter queue"
+                    ))
+                    .field("inputs")
+                    .suggest(Some(format!(
+                        "to read what `{}` could not deliver, use `{}.dead_letter`",
+                        target.component, target.component
+                    ))),
                 ));
             } else if kinds.contains_key(target.component.as_str()) {
                 let names: Vec<String> =
@@ -173,7 +180,7 @@ pub(super) fn check(
         if let Some(config) = &c.config {
             for out in outputs_of(config) {
                 let port = OutputRef { component: c.id.clone(), port: out.name.clone() };
-                if !read.contains(&port.to_string()) {
+                if !read.contains(&port.to_string()) && c.kind != ComponentKind::Sink {
                     let message = match &out.name {
                         None => "nothing reads this component's output; its events are discarded (counted as `unconsumed_output`)".to_owned(),
                         Some(name) => format!(

@@ -27,6 +27,7 @@ use sluice_core::shutdown::shutdown_pair;
 use tokio::task::JoinSet;
 
 use crate::config::{Graph, OutputRef};
+use crate::dead_letter::SinkDeadLetter;
 use fanout::{Consumer, Fanout};
 
 /// Events a transform's input channel holds.
@@ -241,7 +242,16 @@ pub async fn run(
                 }
             }
             AnyConfig::Sink(config) => {
-                let cx = SinkContext { id: id.clone(), ledger: own_ledger, globals: globals.options.clone() };
+                let port = OutputRef { component: c.id.clone(), port: Some("dead_letter".to_owned()) };
+                let dead_letter = Arc::new(SinkDeadLetter::new(
+                    &c.id,
+                    c.type_name,
+                    own_ledger.clone(),
+                    fanout_for(&port),
+                    &globals.options.data_dir,
+                ));
+                let cx =
+                    SinkContext { id: id.clone(), ledger: own_ledger, globals: globals.options.clone(), dead_letter };
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;
                 };

@@ -1,0 +1,402 @@
+//! The sink driver shared by every batching sink (G3 for all of them).
+//!
+//! A sink supplies a [`Service`]: how to encode one event and how to send a batch of encoded
+//! events, classifying the result. The driver does the rest:
+//! - batching by `batch.max_events`, `batch.max_bytes` and `batch.timeout_secs`;
+//! - request concurrency (`request.concurrency`: a number, `none`, or `adaptive`) and
+//!   back-pressure when every request slot is busy;
+//! - bounded retries of retriable failures ([`retry::RetryPolicy`]);
+//! - poison isolation: a batch of N > 1 events that fails permanently is split in two and each
+//!   half sent again, recursively, so only the events that cause the failure reach the
+//!   dead-letter queue (about k·log2(N) extra requests for k poison events);
+//! - settlement: delivered events resolve as `Delivered`; undeliverable ones go to the sink's
+//!   dead-letter queue with their error, which resolves them.
+//!
+//! Invariant: every event the driver takes ends delivered or handed to the dead-letter queue.
+
+pub mod retry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use sluice_core::LogEvent;
+use sluice_core::ack::{BatchFinalizers, Outcome};
+use sluice_core::component::{SinkContext, SinkInput};
+use sluice_core::dead_letter::{DeadLetterReason, Failure};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub use retry::{JitterMode, RetryPolicy, RetryStrategy};
+
+/// `batch` block.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events per batch. Default: the sink's.
+    pub max_events: Option<usize>,
+    /// Most encoded bytes per batch. Default: the sink's.
+    pub max_bytes: Option<usize>,
+    /// Seconds from a batch's first event until it is sent. Default: the sink's.
+    pub timeout_secs: Option<f64>,
+}
+
+/// `request` block (Vector's fields, plus `retry_deadline_secs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// `"adaptive"` (default), `"none"` (one at a time), or a number of requests in flight.
+    pub concurrency: Option<Concurrency>,
+    /// Seconds before a request counts as timed out (retriable). Default 60.
+    pub timeout_secs: Option<f64>,
+    /// Accepted; rate limiting arrives later.
+    pub rate_limit_duration_secs: Option<f64>,
+    /// Accepted; rate limiting arrives later.
+    pub rate_limit_num: Option<u64>,
+    /// Retries after the first try. Default: bounded only by `retry_deadline_secs`.
+    pub retry_attempts: Option<u64>,
+    /// First backoff in seconds. Default 1.
+    pub retry_initial_backoff_secs: Option<f64>,
+    /// Cap on one backoff in seconds. Default 30.
+    pub retry_max_duration_secs: Option<f64>,
+    /// `Full` (default) or `None`.
+    pub retry_jitter_mode: Option<JitterMode>,
+    /// sluice: seconds a batch may keep failing before its events are dead-lettered as
+    /// `retries_exhausted`. Default 600.
+    pub retry_deadline_secs: Option<f64>,
+    pub adaptive_concurrency: Option<AdaptiveConcurrency>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Concurrency {
+    Fixed(usize),
+    Named(ConcurrencyName),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyName {
+    None,
+    Adaptive,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConcurrency {
+    pub initial_concurrency: Option<usize>,
+    pub max_concurrency_limit: Option<usize>,
+    pub decrease_ratio: Option<f64>,
+    pub ewma_alpha: Option<f64>,
+    pub rtt_deviation_scale: Option<f64>,
+}
+
+/// Requests in flight when `concurrency = "adaptive"` until adaptive control arrives.
+const ADAPTIVE_FIXED: usize = 8;
+
+impl RequestConfig {
+    fn secs(value: Option<f64>, default: f64) -> Duration {
+        Duration::from_secs_f64(value.unwrap_or(default).max(0.0))
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.retry_attempts.unwrap_or(u64::MAX),
+            initial_backoff: Self::secs(self.retry_initial_backoff_secs, 1.0),
+            max_backoff: Self::secs(self.retry_max_duration_secs, 30.0),
+            jitter: self.retry_jitter_mode.unwrap_or(JitterMode::Full),
+            deadline: Self::secs(self.retry_deadline_secs, 600.0),
+        }
+    }
+
+    pub fn concurrency(&self) -> usize {
+        match self.concurrency {
+            Some(Concurrency::Fixed(n)) => n.max(1),
+            Some(Concurrency::Named(ConcurrencyName::None)) => 1,
+            Some(Concurrency::Named(ConcurrencyName::Adaptive)) | None => ADAPTIVE_FIXED,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Self::secs(self.timeout_secs, 60.0).max(Duration::from_millis(1))
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    Delivered,
+    /// Try again later (timeouts, connection errors, 408, 429, most 5xx).
+    Retriable {
+        status: Option<u16>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Never retried; split, then dead-lettered (other 4xx, 413).
+    Permanent {
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+/// What a sink supplies to the driver.
+pub trait Service: Send + Sync + 'static {
+    /// Appends the encoding of one event to `buf`.
+    fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String>;
+    /// Sends one request holding `batch`'s events, in order, and classifies the result.
+    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult>;
+    /// Whether a request that times out is retried (`retry_strategy = "none"` says no).
+    fn retries_timeouts(&self) -> bool {
+        true
+    }
+}
+
+/// Encoded events of a batch: one buffer and where each event ends in it.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedBatch {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EncodedBatch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+    /// Each event's encoding, in order.
+    pub fn items(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(s, e)| &self.buf[s..e])
+    }
+    fn split_off(&mut self, at: usize) -> Self {
+        let cut = if at == 0 { 0 } else { self.ends[at - 1] };
+        let buf = self.buf.split_off(cut);
+        let ends = self.ends.split_off(at).into_iter().map(|e| e - cut).collect();
+        Self { buf, ends }
+    }
+}
+
+/// Events and their encodings, kept together so a batch can be split or dead-lettered.
+#[derive(Debug, Default)]
+pub struct Batch {
+    events: Vec<LogEvent>,
+    encoded: EncodedBatch,
+}
+
+impl Batch {
+    fn split(mut self) -> (Batch, Batch) {
+        let mid = self.events.len() / 2;
+        let events = self.events.split_off(mid);
+        let encoded = self.encoded.split_off(mid);
+        (self, Batch { events, encoded })
+    }
+}
+
+/// Batching and request settings of one sink.
+#[derive(Debug, Clone)]
+pub struct DriverSettings {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub batch_timeout: Duration,
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl DriverSettings {
+    /// Settings from the `batch` and `request` blocks, with the sink's batch defaults.
+    pub fn new(batch: &BatchConfig, request: &RequestConfig, defaults: (Option<usize>, usize, f64)) -> Self {
+        Self {
+            max_events: batch.max_events.or(defaults.0).unwrap_or(usize::MAX).max(1),
+            max_bytes: batch.max_bytes.unwrap_or(defaults.1).max(1),
+            batch_timeout: Duration::from_secs_f64(batch.timeout_secs.unwrap_or(defaults.2).max(0.0)),
+            concurrency: request.concurrency(),
+            request_timeout: request.timeout(),
+            retry: request.retry_policy(),
+        }
+    }
+}
+
+struct Shared<S> {
+    service: S,
+    settings: DriverSettings,
+    cx: SinkContext,
+}
+
+/// Runs a sink on the driver until its input ends and every request has settled.
+pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkContext, mut input: SinkInput) {
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let shared = Arc::new(Shared { service, settings, cx });
+    let mut requests: JoinSet<()> = JoinSet::new();
+    let mut batch = Batch::default();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let chunk = tokio::select! {
+            chunk = input.next() => chunk,
+            () = sleep_until(deadline) => {
+                deadline = None;
+                dispatch(&shared, &slots, &mut requests, std::mem::take(&mut batch)).await;
+                continue;
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+        };
+        let Some(chunk) = chunk else { break };
+        for event in chunk {
+            let mark = batch.encoded.buf.len();
+            if let Err(error) = shared.service.encode(&event, &mut batch.encoded.buf) {
+                batch.encoded.buf.truncate(mark);
+                let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
+                shared.cx.dead_letter.submit(vec![event], failure).await;
+                continue;
+            }
+            let size = batch.encoded.buf.len() - mark;
+            if !batch.events.is_empty() && mark + size > shared.settings.max_bytes {
+                // This event would overflow the batch: send the batch without it.
+                let mut full = std::mem::take(&mut batch);
+                let tail = full.encoded.split_off(full.events.len());
+                batch.encoded.buf = tail.buf;
+                deadline = None;
+                dispatch(&shared, &slots, &mut requests, full).await;
+            }
+            batch.encoded.ends.push(batch.encoded.buf.len());
+            batch.events.push(event);
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.settings.batch_timeout);
+            if batch.events.len() >= shared.settings.max_events || batch.encoded.bytes() >= shared.settings.max_bytes {
+                deadline = None;
+                dispatch(&shared, &slots, &mut requests, std::mem::take(&mut batch)).await;
+            }
+        }
+    }
+    dispatch(&shared, &slots, &mut requests, batch).await;
+    while requests.join_next().await.is_some() {}
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a request slot (back-pressure), then sends `batch` in its own task.
+async fn dispatch<S: Service>(
+    shared: &Arc<Shared<S>>,
+    slots: &Arc<Semaphore>,
+    requests: &mut JoinSet<()>,
+    batch: Batch,
+) {
+    if batch.events.is_empty() {
+        return;
+    }
+    let permit = loop {
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => break permit.ok(),
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+        }
+    };
+    let shared = shared.clone();
+    requests.spawn(async move {
+        let _permit = permit;
+        deliver(&shared, batch).await;
+    });
+}
+
+/// Sends a batch until it is delivered, dead-lettered, or split and each half settled.
+fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let started = tokio::time::Instant::now();
+        let first_failure = chrono::Utc::now();
+        let mut retries: u32 = 0;
+        loop {
+            let result = match tokio::time::timeout(
+                shared.settings.request_timeout,
+                shared.service.call(&batch.encoded),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    let message = format!("request timed out after {:?}", shared.settings.request_timeout);
+                    if shared.service.retries_timeouts() {
+                        CallResult::Retriable { status: None, message, retry_after: None }
+                    } else {
+                        CallResult::Permanent { status: None, message }
+                    }
+                }
+            };
+            let failure = |reason, status, message: String, attempts: u32| Failure {
+                reason,
+                message,
+                status,
+                attempts,
+                first_failure,
+                last_failure: chrono::Utc::now(),
+            };
+            match result {
+                CallResult::Delivered => {
+                    settle_delivered(shared, batch.events);
+                    return;
+                }
+                CallResult::Retriable { status, message, retry_after } => {
+                    retries += 1;
+                    match shared.settings.retry.next_wait(retries, started.elapsed(), retry_after) {
+                        Some(wait) => {
+                            shared.cx.ledger.error("request_retried", "sending");
+                            tracing::warn!(
+                                component_id = &*shared.cx.id,
+                                status,
+                                error = message.as_str(),
+                                retry = retries,
+                                wait_secs = wait.as_secs_f64(),
+                                events = batch.events.len(),
+                                "Request failed; retrying."
+                            );
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => {
+                            let failure = failure(DeadLetterReason::RetriesExhausted, status, message, retries);
+                            shared.cx.dead_letter.submit(batch.events, failure).await;
+                            return;
+                        }
+                    }
+                }
+                CallResult::Permanent { status, message } => {
+                    if batch.events.len() > 1 {
+                        shared.cx.ledger.error("batch_split", "sending");
+                        let (left, right) = batch.split();
+                        deliver(shared, left).await;
+                        deliver(shared, right).await;
+                    } else {
+                        let failure = failure(DeadLetterReason::Permanent, status, message, retries + 1);
+                        shared.cx.dead_letter.submit(batch.events, failure).await;
+                    }
+                    return;
+                }
+            }
+        }
+    })
+}
+
+fn settle_delivered<S: Service>(shared: &Shared<S>, mut events: Vec<LogEvent>) {
+    let n = events.len();
+    let mut finalizers = BatchFinalizers::default();
+    for event in &mut events {
+        finalizers.push(event.take_finalizer());
+    }
+    drop(events);
+    finalizers.resolve(Outcome::Delivered);
+    shared.cx.ledger.sent(n);
+}
+
+#[cfg(test)]
+mod tests;

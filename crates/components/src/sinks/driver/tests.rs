@@ -1,0 +1,235 @@
+//! Driver tests with a scripted service; timing runs under paused tokio time.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use sluice_core::ack::{BatchNotifier, EventFinalizer, Outcome};
+use sluice_core::component::{ChunkReceiver, GlobalOptions, SinkContext, SinkInput};
+use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
+use sluice_core::event::{EventMetadata, LegacyTemplate, resolve_all};
+use sluice_core::ledger::{ComponentKind, ComponentLedger};
+use sluice_core::{Chunk, LogEvent};
+use tokio::sync::mpsc;
+
+use super::*;
+
+#[derive(Default)]
+struct Dlq {
+    got: Mutex<Vec<(String, Failure)>>,
+    ledger: Mutex<Option<Arc<ComponentLedger>>>,
+}
+
+impl DeadLetterQueue for Dlq {
+    fn submit(&self, events: Vec<LogEvent>, failure: Failure) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let n = events.len();
+            if let Ok(mut got) = self.got.lock() {
+                for e in &events {
+                    let message = e.get("message").map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
+                    got.push((message, failure.clone()));
+                }
+            }
+            resolve_all(events, Outcome::Stored);
+            if let Some(ledger) = self.ledger.lock().ok().and_then(|l| l.clone()) {
+                ledger.dead_lettered(n);
+            }
+        })
+    }
+}
+
+struct Receiver(mpsc::Receiver<Chunk>);
+
+impl ChunkReceiver for Receiver {
+    fn recv(&mut self) -> BoxFuture<'_, Option<Chunk>> {
+        Box::pin(self.0.recv())
+    }
+}
+
+/// Rejects (403) any request holding a poison event; counts requests.
+struct Picky {
+    calls: AtomicUsize,
+}
+
+impl Service for Picky {
+    fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        let message = event.get("message").map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
+        buf.extend_from_slice(message.as_bytes());
+        Ok(())
+    }
+    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let poisoned = batch.items().any(|i| i.starts_with(b"poison"));
+        Box::pin(async move {
+            if poisoned {
+                CallResult::Permanent { status: Some(403), message: "forbidden tenant".into() }
+            } else {
+                CallResult::Delivered
+            }
+        })
+    }
+}
+
+/// Fails with 503 until `ok_after` calls, optionally with a Retry-After hint.
+struct Flaky {
+    calls: AtomicUsize,
+    ok_after: usize,
+    retry_after: Option<Duration>,
+}
+
+impl Service for Flaky {
+    fn encode(&self, _event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        buf.push(b'x');
+        Ok(())
+    }
+    fn call<'a>(&'a self, _batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let result = if n > self.ok_after {
+            CallResult::Delivered
+        } else {
+            CallResult::Retriable { status: Some(503), message: "unavailable".into(), retry_after: self.retry_after }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+struct Harness {
+    ledger: Arc<ComponentLedger>,
+    dlq: Arc<Dlq>,
+    cx: Option<SinkContext>,
+}
+
+fn harness() -> Harness {
+    let ledger = Arc::new(ComponentLedger::new("out", ComponentKind::Sink, "test"));
+    let dlq = Arc::new(Dlq::default());
+    if let Ok(mut l) = dlq.ledger.lock() {
+        *l = Some(ledger.clone());
+    }
+    let cx = SinkContext {
+        id: Arc::from("out"),
+        ledger: ledger.clone(),
+        globals: Arc::new(GlobalOptions::default()),
+        dead_letter: dlq.clone(),
+    };
+    Harness { ledger, dlq, cx: Some(cx) }
+}
+
+fn events(messages: &[String], finalizer: EventFinalizer) -> Chunk {
+    let mut template = LegacyTemplate::new("test", None, EventMetadata::new("in", chrono::Utc::now()));
+    template.set_finalizer(finalizer);
+    let chunk = messages.iter().map(|m| template.event(Bytes::from(m.clone()))).collect();
+    template.set_finalizer(EventFinalizer::default());
+    chunk
+}
+
+fn settings(max_events: usize) -> DriverSettings {
+    DriverSettings {
+        max_events,
+        max_bytes: usize::MAX,
+        batch_timeout: Duration::from_secs(1),
+        concurrency: 1,
+        request_timeout: Duration::from_secs(60),
+        retry: RetryPolicy::default(),
+    }
+}
+
+async fn drive<S: Service>(service: S, settings: DriverSettings, h: &mut Harness, chunk: Chunk) {
+    let (tx, rx) = mpsc::channel(4);
+    h.ledger.accept(chunk.len());
+    let _ = tx.send(chunk).await;
+    drop(tx);
+    let cx = h.cx.take().unwrap_or_else(|| panic!("harness used twice"));
+    run(service, settings, cx, SinkInput::new(Box::new(Receiver(rx)))).await;
+}
+
+#[tokio::test]
+async fn splitting_isolates_three_poison_events_in_a_batch_of_1000() {
+    let mut h = harness();
+    let messages: Vec<String> = (0..1000)
+        .map(|i| if [17, 500, 977].contains(&i) { format!("poison {i}") } else { format!("ok {i}") })
+        .collect();
+    let (notifier, mut outcome) = BatchNotifier::with_receiver();
+    let chunk = events(&messages, EventFinalizer::new(notifier));
+    let service = Arc::new(Picky { calls: AtomicUsize::new(0) });
+    let picky = PickyRef(service.clone());
+    drive(picky, settings(1000), &mut h, chunk).await;
+    let snapshot = h.ledger.snapshot();
+    assert_eq!(snapshot.sent, 997);
+    assert_eq!(snapshot.dead_lettered, 3);
+    assert!(snapshot.balanced);
+    let got = h.dlq.got.lock().map(|g| g.clone()).unwrap_or_default();
+    let mut poisoned: Vec<&str> = got.iter().map(|(m, _)| m.as_str()).collect();
+    poisoned.sort();
+    assert_eq!(poisoned, vec!["poison 17", "poison 500", "poison 977"]);
+    assert!(got.iter().all(|(_, f)| f.status == Some(403) && f.reason == DeadLetterReason::Permanent));
+    let calls = service.calls.load(Ordering::Relaxed);
+    println!("requests for 1000 events with 3 poison: {calls}");
+    // k·log2(N) splits, two requests per split level: 3 · 2 · 10 = 60, plus the first.
+    assert!(calls <= 61, "{calls} requests");
+    assert_eq!(outcome.wait().await, Outcome::Stored, "the source learns its events are safe");
+}
+
+struct PickyRef(Arc<Picky>);
+
+impl Service for PickyRef {
+    fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        self.0.encode(event, buf)
+    }
+    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        self.0.call(batch)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_always_answers_503_dead_letters_at_the_deadline() {
+    let mut h = harness();
+    let (notifier, mut outcome) = BatchNotifier::with_receiver();
+    let messages: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    let chunk = events(&messages, EventFinalizer::new(notifier));
+    let started = tokio::time::Instant::now();
+    let service = Flaky { calls: AtomicUsize::new(0), ok_after: usize::MAX, retry_after: None };
+    drive(service, settings(10), &mut h, chunk).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed <= Duration::from_secs(601), "gave up after {elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(60), "kept trying for a while: {elapsed:?}");
+    let got = h.dlq.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|(_, f)| f.reason == DeadLetterReason::RetriesExhausted && f.attempts > 5));
+    assert_eq!(outcome.wait().await, Outcome::Stored, "acknowledged as stored, not failed");
+    assert!(h.ledger.snapshot().balanced);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_and_the_batch_then_delivers() {
+    let mut h = harness();
+    let started = tokio::time::Instant::now();
+    let service = Flaky { calls: AtomicUsize::new(0), ok_after: 2, retry_after: Some(Duration::from_secs(45)) };
+    drive(service, settings(5), &mut h, events(&["a".into(), "b".into()], EventFinalizer::default())).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(90), "waited twice for Retry-After: {elapsed:?}");
+    assert_eq!(h.ledger.snapshot().sent, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_close_on_size_and_on_timeout() {
+    let mut h = harness();
+    let messages: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
+    let service = Arc::new(Picky { calls: AtomicUsize::new(0) });
+    drive(PickyRef(service.clone()), settings(10), &mut h, events(&messages, EventFinalizer::default())).await;
+    assert_eq!(service.calls.load(Ordering::Relaxed), 3, "10 + 10 + 5");
+    assert_eq!(h.ledger.snapshot().sent, 25);
+}
+
+#[test]
+fn encoded_batches_split_at_event_boundaries() {
+    let mut batch = EncodedBatch::default();
+    for item in [&b"aa"[..], b"b", b"cccc"] {
+        batch.buf.extend_from_slice(item);
+        batch.ends.push(batch.buf.len());
+    }
+    let tail = batch.split_off(1);
+    assert_eq!(batch.items().collect::<Vec<_>>(), vec![&b"aa"[..]]);
+    assert_eq!(tail.items().collect::<Vec<_>>(), vec![&b"b"[..], b"cccc"]);
+}

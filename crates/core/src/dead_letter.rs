@@ -1,0 +1,70 @@
+//! The dead-letter contract between sinks and the runtime.
+//!
+//! A sink that cannot deliver events hands them to its [`DeadLetterQueue`] with the
+//! [`Failure`]. The queue takes over: it records the failure on each event, passes the events
+//! to whatever reads `<sink_id>.dead_letter`, or else appends them to the disk DLQ under
+//! `data_dir` and fsyncs. It resolves every event (`Stored` once durable, `Failed` if even that
+//! fails) and counts it in the sink's ledger, so a sink never settles dead-lettered events
+//! itself.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use crate::LogEvent;
+
+/// Why events went to the dead-letter queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// The destination rejected them for good (e.g. HTTP 400/401/403/422).
+    Permanent,
+    /// Still failing when the retry budget ran out.
+    RetriesExhausted,
+    /// They could not be encoded for this sink.
+    EncodeError,
+    /// The sink made no progress for `stall_timeout` while its siblings did.
+    Stalled,
+    /// A disk buffer record failed its checksum.
+    BufferCorrupt,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permanent => "permanent",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::EncodeError => "encode_error",
+            Self::Stalled => "stalled",
+            Self::BufferCorrupt => "buffer_corrupt",
+        }
+    }
+}
+
+/// What went wrong, as recorded on each dead-lettered event.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: DeadLetterReason,
+    pub message: String,
+    /// The HTTP status, where there is one.
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub first_failure: DateTime<Utc>,
+    pub last_failure: DateTime<Utc>,
+}
+
+impl Failure {
+    /// A failure that happened once, now.
+    pub fn now(reason: DeadLetterReason, message: impl Into<String>, status: Option<u16>) -> Self {
+        let now = Utc::now();
+        Self { reason, message: message.into(), status, attempts: 1, first_failure: now, last_failure: now }
+    }
+}
+
+/// Where a sink's undeliverable events go. Implemented by the runtime.
+pub trait DeadLetterQueue: Send + Sync {
+    /// Takes `events`, resolves them and counts them in the sink's ledger (see module docs).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a cancelled call may leave events unresolved.
+    fn submit(&self, events: Vec<LogEvent>, failure: Failure) -> BoxFuture<'_, ()>;
+}
