@@ -28,6 +28,68 @@ pub enum Command {
     Validate(ValidateArgs),
     /// List every component type.
     List,
+    /// Inspect and purge the disk dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Per sink: events, bytes, oldest, newest, counts by reason.
+    List {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print stored events with their failure.
+    Show {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this reason (`permanent`, `retries_exhausted`, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only events dead-lettered at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events dead-lettered before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the stored JSON envelopes, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete stored events.
+    Purge {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only events older than this age (`30m`, `24h`, `7d`).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Also purge segments written in the last minute (only while sluice is stopped).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Where the disk DLQ is: `--data-dir`, or the `data_dir` of `--config`.
+#[derive(Debug, Args, Clone)]
+pub struct DlqPlace {
+    /// The data directory holding `dead_letter/`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Where the config comes from.

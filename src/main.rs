@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Some(cli::Command::Validate(args)) => commands::validate::run(&args),
         Some(cli::Command::List) => commands::list::run(),
+        Some(cli::Command::Dlq(command)) => commands::dlq::run(&command),
         Some(cli::Command::Run(args)) => commands::run::run(&args),
         None => commands::run::run(&cli.run),
     };

@@ -89,6 +89,29 @@ fn poison_events_are_isolated_and_everything_else_is_delivered() {
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "out")["sent"], 980);
     assert_eq!(component(&ledger, "out")["dead_lettered"], 20);
+
+    // The operator's view of the same DLQ.
+    let dlq = |args: &[&str]| {
+        let output = common::sluice()
+            .arg("dlq")
+            .args(args)
+            .arg("--data-dir")
+            .arg(case.path("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let list: serde_json::Value = serde_json::from_str(&dlq(&["list", "--json"])).unwrap_or_default();
+    assert_eq!(list[0]["sink_id"], "out");
+    assert_eq!(list[0]["events"], 20);
+    assert_eq!(list[0]["by_reason"]["permanent"], 20);
+    assert!(dlq(&["list"]).contains("permanent=20"));
+    assert_eq!(dlq(&["show", "--sink", "out", "--reason", "permanent", "--limit", "3", "--json"]).lines().count(), 3);
+    assert_eq!(dlq(&["show", "--reason", "retries_exhausted", "--json"]).lines().count(), 0);
+    assert!(dlq(&["purge", "--sink", "out"]).contains("Purged 0 events"), "just written: left alone");
+    assert!(dlq(&["purge", "--sink", "out", "--force"]).contains("Purged 20 events"));
+    assert!(dlq_envelopes(&case.path("data/dead_letter/out")).is_empty());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod dlq;
 pub mod list;
 pub mod run;
 pub mod validate;

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dead_letter;
+pub mod dlq_files;
 pub mod topology;
 
 pub use config::{Diagnostic, Graph, LoadOptions, Severity, load};

@@ -1,0 +1,280 @@
+//! Reading and purging the disk dead-letter queue, for `sluice dlq` (offline tools).
+//!
+//! Layout and format: `docs/design/dead-letter.md`. Readers skip lines that do not parse (a
+//! torn tail after a crash) and count them. Purging rewrites a segment atomically (temp file,
+//! fsync, rename, fsync of the directory) and never touches a segment written to in the last
+//! minute, which a running sluice may still be appending to.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A segment this recent may still be appended to.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+
+/// One sink's disk DLQ at a glance.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SinkSummary {
+    pub sink_id: String,
+    pub events: u64,
+    pub bytes: u64,
+    pub segments: usize,
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    pub by_reason: BTreeMap<String, u64>,
+    /// Lines that could not be read (a torn tail).
+    pub unreadable: u64,
+}
+
+/// One dead-lettered event as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub segment: PathBuf,
+    pub envelope: serde_json::Value,
+}
+
+impl StoredEvent {
+    pub fn sink_id(&self) -> &str {
+        self.envelope["sink_id"].as_str().unwrap_or_default()
+    }
+    pub fn reason(&self) -> &str {
+        self.envelope["reason"].as_str().unwrap_or_default()
+    }
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.envelope["dead_lettered_at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc())
+    }
+}
+
+fn root(data_dir: &Path) -> PathBuf {
+    data_dir.join("dead_letter")
+}
+
+/// Sink ids that have a DLQ directory, sorted.
+pub fn sinks(data_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    match std::fs::read_dir(root(data_dir)) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    ids.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// A sink's segment files, oldest first.
+pub fn segments(data_dir: &Path, sink_id: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root(data_dir).join(sink_id))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads one segment: the events, and how many lines could not be read.
+pub fn read_segment(path: &Path) -> std::io::Result<(Vec<StoredEvent>, u64)> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut events = Vec::new();
+    let mut unreadable = 0;
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&line) {
+            Ok(envelope) if envelope.is_object() => events.push(StoredEvent { segment: path.to_path_buf(), envelope }),
+            _ => unreadable += 1,
+        }
+    }
+    Ok((events, unreadable))
+}
+
+/// A summary per sink.
+pub fn summarize(data_dir: &Path) -> std::io::Result<Vec<SinkSummary>> {
+    let mut out = Vec::new();
+    for sink_id in sinks(data_dir)? {
+        let mut summary = SinkSummary { sink_id: sink_id.clone(), ..SinkSummary::default() };
+        for segment in segments(data_dir, &sink_id)? {
+            summary.segments += 1;
+            summary.bytes += std::fs::metadata(&segment)?.len();
+            let (events, unreadable) = read_segment(&segment)?;
+            summary.unreadable += unreadable;
+            for event in events {
+                summary.events += 1;
+                *summary.by_reason.entry(event.reason().to_owned()).or_insert(0) += 1;
+                if let Some(t) = event.time() {
+                    summary.oldest = Some(summary.oldest.map_or(t, |o| o.min(t)));
+                    summary.newest = Some(summary.newest.map_or(t, |n| n.max(t)));
+                }
+            }
+        }
+        out.push(summary);
+    }
+    Ok(out)
+}
+
+/// What a purge did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PurgeReport {
+    pub removed: u64,
+    pub kept: u64,
+    /// Segments left alone because sluice may still be writing to them.
+    pub skipped_active: usize,
+}
+
+/// Removes stored events dead-lettered before `older_than` (all when `None`), for one sink or
+/// all of them. `force` also rewrites segments written in the last minute (only safe while
+/// sluice is stopped).
+pub fn purge(
+    data_dir: &Path,
+    sink: Option<&str>,
+    older_than: Option<DateTime<Utc>>,
+    force: bool,
+) -> std::io::Result<PurgeReport> {
+    let mut report = PurgeReport::default();
+    let ids = match sink {
+        Some(id) => vec![id.to_owned()],
+        None => sinks(data_dir)?,
+    };
+    for id in ids {
+        for segment in segments(data_dir, &id)? {
+            let modified = std::fs::metadata(&segment)?.modified()?;
+            if !force && SystemTime::now().duration_since(modified).unwrap_or_default() < ACTIVE_WINDOW {
+                report.skipped_active += 1;
+                continue;
+            }
+            let (events, unreadable) = read_segment(&segment)?;
+            let (keep, remove): (Vec<_>, Vec<_>) =
+                events.into_iter().partition(|e| older_than.is_some_and(|cutoff| e.time().is_none_or(|t| t >= cutoff)));
+            report.removed += remove.len() as u64;
+            report.kept += keep.len() as u64;
+            if remove.is_empty() && unreadable == 0 {
+                continue;
+            }
+            if keep.is_empty() {
+                std::fs::remove_file(&segment)?;
+            } else {
+                rewrite(&segment, &keep)?;
+            }
+            if let Some(dir) = segment.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn rewrite(segment: &Path, keep: &[StoredEvent]) -> std::io::Result<()> {
+    let tmp = segment.with_extension("jsonl.tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+        for event in keep {
+            serde_json::to_writer(&mut file, &event.envelope).map_err(std::io::Error::other)?;
+            file.write_all(b"\n")?;
+        }
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, segment)
+}
+
+/// Parses `30s`, `15m`, `24h`, `7d` (or plain seconds).
+pub fn parse_age(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_segment(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap_or_default();
+        let path = dir.join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap_or_default();
+        age(&path);
+        path
+    }
+
+    /// Makes a segment look closed (not written to for an hour).
+    fn age(path: &Path) {
+        let old = std::fs::FileTimes::new().set_modified(SystemTime::now() - Duration::from_secs(3600));
+        if let Ok(f) = File::options().write(true).open(path) {
+            let _ = f.set_times(old);
+        }
+    }
+
+    #[test]
+    fn summary_counts_reasons_and_skips_a_torn_tail() {
+        let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        write_segment(
+            &data.path().join("dead_letter/out"),
+            "segment-1.jsonl",
+            &[
+                r#"{"sink_id":"out","reason":"permanent","dead_lettered_at":"2026-01-01T00:00:00Z"}"#,
+                r#"{"sink_id":"out","reason":"retries_exhausted","dead_lettered_at":"2026-01-02T00:00:00Z"}"#,
+                r#"{"sink_id":"out","reas"#,
+            ],
+        );
+        let summary = summarize(data.path()).unwrap_or_default();
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0].events, 2);
+        assert_eq!(summary[0].unreadable, 1);
+        assert_eq!(summary[0].by_reason.get("permanent"), Some(&1));
+        assert_eq!(summary[0].oldest.map(|t| t.to_rfc3339()), Some("2026-01-01T00:00:00+00:00".into()));
+    }
+
+    #[test]
+    fn purge_older_than_keeps_newer_records() {
+        let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let segment = write_segment(
+            &data.path().join("dead_letter/out"),
+            "segment-1.jsonl",
+            &[
+                r#"{"sink_id":"out","reason":"permanent","dead_lettered_at":"2026-01-01T00:00:00Z"}"#,
+                r#"{"sink_id":"out","reason":"permanent","dead_lettered_at":"2026-03-01T00:00:00Z"}"#,
+            ],
+        );
+        let cutoff = DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").map(|t| t.to_utc()).ok();
+        let report = purge(data.path(), None, cutoff, false).unwrap_or_default();
+        assert_eq!((report.removed, report.kept), (1, 1));
+        assert_eq!(summarize(data.path()).unwrap_or_default()[0].events, 1);
+        let report = purge(data.path(), Some("out"), None, false).unwrap_or_default();
+        assert_eq!(report.skipped_active, 1, "just rewritten, so it looks active");
+        age(&segment);
+        let report = purge(data.path(), Some("out"), None, false).unwrap_or_default();
+        assert_eq!(report.removed, 1);
+        assert_eq!(summarize(data.path()).unwrap_or_default()[0].events, 0);
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_age("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_age("3w"), None);
+    }
+}
