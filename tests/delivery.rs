@@ -43,7 +43,7 @@ request.retry_max_duration_secs = 0.1
 
 #[test]
 fn poison_events_are_isolated_and_everything_else_is_delivered() {
-    let intake = Intake::start(|body, _| if body.contains("poison") { 403 } else { 200 });
+    let intake = Intake::start(|_, body, _| if body.contains("poison") { 403 } else { 200 });
     let case = Case::new();
     let port = free_port();
     let config = pipeline(&case, port, intake.port, "");
@@ -117,7 +117,7 @@ fn poison_events_are_isolated_and_everything_else_is_delivered() {
 #[test]
 fn transient_500s_and_429s_are_retried_until_every_event_is_delivered() {
     // 1 request in 20 fails with 500 and 1 in 50 with 429, as in the incident.
-    let intake = Intake::start(|_, n| {
+    let intake = Intake::start(|_, _, n| {
         if n % 20 == 0 {
             500
         } else if n % 50 == 0 {
@@ -155,7 +155,7 @@ fn transient_500s_and_429s_are_retried_until_every_event_is_delivered() {
 
 #[test]
 fn the_dead_letter_output_feeds_another_sink() {
-    let intake = Intake::start(|body, _| if body.contains("poison") { 422 } else { 200 });
+    let intake = Intake::start(|_, body, _| if body.contains("poison") { 422 } else { 200 });
     let case = Case::new();
     let port = free_port();
     let config = pipeline(
@@ -184,4 +184,64 @@ encoding.codec = "json"
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "out")["dead_lettered"], 1);
     assert_eq!(component(&ledger, "quarantine")["sent"], 1);
+}
+
+#[test]
+fn one_tenants_bad_key_is_isolated_by_partitioning_on_the_secret() {
+    let intake = Intake::start(|head, _, _| if head.contains("Bearer bad") { 403 } else { 200 });
+    let case = Case::new();
+    let port = free_port();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{port}"
+decoding.codec = "json"
+
+[transforms.keys]
+type = "remap"
+inputs = ["in"]
+source = '''
+set_secret("api_key", string!(.tenant_key))
+del(.tenant_key)
+'''
+
+[sinks.out]
+type = "http"
+inputs = ["keys"]
+uri = "http://127.0.0.1:{}/bulk"
+encoding.codec = "json"
+framing.method = "newline_delimited"
+batch.max_events = 500
+batch.timeout_secs = 0.05
+request.headers.Authorization = "Bearer {{{{ secret.api_key }}}}"
+"#,
+        intake.port
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    for r in 0..20 {
+        let body: String = (0..50)
+            .map(|i| {
+                let (tenant, key) = if i == 7 { ("t7", "bad") } else { ("t1", "good-1") };
+                format!("{{\"tenant\":\"{tenant}\",\"tenant_key\":\"{key}\",\"r\":{r},\"i\":{i}}}\n")
+            })
+            .collect();
+        let (status, text) = post(port, "/", body.as_bytes());
+        assert_eq!(status, 200, "{text}");
+    }
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let delivered = intake.accepted_lines();
+    assert_eq!(delivered.len(), 980);
+    assert!(delivered.iter().all(|l| l.contains("\"t1\"") && !l.contains("good-1")), "secrets never reach the body");
+    let envelopes = dlq_envelopes(&case.path("data/dead_letter/out"));
+    assert_eq!(envelopes.len(), 20);
+    assert!(envelopes.iter().all(|e| e["status"] == 403 && e["event"]["tenant"] == "t7"));
+    let requests = intake.requests.load(std::sync::atomic::Ordering::SeqCst);
+    println!("requests: {requests}");
+    assert!(requests < 100, "bad-key events were never batched with good ones: {requests} requests");
+    assert_ledger_balanced(&case.ledger());
 }

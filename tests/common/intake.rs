@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-type Rule = dyn Fn(&str, usize) -> u16 + Send + Sync;
+type Rule = dyn Fn(&str, &str, usize) -> u16 + Send + Sync;
 
 pub struct Intake {
     pub port: u16,
@@ -18,8 +18,9 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// `rule(body, request_number)` returns the status to answer.
-    pub fn start(rule: impl Fn(&str, usize) -> u16 + Send + Sync + 'static) -> Self {
+    /// `rule(head, body, request_number)` returns the status to answer; `head` holds the
+    /// request line and headers.
+    pub fn start(rule: impl Fn(&str, &str, usize) -> u16 + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -63,11 +64,13 @@ fn serve(stream: std::net::TcpStream, accepted: &Mutex<Vec<String>>, requests: &
             return;
         }
         let mut length = 0usize;
+        let mut head = line.clone();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
                 return;
             }
+            head.push_str(&header);
             let header = header.trim_end();
             if header.is_empty() {
                 break;
@@ -84,7 +87,7 @@ fn serve(stream: std::net::TcpStream, accepted: &Mutex<Vec<String>>, requests: &
         }
         let body = String::from_utf8_lossy(&body).into_owned();
         let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
-        let status = rule(&body, n);
+        let status = rule(&head, &body, n);
         if (200..300).contains(&status)
             && let Ok(mut bodies) = accepted.lock()
         {

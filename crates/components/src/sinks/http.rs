@@ -19,8 +19,9 @@ use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 
 use super::driver::{
-    self, BatchConfig, CallResult, DriverSettings, EncodedBatch, RequestConfig, RetryStrategy, Service,
+    self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
 };
+use super::template::Template;
 use crate::codecs::encoding::{Codec, SinkFramingMethod};
 use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 
@@ -95,9 +96,21 @@ impl HttpSinkConfig {
         }
     }
 
+    /// Headers whose value is a template (`{{ field }}`, `{{ secret.NAME }}`): rendered per
+    /// event, and batches are partitioned by their values.
+    fn templated_headers(&self) -> Result<Vec<(http::HeaderName, Template)>, ConfigIssue> {
+        let mut out = Vec::new();
+        for (name, value) in self.request.headers.iter().filter(|(_, v)| v.contains("{{")) {
+            let bad = |m: String| ConfigIssue::new(format!("request.headers.{name}"), m);
+            let name = http::HeaderName::try_from(name.as_str()).map_err(|e| bad(e.to_string()))?;
+            out.push((name, Template::parse(value).map_err(bad)?));
+        }
+        Ok(out)
+    }
+
     fn headers(&self) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigIssue> {
         let mut headers = Vec::new();
-        for (name, value) in &self.request.headers {
+        for (name, value) in self.request.headers.iter().filter(|(_, v)| !v.contains("{{")) {
             let bad = |m: String| ConfigIssue::new(format!("request.headers.{name}"), m);
             let name = http::HeaderName::try_from(name.as_str()).map_err(|e| bad(e.to_string()))?;
             let value = http::HeaderValue::try_from(value.as_str()).map_err(|e| bad(e.to_string()))?;
@@ -140,6 +153,7 @@ impl SinkConfig for HttpSinkConfig {
         issues.extend(self.framing().err());
         issues.extend(self.parsed_uri().err());
         issues.extend(self.headers().err());
+        issues.extend(self.templated_headers().err());
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }
@@ -155,6 +169,7 @@ impl SinkConfig for HttpSinkConfig {
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         let uri = self.parsed_uri().map_err(|i| BuildError(i.message))?;
         let headers = self.headers().map_err(|i| BuildError(i.message))?;
+        let templated = self.templated_headers().map_err(|i| BuildError(i.message))?;
         let framing = self.framing().map_err(|i| BuildError(i.message))?;
         let method = match self.method {
             HttpSinkMethod::Get => http::Method::GET,
@@ -166,7 +181,7 @@ impl SinkConfig for HttpSinkConfig {
             HttpSinkMethod::Options => http::Method::OPTIONS,
             HttpSinkMethod::Trace => http::Method::TRACE,
         };
-        Ok(Box::new(HttpSink { config: self.clone(), uri, method, headers, framing, cx }))
+        Ok(Box::new(HttpSink { config: self.clone(), uri, method, headers, templated, framing, cx }))
     }
 }
 
@@ -175,6 +190,7 @@ struct HttpSink {
     uri: http::Uri,
     method: http::Method,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    templated: Vec<(http::HeaderName, Template)>,
     framing: Framing,
     cx: SinkContext,
 }
@@ -182,7 +198,7 @@ struct HttpSink {
 impl Sink for HttpSink {
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let HttpSink { config, uri, method, headers, framing, cx } = *self;
+            let HttpSink { config, uri, method, headers, templated, framing, cx } = *self;
             let settings = DriverSettings::new(&config.batch, &config.request, (None, 10_000_000, 1.0));
             let service = HttpService {
                 client: Client::builder(TokioExecutor::new()).build_http(),
@@ -190,6 +206,7 @@ impl Sink for HttpSink {
                 uri,
                 method,
                 headers,
+                templated,
                 framing,
                 compression: config.compression,
                 prefix: config.payload_prefix.clone(),
@@ -208,6 +225,7 @@ struct HttpService {
     uri: http::Uri,
     method: http::Method,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    templated: Vec<(http::HeaderName, Template)>,
     framing: Framing,
     compression: super::file::Compression,
     prefix: String,
@@ -276,7 +294,14 @@ impl Service for HttpService {
         self.encoder.encode(event, buf).map_err(|e| e.to_string())
     }
 
-    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+    fn partition(&self, event: &sluice_core::LogEvent) -> Result<PartitionKey, String> {
+        self.templated
+            .iter()
+            .map(|(name, template)| template.render(event).map_err(|e| format!("header `{name}`: {e}")))
+            .collect()
+    }
+
+    fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
             let payload = match self.payload(batch) {
                 Ok(payload) => payload,
@@ -285,6 +310,15 @@ impl Service for HttpService {
             let mut request = http::Request::builder().method(self.method.clone()).uri(self.uri.clone());
             for (name, value) in &self.headers {
                 request = request.header(name, value);
+            }
+            for ((name, _), value) in self.templated.iter().zip(key) {
+                match http::HeaderValue::try_from(value.as_str()) {
+                    Ok(value) => request = request.header(name, value),
+                    Err(err) => {
+                        let message = format!("header `{name}` rendered to an invalid value: {err}");
+                        return CallResult::Permanent { status: None, message };
+                    }
+                }
             }
             let request = match request.body(Full::new(payload)) {
                 Ok(request) => request,

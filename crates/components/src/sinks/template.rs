@@ -1,5 +1,6 @@
 //! Templates: `{{ field }}` placeholders plus strftime (`%Y-%m-%d`) in the literal parts,
 //! formatted with the event's `timestamp` (or the ingest time when it has none).
+//! `{{ secret.NAME }}` is the event's secret `NAME` (set with VRL's `set_secret`), never a field.
 
 use std::fmt::Write;
 
@@ -10,6 +11,7 @@ use vrl::value::Value;
 enum Part {
     Literal(String),
     Field(String),
+    Secret(String),
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,10 @@ impl Template {
             if field.is_empty() {
                 return Err(format!("empty `{{{{ }}}}` in template `{text}`"));
             }
-            parts.push(Part::Field(field.to_owned()));
+            match field.strip_prefix("secret.") {
+                Some(name) if !name.is_empty() => parts.push(Part::Secret(name.to_owned())),
+                _ => parts.push(Part::Field(field.to_owned())),
+            }
             rest = &rest[open + close + 2..];
         }
         if !rest.is_empty() {
@@ -55,7 +60,7 @@ impl Template {
 
     /// True when the output depends on the event.
     pub fn is_dynamic(&self) -> bool {
-        self.strftime || self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+        self.strftime || self.parts.iter().any(|p| matches!(p, Part::Field(_) | Part::Secret(_)))
     }
 
     /// The literal text before the first placeholder or strftime specifier.
@@ -70,7 +75,7 @@ impl Template {
                     }
                     None => prefix.push_str(l),
                 },
-                Part::Field(_) => return prefix,
+                Part::Field(_) | Part::Secret(_) => return prefix,
             }
         }
         prefix
@@ -95,6 +100,10 @@ impl Template {
                         return Err(format!("missing field `{name}` for the template"));
                     }
                     Some(other) => out.push_str(&other.to_string_lossy()),
+                },
+                Part::Secret(name) => match event.secret(name) {
+                    Some(value) => out.push_str(value),
+                    None => return Err(format!("missing secret `{name}` for the template")),
                 },
             }
         }
@@ -130,5 +139,10 @@ mod tests {
         assert_eq!(t.render(&event).as_deref(), Ok("/logs/web/2026.log"));
         let missing = Template::parse("{{ nope }}").unwrap_or_else(|e| panic!("{e}"));
         assert!(missing.render(&event).is_err());
+        let secret = Template::parse("Bearer {{ secret.api_key }}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(secret.render(&event).is_err(), "no secret set yet");
+        let mut event = event;
+        event.set_secret("api_key", "k1");
+        assert_eq!(secret.render(&event).as_deref(), Ok("Bearer k1"));
     }
 }

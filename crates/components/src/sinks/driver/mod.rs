@@ -144,12 +144,20 @@ pub enum CallResult {
     },
 }
 
+/// What events of one batch share (e.g. rendered header values, a per-tenant key). Events
+/// with different keys never share a request.
+pub type PartitionKey = Vec<String>;
+
 /// What a sink supplies to the driver.
 pub trait Service: Send + Sync + 'static {
     /// Appends the encoding of one event to `buf`.
     fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String>;
+    /// The partition of an event. An error dead-letters the event (`encode_error`).
+    fn partition(&self, _event: &LogEvent) -> Result<PartitionKey, String> {
+        Ok(PartitionKey::new())
+    }
     /// Sends one request holding `batch`'s events, in order, and classifies the result.
-    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult>;
+    fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult>;
     /// Whether a request that times out is retried (`retry_strategy = "none"` says no).
     fn retries_timeouts(&self) -> bool {
         true
@@ -189,6 +197,7 @@ impl EncodedBatch {
 /// Events and their encodings, kept together so a batch can be split or dead-lettered.
 #[derive(Debug, Default)]
 pub struct Batch {
+    key: PartitionKey,
     events: Vec<LogEvent>,
     encoded: EncodedBatch,
 }
@@ -198,8 +207,15 @@ impl Batch {
         let mid = self.events.len() / 2;
         let events = self.events.split_off(mid);
         let encoded = self.encoded.split_off(mid);
-        (self, Batch { events, encoded })
+        let key = self.key.clone();
+        (self, Batch { key, events, encoded })
     }
+}
+
+/// A batch being filled, and when it must be sent.
+struct Open {
+    batch: Batch,
+    deadline: tokio::time::Instant,
 }
 
 /// Batching and request settings of one sink.
@@ -238,46 +254,67 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let shared = Arc::new(Shared { service, settings, cx });
     let mut requests: JoinSet<()> = JoinSet::new();
-    let mut batch = Batch::default();
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut open: std::collections::HashMap<PartitionKey, Open> = std::collections::HashMap::new();
     loop {
+        let next_deadline = open.values().map(|o| o.deadline).min();
         let chunk = tokio::select! {
             chunk = input.next() => chunk,
-            () = sleep_until(deadline) => {
-                deadline = None;
-                dispatch(&shared, &slots, &mut requests, std::mem::take(&mut batch)).await;
+            () = sleep_until(next_deadline) => {
+                let now = tokio::time::Instant::now();
+                let due: Vec<PartitionKey> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
+                for key in due {
+                    if let Some(o) = open.remove(&key) {
+                        dispatch(&shared, &slots, &mut requests, o.batch).await;
+                    }
+                }
                 continue;
             }
             Some(_) = requests.join_next(), if !requests.is_empty() => continue,
         };
         let Some(chunk) = chunk else { break };
         for event in chunk {
-            let mark = batch.encoded.buf.len();
-            if let Err(error) = shared.service.encode(&event, &mut batch.encoded.buf) {
-                batch.encoded.buf.truncate(mark);
+            let key = match shared.service.partition(&event) {
+                Ok(key) => key,
+                Err(error) => {
+                    let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
+                    shared.cx.dead_letter.submit(vec![event], failure).await;
+                    continue;
+                }
+            };
+            let settings = &shared.settings;
+            let slot = open.entry(key.clone()).or_insert_with(|| Open {
+                batch: Batch { key: key.clone(), ..Batch::default() },
+                deadline: tokio::time::Instant::now() + settings.batch_timeout,
+            });
+            let mark = slot.batch.encoded.buf.len();
+            if let Err(error) = shared.service.encode(&event, &mut slot.batch.encoded.buf) {
+                slot.batch.encoded.buf.truncate(mark);
                 let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
                 shared.cx.dead_letter.submit(vec![event], failure).await;
                 continue;
             }
-            let size = batch.encoded.buf.len() - mark;
-            if !batch.events.is_empty() && mark + size > shared.settings.max_bytes {
+            if !slot.batch.events.is_empty() && slot.batch.encoded.buf.len() > settings.max_bytes {
                 // This event would overflow the batch: send the batch without it.
-                let mut full = std::mem::take(&mut batch);
-                let tail = full.encoded.split_off(full.events.len());
-                batch.encoded.buf = tail.buf;
-                deadline = None;
+                let count = slot.batch.events.len();
+                let tail = slot.batch.encoded.split_off(count);
+                let full =
+                    std::mem::replace(&mut slot.batch, Batch { key: key.clone(), events: Vec::new(), encoded: tail });
+                slot.deadline = tokio::time::Instant::now() + settings.batch_timeout;
                 dispatch(&shared, &slots, &mut requests, full).await;
             }
-            batch.encoded.ends.push(batch.encoded.buf.len());
-            batch.events.push(event);
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.settings.batch_timeout);
-            if batch.events.len() >= shared.settings.max_events || batch.encoded.bytes() >= shared.settings.max_bytes {
-                deadline = None;
-                dispatch(&shared, &slots, &mut requests, std::mem::take(&mut batch)).await;
+            let Some(slot) = open.get_mut(&key) else { continue };
+            slot.batch.encoded.ends.push(slot.batch.encoded.buf.len());
+            slot.batch.events.push(event);
+            if slot.batch.events.len() >= settings.max_events || slot.batch.encoded.bytes() >= settings.max_bytes {
+                if let Some(o) = open.remove(&key) {
+                    dispatch(&shared, &slots, &mut requests, o.batch).await;
+                }
             }
         }
     }
-    dispatch(&shared, &slots, &mut requests, batch).await;
+    for (_, o) in open.drain() {
+        dispatch(&shared, &slots, &mut requests, o.batch).await;
+    }
     while requests.join_next().await.is_some() {}
 }
 
@@ -320,7 +357,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
         loop {
             let result = match tokio::time::timeout(
                 shared.settings.request_timeout,
-                shared.service.call(&batch.encoded),
+                shared.service.call(&batch.key, &batch.encoded),
             )
             .await
             {

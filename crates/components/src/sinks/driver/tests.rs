@@ -59,7 +59,7 @@ impl Service for Picky {
         buf.extend_from_slice(message.as_bytes());
         Ok(())
     }
-    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+    fn call<'a>(&'a self, _key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let poisoned = batch.items().any(|i| i.starts_with(b"poison"));
         Box::pin(async move {
@@ -84,7 +84,7 @@ impl Service for Flaky {
         buf.push(b'x');
         Ok(())
     }
-    fn call<'a>(&'a self, _batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+    fn call<'a>(&'a self, _key: &'a PartitionKey, _batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let result = if n > self.ok_after {
             CallResult::Delivered
@@ -177,8 +177,8 @@ impl Service for PickyRef {
     fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
         self.0.encode(event, buf)
     }
-    fn call<'a>(&'a self, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
-        self.0.call(batch)
+    fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        self.0.call(key, batch)
     }
 }
 
