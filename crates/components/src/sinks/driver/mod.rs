@@ -305,10 +305,10 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
             let Some(slot) = open.get_mut(&key) else { continue };
             slot.batch.encoded.ends.push(slot.batch.encoded.buf.len());
             slot.batch.events.push(event);
-            if slot.batch.events.len() >= settings.max_events || slot.batch.encoded.bytes() >= settings.max_bytes {
-                if let Some(o) = open.remove(&key) {
-                    dispatch(&shared, &slots, &mut requests, o.batch).await;
-                }
+            let full =
+                slot.batch.events.len() >= settings.max_events || slot.batch.encoded.bytes() >= settings.max_bytes;
+            if full && let Some(o) = open.remove(&key) {
+                dispatch(&shared, &slots, &mut requests, o.batch).await;
             }
         }
     }
