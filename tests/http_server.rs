@@ -193,3 +193,66 @@ request.retry_deadline_secs = 0.2
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "remote")["dead_lettered"], 1, "undeliverable, so dead-lettered");
 }
+
+#[test]
+fn api_serves_the_ledger_as_prometheus_metrics_and_health() {
+    let case = Case::new();
+    let port = free_port();
+    let api = free_port();
+    let config = case.config(&format!(
+        r#"
+api.enabled = true
+api.address = "127.0.0.1:{api}"
+
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+
+[transforms.keep]
+type = "filter"
+inputs = ["intake"]
+condition = '!contains(string!(.message), "debug")'
+
+[sinks.out]
+type = "blackhole"
+inputs = ["keep"]
+"#
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    wait_for_port(api, Duration::from_secs(20));
+    let (status, _) = post(port, "/", b"info a\ndebug b\ninfo c\n");
+    assert_eq!(status, 200);
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap_or_else(|e| panic!("{e}"));
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap_or_default();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap_or_default();
+        response
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    let labels = |id: &str, kind: &str, ty: &str| {
+        format!("component_id=\"{id}\",component_kind=\"{kind}\",component_type=\"{ty}\"")
+    };
+    assert!(
+        metrics
+            .contains(&format!("component_received_events_total{{{}}} 3", labels("intake", "source", "http_server"))),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("component_sent_events_total{{{}}} 2", labels("out", "sink", "blackhole"))),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "component_discarded_events_total{{{},intentional=\"true\",reason=\"filter\"}} 1",
+        labels("keep", "transform", "filter")
+    )));
+    let (code, _) = terminate(child);
+    assert_eq!(code, Some(0));
+    assert_ledger_balanced(&case.ledger());
+}

@@ -33,7 +33,12 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     };
     let options = RunOptions { graceful_shutdown_limit: Duration::from_secs(args.graceful_shutdown_limit_secs) };
-    let result = runtime.block_on(topology::run(graph, options, shutdown_signal()));
+    let api_address = graph.globals.api_address.clone();
+    let result = runtime.block_on(topology::run(graph, options, shutdown_signal(), |ledger| match &api_address {
+        Some(address) => crate::api::start(address, ledger.clone())
+            .map_err(|err| format!("the API (api.address = {address}): cannot listen: {err}")),
+        None => Ok(()),
+    }));
     let report = match result {
         Ok(report) => report,
         Err(errors) => {

@@ -122,6 +122,11 @@ impl ComponentLedger {
             .lock()
             .map(|m| m.iter().map(|((t, s), v)| (format!("{t}/{s}"), *v)).collect())
             .unwrap_or_default();
+        let discarded_intentional: BTreeMap<String, bool> = self
+            .discarded
+            .lock()
+            .map(|m| m.iter().map(|(k, (i, _))| ((*k).to_owned(), *i)).collect())
+            .unwrap_or_default();
         let discarded_total = discarded.values().sum();
         let mut snap = ComponentSnapshot {
             id: self.id.clone(),
@@ -130,6 +135,7 @@ impl ComponentLedger {
             received: self.received.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             discarded,
+            discarded_intentional,
             discarded_total,
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             errored: self.errored.load(Ordering::Relaxed),
@@ -152,6 +158,9 @@ pub struct ComponentSnapshot {
     pub received: u64,
     pub sent: u64,
     pub discarded: BTreeMap<String, u64>,
+    /// Whether each discard reason is a user's rule (`intentional` label).
+    #[serde(skip)]
+    pub discarded_intentional: BTreeMap<String, bool>,
     pub discarded_total: u64,
     pub dead_lettered: u64,
     pub errored: u64,

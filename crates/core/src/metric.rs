@@ -8,7 +8,9 @@ pub enum MetricName {
     ComponentDiscardedEventsTotal,
     ComponentErrorsTotal,
     ComponentDeadLetteredEventsTotal,
+    ComponentErroredEventsTotal,
     ComponentInFlightEvents,
+    UnresolvedEventDropsTotal,
 }
 
 impl MetricName {
@@ -19,7 +21,9 @@ impl MetricName {
             Self::ComponentDiscardedEventsTotal => "component_discarded_events_total",
             Self::ComponentErrorsTotal => "component_errors_total",
             Self::ComponentDeadLetteredEventsTotal => "component_dead_lettered_events_total",
+            Self::ComponentErroredEventsTotal => "component_errored_events_total",
             Self::ComponentInFlightEvents => "component_in_flight_events",
+            Self::UnresolvedEventDropsTotal => "sluice_unresolved_event_drops_total",
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod dead_letter;
 pub mod dlq_files;
+pub mod metrics;
 pub mod topology;
 
 pub use config::{Diagnostic, Graph, LoadOptions, Severity, load};

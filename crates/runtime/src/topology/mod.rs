@@ -139,10 +139,14 @@ async fn run_transform(
 
 /// Builds every component and runs the pipeline until `shutdown` fires or every source ends,
 /// then drains. Build errors (a port in use...) are returned before anything runs.
+///
+/// `observe` is called once with the ledger before anything runs (the API serves it); an
+/// error from it stops start-up.
 pub async fn run(
     graph: Graph,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
+    observe: impl FnOnce(&Ledger) -> Result<(), String>,
 ) -> Result<RunReport, Vec<String>> {
     let Graph { globals, components } = graph;
     let mut ledger = Ledger::default();
@@ -157,6 +161,8 @@ pub async fn run(
     let ledger_of = |id: &str| {
         ledgers.get(id).cloned().unwrap_or_else(|| Arc::new(ComponentLedger::new(id, ComponentKind::Sink, "?")))
     };
+
+    observe(&ledger).map_err(|e| vec![e])?;
 
     // Input buffers of transforms and sinks.
     let mut receivers: BTreeMap<String, MemoryReceiver<Chunk>> = BTreeMap::new();
