@@ -89,6 +89,7 @@ fn poison_events_are_isolated_and_everything_else_is_delivered() {
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "out")["sent"], 980);
     assert_eq!(component(&ledger, "out")["dead_lettered"], 20);
+    assert_eq!(component(&ledger, "out")["dead_lettered_by_reason"]["permanent"], 20);
 
     // The operator's view of the same DLQ.
     let dlq = |args: &[&str]| {

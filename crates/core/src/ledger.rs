@@ -45,6 +45,8 @@ pub struct ComponentLedger {
     in_flight: AtomicI64,
     /// reason → (intentional, count). Touched only when something is discarded.
     discarded: Mutex<BTreeMap<&'static str, (bool, u64)>>,
+    /// reason → count of dead-lettered events.
+    dead_lettered_by_reason: Mutex<BTreeMap<&'static str, u64>>,
     /// (error_type, stage) → count, for `component_errors_total`.
     errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -61,6 +63,7 @@ impl ComponentLedger {
             errored: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             discarded: Mutex::new(BTreeMap::new()),
+            dead_lettered_by_reason: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -81,10 +84,13 @@ impl ComponentLedger {
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// `n` events were stored in a dead-letter destination.
-    pub fn dead_lettered(&self, n: usize) {
+    /// `n` events were handed to the dead-letter queue for `reason`.
+    pub fn dead_lettered(&self, n: usize, reason: &'static str) {
         self.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
         self.dead_lettered.fetch_add(n as u64, Ordering::Relaxed);
+        if let Ok(mut map) = self.dead_lettered_by_reason.lock() {
+            *map.entry(reason).or_insert(0) += n as u64;
+        }
     }
 
     /// `n` events failed for good and are nowhere durable.
@@ -127,6 +133,11 @@ impl ComponentLedger {
             .lock()
             .map(|m| m.iter().map(|(k, (i, _))| ((*k).to_owned(), *i)).collect())
             .unwrap_or_default();
+        let dead_lettered_by_reason: BTreeMap<String, u64> = self
+            .dead_lettered_by_reason
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+            .unwrap_or_default();
         let discarded_total = discarded.values().sum();
         let mut snap = ComponentSnapshot {
             id: self.id.clone(),
@@ -138,6 +149,7 @@ impl ComponentLedger {
             discarded_intentional,
             discarded_total,
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            dead_lettered_by_reason,
             errored: self.errored.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             errors,
@@ -163,6 +175,7 @@ pub struct ComponentSnapshot {
     pub discarded_intentional: BTreeMap<String, bool>,
     pub discarded_total: u64,
     pub dead_lettered: u64,
+    pub dead_lettered_by_reason: BTreeMap<String, u64>,
     pub errored: u64,
     pub in_flight: i64,
     pub errors: BTreeMap<String, u64>,
@@ -226,7 +239,7 @@ mod tests {
         l.sent(5);
         l.discarded(2, "filter", true);
         l.errored(1);
-        l.dead_lettered(1);
+        l.dead_lettered(1, "permanent");
         let s = l.snapshot();
         assert_eq!(s.in_flight, 1);
         assert!(s.balanced);

@@ -184,7 +184,7 @@ impl DeadLetterQueue for SinkDeadLetter {
             }
             let mut output = self.output.lock().await;
             if !output.is_empty() && !looped {
-                self.ledger.dead_lettered(n);
+                self.ledger.dead_lettered(n, failure.reason.as_str());
                 output.send_all(events).await;
                 return;
             }
@@ -194,7 +194,7 @@ impl DeadLetterQueue for SinkDeadLetter {
             match written {
                 Ok(Ok(())) => {
                     resolve_all(events, Outcome::Stored);
-                    self.ledger.dead_lettered(n);
+                    self.ledger.dead_lettered(n, failure.reason.as_str());
                 }
                 Ok(Err(err)) => self.fail(events, &err.to_string()),
                 Err(err) => self.fail(events, &err.to_string()),

@@ -67,8 +67,14 @@ pub fn render(ledger: &LedgerSnapshot) -> String {
     family(
         MetricName::ComponentDeadLetteredEventsTotal,
         "counter",
-        "Events handed to the dead-letter queue.",
-        cs.iter().map(|c| (labels(c), c.dead_lettered.to_string())).collect(),
+        "Events handed to the dead-letter queue, by reason.",
+        cs.iter()
+            .flat_map(|c| {
+                c.dead_lettered_by_reason
+                    .iter()
+                    .map(move |(reason, n)| (format!("{},reason=\"{}\"", labels(c), escape(reason)), n.to_string()))
+            })
+            .collect(),
     );
     family(
         MetricName::ComponentErroredEventsTotal,
@@ -124,7 +130,14 @@ mod tests {
         filter.discarded(3, "filter", true);
         filter.error("condition_failed", "processing");
         ledger.register(filter);
+        let sink = Arc::new(ComponentLedger::new("out", ComponentKind::Sink, "http"));
+        sink.accept(2);
+        sink.dead_lettered(2, "permanent");
+        ledger.register(sink);
         let text = render(&ledger.snapshot());
+        assert!(text.contains(
+            "component_dead_lettered_events_total{component_id=\"out\",component_kind=\"sink\",component_type=\"http\",reason=\"permanent\"} 2"
+        ));
         assert!(text.contains(
             "component_received_events_total{component_id=\"keep\",component_kind=\"transform\",component_type=\"filter\"} 10"
         ));

@@ -38,7 +38,7 @@ impl Pending {
         self.finalizers.resolve(outcome);
         match outcome {
             Outcome::Delivered => ledger.sent(n),
-            Outcome::Stored => ledger.dead_lettered(n),
+            Outcome::Stored => ledger.dead_lettered(n, "stored"),
             Outcome::Failed => ledger.errored(n),
             Outcome::Discarded => ledger.discarded(n, "sink", true),
         }

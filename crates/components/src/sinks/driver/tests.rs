@@ -34,7 +34,7 @@ impl DeadLetterQueue for Dlq {
             }
             resolve_all(events, Outcome::Stored);
             if let Some(ledger) = self.ledger.lock().ok().and_then(|l| l.clone()) {
-                ledger.dead_lettered(n);
+                ledger.dead_lettered(n, failure.reason.as_str());
             }
         })
     }
