@@ -256,3 +256,55 @@ inputs = ["keep"]
     assert_eq!(code, Some(0));
     assert_ledger_balanced(&case.ledger());
 }
+
+#[test]
+fn shutdown_stops_at_the_graceful_limit_and_reports_what_was_in_flight() {
+    let case = Case::new();
+    let port = free_port();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let silent_port = silent.local_addr().map(|a| a.port()).unwrap_or_default();
+    let holder = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(15));
+        drop(held);
+    });
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+ack_timeout_secs = 0.5
+
+[sinks.stuck]
+type = "http"
+inputs = ["intake"]
+uri = "http://127.0.0.1:{silent_port}/"
+encoding.codec = "text"
+batch.timeout_secs = 0.01
+request.timeout_secs = 60
+"#
+    ));
+    let child = common::sluice()
+        .arg("--config")
+        .arg(&config)
+        .arg("--ledger-json")
+        .arg(case.path("ledger.json"))
+        .arg("--graceful-shutdown-limit-secs")
+        .arg("1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_port(port, Duration::from_secs(20));
+    let (status, _) = post(port, "/", b"stuck\n");
+    assert_eq!(status, 503);
+    let started = std::time::Instant::now();
+    let (code, _) = terminate(child);
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped at the limit");
+    assert_eq!(code, Some(1), "an event was still in flight");
+    let ledger = case.ledger();
+    assert_eq!(ledger["unresolved_drops"], 0, "an abort at the limit is not a bug");
+    assert_eq!(component(&ledger, "stuck")["in_flight"], 1);
+    drop(holder);
+}

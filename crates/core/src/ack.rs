@@ -10,7 +10,7 @@
 //! assert that counter is zero.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use tokio::sync::oneshot;
 
@@ -56,6 +56,21 @@ impl Outcome {
 }
 
 static UNRESOLVED_DROPS: AtomicU64 = AtomicU64::new(0);
+static ABORTING: AtomicBool = AtomicBool::new(false);
+
+/// Called when the runtime aborts components at the graceful-shutdown limit: the events they
+/// held are dropped on purpose. They still count as failed (their senders are told), but not
+/// as unresolved drops, which are reserved for bugs.
+pub fn mark_aborting() {
+    ABORTING.store(true, Ordering::Relaxed);
+}
+
+fn count_unresolved(n: u64) -> bool {
+    if ABORTING.load(Ordering::Relaxed) {
+        return false;
+    }
+    UNRESOLVED_DROPS.fetch_add(n, Ordering::Relaxed) == 0
+}
 
 /// How many event copies were dropped without an explicit outcome since the process started.
 /// Always zero in a correct build; the ledger report and the exit code include it.
@@ -195,8 +210,7 @@ impl Drop for EventFinalizer {
     fn drop(&mut self) {
         if let Some(notifier) = self.notifier.take() {
             notifier.update(Outcome::Failed);
-            let previous = UNRESOLVED_DROPS.fetch_add(1, Ordering::Relaxed);
-            if previous == 0 {
+            if count_unresolved(1) {
                 tracing::error!(
                     "An event copy was dropped without an outcome; counting it as failed. This is a bug in sluice."
                 );
@@ -247,11 +261,12 @@ impl BatchFinalizers {
 impl Drop for BatchFinalizers {
     fn drop(&mut self) {
         if !self.entries.is_empty() {
-            UNRESOLVED_DROPS.fetch_add(self.entries.len() as u64, Ordering::Relaxed);
-            tracing::error!(
-                units = self.entries.len(),
-                "A batch was dropped without an outcome; counting it as failed. This is a bug in sluice."
-            );
+            if count_unresolved(self.entries.len() as u64) {
+                tracing::error!(
+                    units = self.entries.len(),
+                    "A batch was dropped without an outcome; counting it as failed. This is a bug in sluice."
+                );
+            }
             for notifier in self.entries.drain(..) {
                 notifier.update(Outcome::Failed);
             }

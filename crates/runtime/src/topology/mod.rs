@@ -325,6 +325,7 @@ pub async fn run(
             limit_secs = limit.as_secs_f64(),
             "Graceful shutdown limit reached; stopping components that still hold events."
         );
+        sluice_core::ack::mark_aborting();
         sources.abort_all();
         others.abort_all();
         while sources.join_next().await.is_some() {}
