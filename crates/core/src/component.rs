@@ -260,6 +260,9 @@ pub struct SinkContext {
     pub globals: Arc<GlobalOptions>,
     /// Where undeliverable events go (`<id>.dead_letter`, else the disk DLQ).
     pub dead_letter: Arc<dyn crate::dead_letter::DeadLetterQueue>,
+    /// Fires when shutdown starts; the sink then has `drain_limit` to settle everything.
+    pub shutdown: ShutdownSignal,
+    pub drain_limit: std::time::Duration,
 }
 
 /// A sink's input: chunks from its buffer.

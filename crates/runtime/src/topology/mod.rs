@@ -256,8 +256,14 @@ pub async fn run(
                     fanout_for(&port),
                     &globals.options.data_dir,
                 ));
-                let cx =
-                    SinkContext { id: id.clone(), ledger: own_ledger, globals: globals.options.clone(), dead_letter };
+                let cx = SinkContext {
+                    id: id.clone(),
+                    ledger: own_ledger,
+                    globals: globals.options.clone(),
+                    dead_letter,
+                    shutdown: signal.clone(),
+                    drain_limit: options.graceful_shutdown_limit,
+                };
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;
                 };

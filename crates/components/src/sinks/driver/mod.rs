@@ -13,6 +13,9 @@
 //!   dead-letter queue with their error, which resolves them.
 //!
 //! Invariant: every event the driver takes ends delivered or handed to the dead-letter queue.
+//! At shutdown it does so within half the graceful limit: retries that would wait longer, and
+//! requests still hanging then, are cut short and their events dead-lettered (stored, safe),
+//! instead of being aborted at the limit and failed.
 
 pub mod retry;
 
@@ -247,12 +250,25 @@ struct Shared<S> {
     service: S,
     settings: DriverSettings,
     cx: SinkContext,
+    /// When this driver first saw shutdown start.
+    shutdown_seen: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl<S> Shared<S> {
+    /// The moment by which everything must be settled, once shutdown has started.
+    fn drain_deadline(&self) -> Option<tokio::time::Instant> {
+        if !self.cx.shutdown.is_triggered() {
+            return None;
+        }
+        let seen = *self.shutdown_seen.get_or_init(tokio::time::Instant::now);
+        Some(seen + self.cx.drain_limit / 2)
+    }
 }
 
 /// Runs a sink on the driver until its input ends and every request has settled.
 pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkContext, mut input: SinkInput) {
     let slots = Arc::new(Semaphore::new(settings.concurrency));
-    let shared = Arc::new(Shared { service, settings, cx });
+    let shared = Arc::new(Shared { service, settings, cx, shutdown_seen: std::sync::OnceLock::new() });
     let mut requests: JoinSet<()> = JoinSet::new();
     let mut open: std::collections::HashMap<PartitionKey, Open> = std::collections::HashMap::new();
     loop {
@@ -355,12 +371,32 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
         let first_failure = chrono::Utc::now();
         let mut retries: u32 = 0;
         loop {
-            let result = match tokio::time::timeout(
-                shared.settings.request_timeout,
-                shared.service.call(&batch.key, &batch.encoded),
-            )
-            .await
-            {
+            let call =
+                tokio::time::timeout(shared.settings.request_timeout, shared.service.call(&batch.key, &batch.encoded));
+            let mut shutdown = shared.cx.shutdown.clone();
+            let cut_short = async {
+                shutdown.wait().await;
+                match shared.drain_deadline() {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let result = tokio::select! {
+                result = call => result,
+                () = cut_short => {
+                    let failure = Failure {
+                        reason: DeadLetterReason::RetriesExhausted,
+                        message: "still unanswered when the shutdown drain time ran out".to_owned(),
+                        status: None,
+                        attempts: retries + 1,
+                        first_failure,
+                        last_failure: chrono::Utc::now(),
+                    };
+                    shared.cx.dead_letter.submit(batch.events, failure).await;
+                    return;
+                }
+            };
+            let result = match result {
                 Ok(result) => result,
                 Err(_) => {
                     let message = format!("request timed out after {:?}", shared.settings.request_timeout);
@@ -386,7 +422,11 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
                 }
                 CallResult::Retriable { status, message, retry_after } => {
                     retries += 1;
-                    match shared.settings.retry.next_wait(retries, started.elapsed(), retry_after) {
+                    let next = shared.settings.retry.next_wait(retries, started.elapsed(), retry_after);
+                    let fits_drain = |wait: Duration| {
+                        shared.drain_deadline().is_none_or(|d| tokio::time::Instant::now() + wait <= d)
+                    };
+                    match next.filter(|wait| fits_drain(*wait)) {
                         Some(wait) => {
                             shared.cx.ledger.error("request_retried", "sending");
                             tracing::warn!(
@@ -398,7 +438,20 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
                                 events = batch.events.len(),
                                 "Request failed; retrying."
                             );
-                            tokio::time::sleep(wait).await;
+                            let wake = tokio::time::Instant::now() + wait;
+                            let mut shutdown = shared.cx.shutdown.clone();
+                            tokio::select! {
+                                () = tokio::time::sleep_until(wake) => {}
+                                () = shutdown.wait() => {
+                                    if shared.drain_deadline().is_some_and(|d| wake > d) {
+                                        let message = format!("shutting down before the next retry; last error: {message}");
+                                        let failure = failure(DeadLetterReason::RetriesExhausted, status, message, retries);
+                                        shared.cx.dead_letter.submit(batch.events, failure).await;
+                                        return;
+                                    }
+                                    tokio::time::sleep_until(wake).await;
+                                }
+                            }
                         }
                         None => {
                             let failure = failure(DeadLetterReason::RetriesExhausted, status, message, retries);

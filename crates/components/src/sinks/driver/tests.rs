@@ -112,6 +112,8 @@ fn harness() -> Harness {
         ledger: ledger.clone(),
         globals: Arc::new(GlobalOptions::default()),
         dead_letter: dlq.clone(),
+        shutdown: sluice_core::shutdown::ShutdownSignal::never(),
+        drain_limit: Duration::from_secs(60),
     };
     Harness { ledger, dlq, cx: Some(cx) }
 }
