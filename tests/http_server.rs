@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{Case, assert_ledger_balanced, component, free_port, post, terminate, wait_for_port};
+use common::{Case, assert_ledger_balanced, component, free_port, post, silent_intake, terminate, wait_for_port};
 
 #[test]
 fn client_gets_response_code_only_after_event_is_in_the_file() {
@@ -101,16 +100,7 @@ request.retry_deadline_secs = 0.3
 fn client_gets_503_when_the_outcome_takes_longer_than_the_ack_timeout() {
     let case = Case::new();
     let port = free_port();
-    // An intake that accepts connections and never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let silent_port = silent.local_addr().map(|a| a.port()).unwrap_or_default();
-    let holder = std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming().take(4) {
-            held.push(stream);
-        }
-        std::thread::sleep(Duration::from_secs(20));
-    });
+    let silent_port = silent_intake();
     let config = case.config(&format!(
         r#"
 data_dir = "{{dir}}/data"
@@ -142,7 +132,6 @@ request.retry_deadline_secs = 2.5
     let ledger = case.ledger();
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "stuck")["dead_lettered"], 1);
-    drop(holder);
 }
 
 #[test]
@@ -261,13 +250,7 @@ inputs = ["keep"]
 fn shutdown_dead_letters_what_cannot_be_delivered_within_the_drain_time() {
     let case = Case::new();
     let port = free_port();
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let silent_port = silent.local_addr().map(|a| a.port()).unwrap_or_default();
-    let holder = std::thread::spawn(move || {
-        let held: Vec<_> = silent.incoming().take(1).collect();
-        std::thread::sleep(Duration::from_secs(15));
-        drop(held);
-    });
+    let silent_port = silent_intake();
     let config = case.config(&format!(
         r#"
 data_dir = "{{dir}}/data"
@@ -308,5 +291,4 @@ request.timeout_secs = 60
     assert_eq!(component(&ledger, "stuck")["dead_lettered_by_reason"]["retries_exhausted"], 1);
     let stored = std::fs::read_dir(case.path("data/dead_letter/stuck")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(stored, 1, "one DLQ segment");
-    drop(holder);
 }

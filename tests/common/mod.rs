@@ -103,6 +103,19 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("free port: {e}"))
 }
 
+/// An intake that accepts connections and never answers; returns its port. Connections are
+/// held open for 20 seconds.
+pub fn silent_intake() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(held);
+    });
+    port
+}
+
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, timeout: Duration) {
     let start = Instant::now();
