@@ -15,6 +15,7 @@ pub mod component;
 pub mod dead_letter;
 pub mod event;
 pub mod ledger;
+pub mod log_limit;
 pub mod metric;
 pub mod shutdown;
 

@@ -27,6 +27,7 @@ use sluice_core::ack::Outcome;
 use sluice_core::dead_letter::{DeadLetterQueue, Failure};
 use sluice_core::event::{DeadLetterRecord, resolve_all};
 use sluice_core::ledger::ComponentLedger;
+use sluice_core::log_limit::LogLimit;
 use vrl::value::Value;
 
 use crate::topology::fanout::Fanout;
@@ -111,6 +112,7 @@ pub struct SinkDeadLetter {
     ledger: Arc<ComponentLedger>,
     output: tokio::sync::Mutex<Fanout>,
     disk: Arc<DiskDlq>,
+    log_limit: LogLimit,
 }
 
 impl SinkDeadLetter {
@@ -121,6 +123,7 @@ impl SinkDeadLetter {
             ledger,
             output: tokio::sync::Mutex::new(output),
             disk: Arc::new(DiskDlq::new(sink_dir(data_dir, sink_id))),
+            log_limit: LogLimit::default(),
         }
     }
 
@@ -169,14 +172,17 @@ impl DeadLetterQueue for SinkDeadLetter {
                 last_failure: failure.last_failure,
             };
             self.ledger.error(failure.reason.as_str(), "sending");
-            tracing::warn!(
-                component_id = self.sink_id.as_str(),
-                events = n,
-                reason = failure.reason.as_str(),
-                status = failure.status,
-                error = failure.message.as_str(),
-                "Events dead-lettered."
-            );
+            if let Some(folded) = self.log_limit.admit() {
+                tracing::warn!(
+                    component_id = self.sink_id.as_str(),
+                    events = n,
+                    reason = failure.reason.as_str(),
+                    status = failure.status,
+                    error = failure.message.as_str(),
+                    similar_since_last_line = folded,
+                    "Events dead-lettered."
+                );
+            }
             let looped = events.iter().any(|e| e.dead_letters().iter().any(|r| r.sink_id == self.sink_id));
             let lines = self.envelopes(&events, &record);
             for event in &mut events {

@@ -252,6 +252,7 @@ struct Shared<S> {
     cx: SinkContext,
     /// When this driver first saw shutdown start.
     shutdown_seen: std::sync::OnceLock<tokio::time::Instant>,
+    retry_log: sluice_core::log_limit::LogLimit,
 }
 
 impl<S> Shared<S> {
@@ -268,7 +269,13 @@ impl<S> Shared<S> {
 /// Runs a sink on the driver until its input ends and every request has settled.
 pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkContext, mut input: SinkInput) {
     let slots = Arc::new(Semaphore::new(settings.concurrency));
-    let shared = Arc::new(Shared { service, settings, cx, shutdown_seen: std::sync::OnceLock::new() });
+    let shared = Arc::new(Shared {
+        service,
+        settings,
+        cx,
+        shutdown_seen: std::sync::OnceLock::new(),
+        retry_log: sluice_core::log_limit::LogLimit::default(),
+    });
     let mut requests: JoinSet<()> = JoinSet::new();
     let mut open: std::collections::HashMap<PartitionKey, Open> = std::collections::HashMap::new();
     loop {
@@ -429,15 +436,18 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
                     match next.filter(|wait| fits_drain(*wait)) {
                         Some(wait) => {
                             shared.cx.ledger.error("request_retried", "sending");
-                            tracing::warn!(
-                                component_id = &*shared.cx.id,
-                                status,
-                                error = message.as_str(),
-                                retry = retries,
-                                wait_secs = wait.as_secs_f64(),
-                                events = batch.events.len(),
-                                "Request failed; retrying."
-                            );
+                            if let Some(folded) = shared.retry_log.admit() {
+                                tracing::warn!(
+                                    component_id = &*shared.cx.id,
+                                    status,
+                                    error = message.as_str(),
+                                    retry = retries,
+                                    wait_secs = wait.as_secs_f64(),
+                                    events = batch.events.len(),
+                                    similar_since_last_line = folded,
+                                    "Request failed; retrying."
+                                );
+                            }
                             let wake = tokio::time::Instant::now() + wait;
                             let mut shutdown = shared.cx.shutdown.clone();
                             tokio::select! {
