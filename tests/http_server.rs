@@ -86,7 +86,8 @@ request.retry_deadline_secs = 0.3
         assert_eq!(status, 500, "request {i}: {body}");
         assert!(body.contains("delivery failed"), "{body}");
     }
-    let (status, body) = post(port, "/", b"{not json\n");
+    // One good frame and one bad one: the whole request is rejected, and both are counted.
+    let (status, body) = post(port, "/", b"{\"n\":9}\n{not json\n");
     assert_eq!(status, 400, "{body}");
     let (code, _) = terminate(child);
     assert_eq!(code, Some(1), "failed events make the exit code non-zero");
@@ -94,6 +95,7 @@ request.retry_deadline_secs = 0.3
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "remote")["errored"], 5);
     assert_eq!(component(&ledger, "intake")["discarded"]["decode_error"], 1);
+    assert_eq!(component(&ledger, "intake")["discarded"]["request_rejected"], 1);
 }
 
 #[test]

@@ -224,10 +224,6 @@ impl LogEvent {
     pub fn set_secret(&mut self, key: &str, value: &str) {
         self.metadata.extras_mut().secrets.insert(key, value);
     }
-    /// VRL's `%` metadata object, if anything set it.
-    pub fn metadata_value(&self) -> Option<&Value> {
-        self.metadata.extras.as_ref().map(|e| &e.value)
-    }
     pub fn metadata_value_mut(&mut self) -> &mut Value {
         &mut self.metadata.extras_mut().value
     }

@@ -105,10 +105,6 @@ pub struct FrameStats {
 }
 
 impl Framer {
-    pub fn is_stream(&self) -> bool {
-        self.delimiter.is_some()
-    }
-
     /// Splits every complete frame off the front of `buf` into `out`. The unfinished tail stays
     /// in `buf`. Frames share `buf`'s allocation (no copy). A trailing `\r` is kept, as Vector does.
     pub fn split(&self, buf: &mut BytesMut, out: &mut Vec<Bytes>, stats: &mut FrameStats) {

@@ -171,10 +171,6 @@ fn convert_timestamps(value: &mut Value, format: TimestampFormat) {
 }
 
 impl Encoder {
-    pub fn codec(&self) -> Codec {
-        self.config.codec
-    }
-
     /// Whether the event must be reshaped before encoding (field filters, timestamp format).
     fn needs_transform(&self) -> bool {
         self.config.only_fields.is_some()

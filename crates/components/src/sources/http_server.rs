@@ -324,13 +324,23 @@ async fn handle(
     let (failed, error) = shared.builder.decode_all(frames, finalizer, host.as_ref(), &extra, &mut chunk);
     extra.clear();
     if failed > 0 {
-        // Reject the whole request so the sender can fix it; nothing from it was sent.
+        // Reject the whole request so the sender can fix it; nothing from it was sent, and
+        // every frame of it is counted: the bad ones as `decode_error`, the rest as
+        // `request_rejected`.
+        let rejected = chunk.len();
         resolve_all(chunk, Outcome::Discarded);
         count_rejected(&shared.ledger, failed, "decode_error", error.as_deref().unwrap_or_default());
+        count_rejected(
+            &shared.ledger,
+            rejected,
+            "request_rejected",
+            "another frame of the request could not be decoded",
+        );
         let message = format!("body could not be decoded: {}\n", error.unwrap_or_default());
         return (StatusCode::BAD_REQUEST, message).into_response();
     }
     if let Err(err) = shared.tx.send(chunk).await {
+        count_rejected(&shared.ledger, err.0.len(), "shutting_down", "request arrived while the source was stopping");
         resolve_all(err.0, Outcome::Failed);
         return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down; send again\n");
     }

@@ -144,15 +144,14 @@ impl Remap {
 
     fn emit(event: LogEvent, out: &mut TransformOutputs) {
         if matches!(event.value(), Value::Array(_)) {
-            let (value, meta) = event.into_parts();
+            let (value, mut meta) = event.into_parts();
             if let Value::Array(items) = value {
                 for item in items {
                     out.default.push(LogEvent::from_value(item, meta.clone()));
                 }
             }
-            // `meta`'s own finalizer copy is resolved by the copies above; release it.
-            let mut template = LogEvent::from_value(Value::Null, meta);
-            template.take_finalizer().release_unused();
+            // The template's own finalizer copy never became an event.
+            meta.set_finalizer(sluice_core::ack::EventFinalizer::default());
         } else {
             out.default.push(event);
         }
