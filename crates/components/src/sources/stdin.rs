@@ -1,8 +1,9 @@
 //! `stdin`: lines from standard input. Finishes at end of input, which starts a graceful
 //! shutdown of the whole pipeline once every other source has finished too.
 //!
-//! Acknowledgements: stdin cannot answer its sender, so it tallies outcomes per chunk and
-//! reports failures at exit (the process exit code carries them).
+//! Acknowledgements: stdin cannot answer its sender. It still makes one notifier per read so
+//! every event is tracked (a copy dropped without an outcome is caught); delivery failures
+//! show in the sinks' ledgers and make the process exit code 1.
 
 use std::sync::Arc;
 
