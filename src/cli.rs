@@ -66,6 +66,9 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send stored events again, to their sink as the config defines it or to another, and
+    /// move what was confirmed to the archive.
+    Replay(ReplayArgs),
     /// Delete stored events.
     Purge {
         #[command(flatten)]
@@ -76,10 +79,38 @@ pub enum DlqCommand {
         /// Only events older than this age (`30m`, `24h`, `7d`).
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
-        /// Also purge segments written in the last minute (only while sluice is stopped).
-        #[arg(long)]
-        force: bool,
     },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub place: DlqPlace,
+    /// Replay this sink's DLQ (repeat for several). Default: every sink with stored events.
+    #[arg(long, value_name = "ID")]
+    pub sink: Vec<String>,
+    /// Only events dead-lettered for this reason (repeat for several).
+    #[arg(long)]
+    pub reason: Vec<String>,
+    /// Send to this sink of the config instead of the one that dead-lettered the events.
+    #[arg(long, value_name = "SINK")]
+    pub to: Option<String>,
+    /// At most this many events per second (per replayed sink).
+    #[arg(long, value_name = "EVENTS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// A VRL program that repairs each event before it is sent. Events it fails on stay in
+    /// the DLQ; events it drops with `abort` count as handled.
+    #[arg(long, value_name = "FILE.vrl")]
+    pub fix: Option<PathBuf>,
+    /// Print the events that would be sent (after --fix) as JSON lines; send and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds in-flight events may take to drain at shutdown.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub graceful_shutdown_limit_secs: u64,
+    /// Write the final ledger as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub ledger_json: Option<PathBuf>,
 }
 
 /// Where the disk DLQ is: `--data-dir`, or the `data_dir` of `--config`.

@@ -110,8 +110,8 @@ fn poison_events_are_isolated_and_everything_else_is_delivered() {
     assert!(dlq(&["list"]).contains("permanent=20"));
     assert_eq!(dlq(&["show", "--sink", "out", "--reason", "permanent", "--limit", "3", "--json"]).lines().count(), 3);
     assert_eq!(dlq(&["show", "--reason", "retries_exhausted", "--json"]).lines().count(), 0);
-    assert!(dlq(&["purge", "--sink", "out"]).contains("Purged 0 events"), "just written: left alone");
-    assert!(dlq(&["purge", "--sink", "out", "--force"]).contains("Purged 20 events"));
+    assert!(dlq(&["purge", "--sink", "out", "--older-than", "1h"]).contains("Purged 0 events; kept 20"));
+    assert!(dlq(&["purge", "--sink", "out"]).contains("Purged 20 events"));
     assert!(dlq_envelopes(&case.path("data/dead_letter/out")).is_empty());
 }
 

@@ -4,12 +4,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use sluice_runtime::{config, dlq_files};
+use sluice_buffers::dlq::store as dlq_files;
+use sluice_runtime::config;
 
 use super::{EXIT_CONFIG, load_options, report};
 use crate::cli::{DlqCommand, DlqPlace};
 
-fn data_dir(place: &DlqPlace) -> Result<PathBuf, u8> {
+pub(super) fn data_dir(place: &DlqPlace) -> Result<PathBuf, u8> {
     if let Some(dir) = &place.data_dir {
         return Ok(dir.clone());
     }
@@ -48,6 +49,10 @@ fn execute(command: &DlqCommand) -> Result<(), u8> {
         eprintln!("error: {err}");
         1u8
     };
+    if let DlqCommand::Replay(args) = command {
+        // Runs a pipeline that may write to stdout itself: do not hold the lock.
+        return super::replay::run(args);
+    }
     let mut out = std::io::stdout().lock();
     match command {
         DlqCommand::List { place, json } => {
@@ -123,7 +128,8 @@ fn execute(command: &DlqCommand) -> Result<(), u8> {
                 }
             }
         }
-        DlqCommand::Purge { place, sink, older_than, force } => {
+        DlqCommand::Replay(_) => {}
+        DlqCommand::Purge { place, sink, older_than } => {
             let cutoff = match older_than {
                 None => None,
                 Some(age) => match dlq_files::parse_age(age) {
@@ -134,14 +140,11 @@ fn execute(command: &DlqCommand) -> Result<(), u8> {
                     }
                 },
             };
-            let report = dlq_files::purge(&data_dir(place)?, sink.as_deref(), cutoff, *force).map_err(io)?;
+            let report = dlq_files::purge(&data_dir(place)?, sink.as_deref(), cutoff).map_err(io)?;
             let _ = writeln!(out, "Purged {} events; kept {}.", report.removed, report.kept);
             if report.skipped_active > 0 {
-                let _ = writeln!(
-                    out,
-                    "Left {} segment(s) written in the last minute alone (sluice may be writing them); use --force when it is stopped.",
-                    report.skipped_active
-                );
+                let _ =
+                    writeln!(out, "Left {} segment(s) alone: a running sluice is writing them.", report.skipped_active);
             }
         }
     }

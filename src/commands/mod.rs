@@ -2,6 +2,7 @@
 
 pub mod dlq;
 pub mod list;
+pub mod replay;
 pub mod run;
 pub mod validate;
 
@@ -32,7 +33,7 @@ pub fn init_logging(quiet: bool, verbose: u8) {
 pub fn load_options(args: &ConfigArgs, extra: &[std::path::PathBuf]) -> LoadOptions {
     let mut config_paths = args.config.clone();
     config_paths.extend_from_slice(extra);
-    LoadOptions { config_paths, config_dirs: args.config_dir.clone() }
+    LoadOptions { config_paths, config_dirs: args.config_dir.clone(), documents: Vec::new() }
 }
 
 /// Prints diagnostics (one per paragraph) to stderr.

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use sluice_core::ledger::LedgerSnapshot;
-use sluice_runtime::config;
+use std::path::Path;
+
 use sluice_runtime::topology::{self, RunOptions, RunReport};
+use sluice_runtime::{Graph, config};
 
 use super::{EXIT_CONFIG, load_options, report};
 use crate::cli::RunArgs;
@@ -25,6 +27,12 @@ pub fn run(args: &RunArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref())
+}
+
+/// Runs a checked graph to the end (a signal, or every source finished): the ledger is logged
+/// and optionally written to `ledger_json`; the exit code says whether every event is safe.
+pub fn run_graph(graph: Graph, graceful_shutdown_limit_secs: u64, ledger_json: Option<&Path>) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -32,7 +40,7 @@ pub fn run(args: &RunArgs) -> u8 {
             return 1;
         }
     };
-    let options = RunOptions { graceful_shutdown_limit: Duration::from_secs(args.graceful_shutdown_limit_secs) };
+    let options = RunOptions { graceful_shutdown_limit: Duration::from_secs(graceful_shutdown_limit_secs) };
     let api_address = graph.globals.api_address.clone();
     let result = runtime.block_on(topology::run(graph, options, shutdown_signal(), |ledger| match &api_address {
         Some(address) => crate::api::start(address, ledger.clone())
@@ -49,7 +57,7 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     };
     log_ledger(&report.ledger);
-    if let Some(path) = &args.ledger_json
+    if let Some(path) = ledger_json
         && let Err(err) = write_ledger(path, &report.ledger)
     {
         tracing::error!(path = %path.display(), error = %err, "Cannot write the ledger file.");

@@ -1,10 +1,13 @@
-//! sluice-buffers: what sits between components.
+//! sluice-buffers: what holds events between components and outside the pipeline.
 //!
-//! Today: the bounded in-memory channel ([`memory`]). Capacity is counted in events, not chunks,
-//! so `buffer.max_events` means what it says whatever the chunk sizes. A chunk larger than the
-//! whole capacity still passes (it takes every permit), so no chunk can wait forever.
+//! - [`memory`]: the bounded in-memory channel. Capacity is counted in events, not chunks, so
+//!   `buffer.max_events` means what it says whatever the chunk sizes. A chunk larger than the
+//!   whole capacity still passes (it takes every permit), so no chunk can wait forever.
+//! - [`dlq`]: the disk dead-letter queue's files (writing, reading, replay bookkeeping).
+//!
 //! The disk buffer comes later and will live here too.
 
+pub mod dlq;
 pub mod memory;
 
 pub use memory::{MemoryReceiver, MemorySender, TrySendError, memory};

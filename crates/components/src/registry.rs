@@ -8,13 +8,21 @@ use crate::sinks::{
     prometheus_exporter::PrometheusExporterConfig,
 };
 use crate::sources::{
-    demo_logs::DemoLogsConfig, http_server::HttpServerConfig, socket::SocketConfig, stdin::StdinConfig,
+    dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, http_server::HttpServerConfig,
+    socket::SocketConfig, stdin::StdinConfig,
 };
 use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
 
 /// Every component type sluice knows, sources first.
 pub fn registry() -> Vec<ComponentSpec> {
     vec![
+        ComponentSpec {
+            kind: Source,
+            type_name: "dead_letter",
+            aliases: &[],
+            summary: "Events from the disk dead-letter queue, for replay",
+            parse: parse_source::<DeadLetterSourceConfig>,
+        },
         ComponentSpec {
             kind: Source,
             type_name: "demo_logs",

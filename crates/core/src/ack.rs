@@ -84,6 +84,8 @@ enum Report {
     Oneshot(oneshot::Sender<Outcome>),
     /// A source that only tallies outcomes (stdin: it reports failures at exit).
     Tally(Arc<AckTally>),
+    /// A source that tracks many units at once (a replay): the tag names the unit.
+    Channel(tokio::sync::mpsc::UnboundedSender<(u64, Outcome)>, u64),
 }
 
 /// Outcome counts for sources that do not wait per unit.
@@ -129,6 +131,11 @@ impl BatchNotifier {
         Arc::new(Self { status: AtomicU8::new(Outcome::Discarded as u8), report: Some(Report::Tally(tally)) })
     }
 
+    /// A notifier that sends `(tag, outcome)` to `tx` when its unit is resolved.
+    pub fn with_channel(tx: tokio::sync::mpsc::UnboundedSender<(u64, Outcome)>, tag: u64) -> Arc<Self> {
+        Arc::new(Self { status: AtomicU8::new(Outcome::Discarded as u8), report: Some(Report::Channel(tx, tag)) })
+    }
+
     fn update(&self, outcome: Outcome) {
         self.status.fetch_min(outcome as u8, Ordering::AcqRel);
     }
@@ -145,6 +152,10 @@ impl Drop for BatchNotifier {
             Some(Report::Tally(tally)) => {
                 let counter = if outcome.is_safe() { &tally.safe } else { &tally.failed };
                 counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Report::Channel(tx, tag)) => {
+                // The source may have stopped listening (aborted at shutdown).
+                let _ = tx.send((tag, outcome));
             }
             None => {}
         }

@@ -13,15 +13,13 @@
 //! `{"version":1,"sink_id","sink_type","reason","message","status","attempts","first_failure",
 //! "last_failure","dead_lettered_at","source_id","event":{…},"history":[…]}`.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
+use sluice_buffers::dlq::{self, DiskDlq, ENVELOPE_VERSION};
 use sluice_core::LogEvent;
 use sluice_core::ack::Outcome;
 use sluice_core::dead_letter::{DeadLetterQueue, Failure};
@@ -31,12 +29,6 @@ use sluice_core::log_limit::LogLimit;
 use vrl::value::Value;
 
 use crate::topology::fanout::Fanout;
-
-/// Segments roll over past this size.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Current envelope version.
-pub const ENVELOPE_VERSION: u32 = 1;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -56,55 +48,6 @@ struct Envelope<'a> {
     history: &'a [DeadLetterRecord],
 }
 
-/// The directory of one sink's disk DLQ.
-pub fn sink_dir(data_dir: &Path, sink_id: &str) -> PathBuf {
-    data_dir.join("dead_letter").join(sink_id)
-}
-
-struct Segment {
-    file: File,
-    bytes: u64,
-}
-
-/// Append-only segment files for one sink.
-pub struct DiskDlq {
-    dir: PathBuf,
-    segment: Mutex<Option<Segment>>,
-}
-
-impl DiskDlq {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir, segment: Mutex::new(None) }
-    }
-
-    fn open_segment(&self) -> std::io::Result<Segment> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
-        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
-        let path = self.dir.join(format!("segment-{stamp}.jsonl"));
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
-        // Make the new file's name durable too.
-        File::open(&self.dir)?.sync_all()?;
-        Ok(Segment { file, bytes: 0 })
-    }
-
-    /// Appends `lines` and fsyncs them. Blocking.
-    pub fn append(&self, lines: &[u8]) -> std::io::Result<()> {
-        let mut guard = self.segment.lock().map_err(|_| std::io::Error::other("DLQ lock poisoned"))?;
-        if guard.as_ref().is_none_or(|s| s.bytes >= SEGMENT_BYTES) {
-            *guard = Some(self.open_segment()?);
-        }
-        let segment = guard.as_mut().ok_or_else(|| std::io::Error::other("no DLQ segment"))?;
-        let written = segment.file.write_all(lines).and_then(|()| segment.file.sync_data());
-        if written.is_err() {
-            // Start a fresh segment next time; the failed tail may be torn.
-            *guard = None;
-        } else {
-            segment.bytes += lines.len() as u64;
-        }
-        written
-    }
-}
-
 /// One sink's dead-letter queue.
 pub struct SinkDeadLetter {
     sink_id: String,
@@ -122,9 +65,23 @@ impl SinkDeadLetter {
             sink_type: sink_type.to_owned(),
             ledger,
             output: tokio::sync::Mutex::new(output),
-            disk: Arc::new(DiskDlq::new(sink_dir(data_dir, sink_id))),
+            disk: Arc::new(DiskDlq::new(dlq::sink_dir(data_dir, sink_id))),
             log_limit: LogLimit::default(),
         }
+    }
+
+    /// Closes the disk segment once it has been idle for a while, so `sluice dlq replay` can
+    /// take it while this sluice keeps running. Runs until the returned task is aborted.
+    pub fn spawn_idle_closer(&self) -> tokio::task::JoinHandle<()> {
+        let disk = self.disk.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(dlq::writer::IDLE_CLOSE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                disk.close_if_idle(dlq::writer::IDLE_CLOSE);
+            }
+        })
     }
 
     fn envelopes(&self, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
@@ -218,31 +175,9 @@ impl SinkDeadLetter {
         tracing::error!(
             component_id = self.sink_id.as_str(),
             events = n,
-            dir = %self.disk.dir.display(),
+            dir = %self.disk.dir().display(),
             error,
             "Cannot store dead-lettered events on disk; counted as failed."
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_private_and_appended() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let dlq = DiskDlq::new(dir.path().join("dead_letter/out"));
-        dlq.append(b"{\"a\":1}\n").unwrap_or_else(|e| panic!("{e}"));
-        dlq.append(b"{\"a\":2}\n").unwrap_or_else(|e| panic!("{e}"));
-        let files: Vec<_> = std::fs::read_dir(dir.path().join("dead_letter/out"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .filter_map(|e| e.ok())
-            .collect();
-        assert_eq!(files.len(), 1);
-        let meta = files[0].metadata().unwrap_or_else(|e| panic!("{e}"));
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(files[0].path()).unwrap_or_default(), "{\"a\":1}\n{\"a\":2}\n");
     }
 }

@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod dead_letter;
-pub mod dlq_files;
 pub mod metrics;
 pub mod topology;
 

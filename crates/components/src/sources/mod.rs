@@ -1,6 +1,7 @@
 //! Sources, and what they share: turning frames into chunks of events, and a forwarder that
 //! lets many connection tasks feed one [`SourceSender`].
 
+pub mod dead_letter;
 pub mod demo_logs;
 pub mod http_server;
 pub mod socket;

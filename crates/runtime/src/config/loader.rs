@@ -53,10 +53,25 @@ fn config_files(options: &LoadOptions, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 .push(Diagnostic::error(format!("cannot read config directory: {err}")).in_file(Some(dir.clone()))),
         }
     }
-    if files.is_empty() {
+    if files.is_empty() && options.documents.is_empty() {
         diagnostics.push(Diagnostic::error("no config given: use --config FILE or --config-dir DIR"));
     }
     files
+}
+
+pub(super) fn read_documents(
+    options: &LoadOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(PathBuf, Value)>, Vec<Diagnostic>> {
+    let mut diagnostics = Vec::new();
+    let mut documents = Vec::new();
+    for file in config_files(options, &mut diagnostics) {
+        match parse_file(&file, env) {
+            Ok(doc) => documents.push((file, doc)),
+            Err(errors) => diagnostics.extend(errors),
+        }
+    }
+    if diagnostics.is_empty() { Ok(documents) } else { Err(diagnostics) }
 }
 
 fn parse_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, Vec<Diagnostic>> {
@@ -89,9 +104,15 @@ pub(super) fn load_raw(
     let mut seen_ids: BTreeMap<String, (ComponentKind, PathBuf)> = BTreeMap::new();
     let mut config_dir = None;
 
-    for file in config_files(options, &mut diagnostics) {
+    let files = config_files(options, &mut diagnostics);
+    let parsed = files.into_iter().map(|file| {
+        let doc = parse_file(&file, env);
+        (file, doc)
+    });
+    let given = options.documents.iter().map(|(name, doc)| (name.clone(), Ok(doc.clone())));
+    for (file, doc) in parsed.chain(given) {
         config_dir.get_or_insert_with(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
-        let doc = match parse_file(&file, env) {
+        let doc = match doc {
             Ok(Value::Object(doc)) => doc,
             Ok(_) => continue,
             Err(errors) => {

@@ -26,6 +26,16 @@ pub use schema::{BufferConfig, WhenFull};
 pub struct LoadOptions {
     pub config_paths: Vec<PathBuf>,
     pub config_dirs: Vec<PathBuf>,
+    /// Documents built in memory (already interpolated), each with the name diagnostics give
+    /// it. Used by commands that derive a pipeline from the user's config (`dlq replay`).
+    pub documents: Vec<(PathBuf, serde_json::Value)>,
+}
+
+/// Reads every config file of `options` (interpolated, not yet checked): the raw documents a
+/// command can derive another pipeline from.
+pub fn read_documents(options: &LoadOptions) -> Result<Vec<(PathBuf, serde_json::Value)>, Vec<Diagnostic>> {
+    let env = |name: &str| std::env::var(name).ok();
+    loader::read_documents(options, &env)
 }
 
 /// A reference to one output port: `id` (default output) or `id.name`.

@@ -199,6 +199,7 @@ pub async fn run(
     let mut fanout_for = |port: &OutputRef| fanouts.remove(port).unwrap_or_default();
 
     let (trigger, signal) = shutdown_pair();
+    let mut idle_closers = Vec::new();
     let mut sources = JoinSet::new();
     let mut others = JoinSet::new();
     let mut errors = Vec::new();
@@ -256,6 +257,7 @@ pub async fn run(
                     fanout_for(&port),
                     &globals.options.data_dir,
                 ));
+                idle_closers.push(dead_letter.spawn_idle_closer());
                 let cx = SinkContext {
                     id: id.clone(),
                     ledger: own_ledger,
@@ -284,6 +286,7 @@ pub async fn run(
         trigger.trigger();
         sources.abort_all();
         others.abort_all();
+        idle_closers.iter().for_each(|c| c.abort());
         return Err(errors);
     }
     tracing::info!(components = names.len(), "Pipeline started.");
@@ -336,6 +339,9 @@ pub async fn run(
         others.abort_all();
         while sources.join_next().await.is_some() {}
         while others.join_next().await.is_some() {}
+    }
+    for closer in idle_closers {
+        closer.abort();
     }
     Ok(RunReport { ledger: ledger.snapshot(), timed_out, failed_components })
 }

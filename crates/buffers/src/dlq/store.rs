@@ -1,21 +1,21 @@
-//! Reading and purging the disk dead-letter queue, for `sluice dlq` (offline tools).
+//! Reading and purging the disk dead-letter queue, for `sluice dlq`.
 //!
 //! Layout and format: `docs/design/dead-letter.md`. Readers skip lines that do not parse (a
-//! torn tail after a crash) and count them. Purging rewrites a segment atomically (temp file,
-//! fsync, rename, fsync of the directory) and never touches a segment written to in the last
-//! minute, which a running sluice may still be appending to.
+//! torn tail after a crash) and count them, and leave out records a replay already confirmed.
+//! Purging rewrites a segment atomically (temp file, fsync, rename, fsync of the directory)
+//! and never touches a segment a running sluice holds open (its `flock`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// A segment this recent may still be appended to.
-const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+use super::replay::{self, SegmentReplay};
+use super::root;
 
 /// One sink's disk DLQ at a glance.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -53,10 +53,6 @@ impl StoredEvent {
     }
 }
 
-fn root(data_dir: &Path) -> PathBuf {
-    data_dir.join("dead_letter")
-}
-
 /// Sink ids that have a DLQ directory, sorted.
 pub fn sinks(data_dir: &Path) -> std::io::Result<Vec<String>> {
     let mut ids = Vec::new();
@@ -77,23 +73,29 @@ pub fn sinks(data_dir: &Path) -> std::io::Result<Vec<String>> {
 
 /// A sink's segment files, oldest first.
 pub fn segments(data_dir: &Path, sink_id: &str) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root(data_dir).join(sink_id))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(root(data_dir).join(sink_id)) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    }
+    .flatten()
+    .map(|e| e.path())
+    .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+    .collect();
     files.sort();
     Ok(files)
 }
 
-/// Reads one segment: the events, and how many lines could not be read.
+/// Reads one segment: the events not yet confirmed by a replay, and how many lines could not
+/// be read.
 pub fn read_segment(path: &Path) -> std::io::Result<(Vec<StoredEvent>, u64)> {
+    let confirmed = replay::confirmed(path)?;
     let reader = BufReader::new(File::open(path)?);
     let mut events = Vec::new();
     let mut unreadable = 0;
-    for line in reader.split(b'\n') {
+    for (index, line) in reader.split(b'\n').enumerate() {
         let line = line?;
-        if line.is_empty() {
+        if line.is_empty() || confirmed.contains(&(index as u32)) {
             continue;
         }
         match serde_json::from_slice::<serde_json::Value>(&line) {
@@ -133,31 +135,26 @@ pub fn summarize(data_dir: &Path) -> std::io::Result<Vec<SinkSummary>> {
 pub struct PurgeReport {
     pub removed: u64,
     pub kept: u64,
-    /// Segments left alone because sluice may still be writing to them.
+    /// Segments left alone because a running sluice holds them open.
     pub skipped_active: usize,
 }
 
 /// Removes stored events dead-lettered before `older_than` (all when `None`), for one sink or
-/// all of them. `force` also rewrites segments written in the last minute (only safe while
-/// sluice is stopped).
-pub fn purge(
-    data_dir: &Path,
-    sink: Option<&str>,
-    older_than: Option<DateTime<Utc>>,
-    force: bool,
-) -> std::io::Result<PurgeReport> {
+/// all of them.
+pub fn purge(data_dir: &Path, sink: Option<&str>, older_than: Option<DateTime<Utc>>) -> std::io::Result<PurgeReport> {
     let mut report = PurgeReport::default();
     let ids = match sink {
         Some(id) => vec![id.to_owned()],
         None => sinks(data_dir)?,
     };
     for id in ids {
+        replay::remove_orphans(&root(data_dir).join(&id))?;
         for segment in segments(data_dir, &id)? {
-            let modified = std::fs::metadata(&segment)?.modified()?;
-            if !force && SystemTime::now().duration_since(modified).unwrap_or_default() < ACTIVE_WINDOW {
+            // Holding the lock keeps a replay away while the segment is rewritten.
+            let Some(held) = SegmentReplay::open(&segment)? else {
                 report.skipped_active += 1;
                 continue;
-            }
+            };
             let (events, unreadable) = read_segment(&segment)?;
             let (keep, remove): (Vec<_>, Vec<_>) =
                 events.into_iter().partition(|e| older_than.is_some_and(|cutoff| e.time().is_none_or(|t| t >= cutoff)));
@@ -171,26 +168,24 @@ pub fn purge(
             } else {
                 rewrite(&segment, &keep)?;
             }
+            // Confirmed records were dropped too; their progress file is stale now.
+            let _ = std::fs::remove_file(replay::progress_path(&segment));
             if let Some(dir) = segment.parent() {
                 File::open(dir)?.sync_all()?;
             }
+            drop(held);
         }
     }
     Ok(report)
 }
 
 fn rewrite(segment: &Path, keep: &[StoredEvent]) -> std::io::Result<()> {
-    let tmp = segment.with_extension("jsonl.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-        for event in keep {
-            serde_json::to_writer(&mut file, &event.envelope).map_err(std::io::Error::other)?;
-            file.write_all(b"\n")?;
-        }
-        file.sync_all()?;
+    let mut data = Vec::new();
+    for event in keep {
+        serde_json::to_writer(&mut data, &event.envelope).map_err(std::io::Error::other)?;
+        data.write_all(b"\n")?;
     }
-    std::fs::rename(&tmp, segment)
+    replay::write_atomic(segment, &data)
 }
 
 /// Parses `30s`, `15m`, `24h`, `7d` (or plain seconds).
@@ -216,16 +211,7 @@ mod tests {
         std::fs::create_dir_all(dir).unwrap_or_default();
         let path = dir.join(name);
         std::fs::write(&path, lines.join("\n")).unwrap_or_default();
-        age(&path);
         path
-    }
-
-    /// Makes a segment look closed (not written to for an hour).
-    fn age(path: &Path) {
-        let old = std::fs::FileTimes::new().set_modified(SystemTime::now() - Duration::from_secs(3600));
-        if let Ok(f) = File::options().write(true).open(path) {
-            let _ = f.set_times(old);
-        }
     }
 
     #[test]
@@ -260,15 +246,31 @@ mod tests {
             ],
         );
         let cutoff = DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").map(|t| t.to_utc()).ok();
-        let report = purge(data.path(), None, cutoff, false).unwrap_or_default();
+        let report = purge(data.path(), None, cutoff).unwrap_or_default();
         assert_eq!((report.removed, report.kept), (1, 1));
         assert_eq!(summarize(data.path()).unwrap_or_default()[0].events, 1);
-        let report = purge(data.path(), Some("out"), None, false).unwrap_or_default();
-        assert_eq!(report.skipped_active, 1, "just rewritten, so it looks active");
-        age(&segment);
-        let report = purge(data.path(), Some("out"), None, false).unwrap_or_default();
+        let writer = File::open(&segment).unwrap_or_else(|e| panic!("{e}"));
+        writer.try_lock().unwrap_or_else(|e| panic!("{e}"));
+        let report = purge(data.path(), Some("out"), None).unwrap_or_default();
+        assert_eq!(report.skipped_active, 1, "a running sluice holds it");
+        drop(writer);
+        let report = purge(data.path(), Some("out"), None).unwrap_or_default();
         assert_eq!(report.removed, 1);
-        assert_eq!(summarize(data.path()).unwrap_or_default()[0].events, 0);
+        assert!(summarize(data.path()).unwrap_or_default()[0].events == 0);
+    }
+
+    #[test]
+    fn records_confirmed_by_an_interrupted_replay_are_not_counted() {
+        let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let segment = write_segment(
+            &data.path().join("dead_letter/out"),
+            "segment-1.jsonl",
+            &[r#"{"sink_id":"out","reason":"permanent"}"#, r#"{"sink_id":"out","reason":"permanent"}"#, ""],
+        );
+        let (mut replay, _) = SegmentReplay::open(&segment).ok().flatten().unwrap_or_else(|| panic!("open"));
+        replay.confirm(&[1]).unwrap_or_else(|e| panic!("{e}"));
+        drop(replay);
+        assert_eq!(summarize(data.path()).unwrap_or_default()[0].events, 1);
     }
 
     #[test]
