@@ -17,6 +17,7 @@
 //! requests still hanging then, are cut short and their events dead-lettered (stored, safe),
 //! instead of being aborted at the limit and failed.
 
+pub mod limits;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -29,9 +30,9 @@ use sluice_core::LogEvent;
 use sluice_core::ack::{BatchFinalizers, Outcome};
 use sluice_core::component::{SinkContext, SinkInput};
 use sluice_core::dead_letter::{DeadLetterReason, Failure};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use self::limits::{AdaptiveSettings, RateLimit, Signal, Slots};
 pub use retry::{JitterMode, RetryPolicy, RetryStrategy};
 
 /// `batch` block.
@@ -54,9 +55,9 @@ pub struct RequestConfig {
     pub concurrency: Option<Concurrency>,
     /// Seconds before a request counts as timed out (retriable). Default 60.
     pub timeout_secs: Option<f64>,
-    /// Accepted; rate limiting arrives later.
+    /// The window of `rate_limit_num`, in seconds. Default 1.
     pub rate_limit_duration_secs: Option<f64>,
-    /// Accepted; rate limiting arrives later.
+    /// Most requests (retries included) per window. Default: unlimited.
     pub rate_limit_num: Option<u64>,
     /// Retries after the first try. Default: bounded only by `retry_deadline_secs`.
     pub retry_attempts: Option<u64>,
@@ -89,7 +90,8 @@ pub enum ConcurrencyName {
     Adaptive,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `request.adaptive_concurrency` (Vector's fields and defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConcurrency {
     pub initial_concurrency: Option<usize>,
@@ -99,8 +101,12 @@ pub struct AdaptiveConcurrency {
     pub rtt_deviation_scale: Option<f64>,
 }
 
-/// Requests in flight when `concurrency = "adaptive"` until adaptive control arrives.
-const ADAPTIVE_FIXED: usize = 8;
+/// How many requests may be in flight.
+#[derive(Debug, Clone, Copy)]
+pub enum ConcurrencyLimit {
+    Fixed(usize),
+    Adaptive(AdaptiveSettings),
+}
 
 impl RequestConfig {
     fn secs(value: Option<f64>, default: f64) -> Duration {
@@ -117,11 +123,13 @@ impl RequestConfig {
         }
     }
 
-    pub fn concurrency(&self) -> usize {
+    pub fn concurrency(&self) -> ConcurrencyLimit {
         match self.concurrency {
-            Some(Concurrency::Fixed(n)) => n.max(1),
-            Some(Concurrency::Named(ConcurrencyName::None)) => 1,
-            Some(Concurrency::Named(ConcurrencyName::Adaptive)) | None => ADAPTIVE_FIXED,
+            Some(Concurrency::Fixed(n)) => ConcurrencyLimit::Fixed(n.max(1)),
+            Some(Concurrency::Named(ConcurrencyName::None)) => ConcurrencyLimit::Fixed(1),
+            Some(Concurrency::Named(ConcurrencyName::Adaptive)) | None => {
+                ConcurrencyLimit::Adaptive(AdaptiveSettings::new(self.adaptive_concurrency.as_ref()))
+            }
         }
     }
 
@@ -145,6 +153,19 @@ pub enum CallResult {
         status: Option<u16>,
         message: String,
     },
+    /// The request went through but its events fared differently (bulk APIs): one result per
+    /// event, in order. Delivered events settle, permanent ones are dead-lettered each with its
+    /// own error, retriable ones are sent again as a smaller batch. A count that does not match
+    /// the batch makes every event retriable.
+    PerItem(Vec<ItemResult>),
+}
+
+/// How one event of a request fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    Delivered,
+    Retriable { status: Option<u16>, message: String },
+    Permanent { status: Option<u16>, message: String },
 }
 
 /// What events of one batch share (e.g. rendered header values, a per-tenant key). Events
@@ -205,7 +226,31 @@ pub struct Batch {
     encoded: EncodedBatch,
 }
 
+/// An event rejected for good, with its status and error.
+type Rejected = (LogEvent, Option<u16>, String);
+
 impl Batch {
+    /// Applies per-event results: returns the delivered events, the permanently failed ones
+    /// with their errors, and a batch of the events to retry.
+    fn sort_items(self, results: &[ItemResult]) -> (Vec<LogEvent>, Vec<Rejected>, Batch) {
+        let mut delivered = Vec::new();
+        let mut failed = Vec::new();
+        let mut retry = Batch { key: self.key.clone(), ..Batch::default() };
+        let items: Vec<Vec<u8>> = self.encoded.items().map(<[u8]>::to_vec).collect();
+        for ((event, item), result) in self.events.into_iter().zip(items).zip(results) {
+            match result {
+                ItemResult::Delivered => delivered.push(event),
+                ItemResult::Permanent { status, message } => failed.push((event, *status, message.clone())),
+                ItemResult::Retriable { .. } => {
+                    retry.encoded.buf.extend_from_slice(&item);
+                    retry.encoded.ends.push(retry.encoded.buf.len());
+                    retry.events.push(event);
+                }
+            }
+        }
+        (delivered, failed, retry)
+    }
+
     fn split(mut self) -> (Batch, Batch) {
         let mid = self.events.len() / 2;
         let events = self.events.split_off(mid);
@@ -227,7 +272,9 @@ pub struct DriverSettings {
     pub max_events: usize,
     pub max_bytes: usize,
     pub batch_timeout: Duration,
-    pub concurrency: usize,
+    pub concurrency: ConcurrencyLimit,
+    /// `rate_limit_num` and `rate_limit_duration_secs`.
+    pub rate_limit: Option<(u64, f64)>,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -240,6 +287,7 @@ impl DriverSettings {
             max_bytes: batch.max_bytes.unwrap_or(defaults.1).max(1),
             batch_timeout: Duration::from_secs_f64(batch.timeout_secs.unwrap_or(defaults.2).max(0.0)),
             concurrency: request.concurrency(),
+            rate_limit: request.rate_limit_num.map(|n| (n, request.rate_limit_duration_secs.unwrap_or(1.0))),
             request_timeout: request.timeout(),
             retry: request.retry_policy(),
         }
@@ -250,6 +298,8 @@ struct Shared<S> {
     service: S,
     settings: DriverSettings,
     cx: SinkContext,
+    slots: Slots,
+    rate_limit: Option<RateLimit>,
     /// When this driver first saw shutdown start.
     shutdown_seen: std::sync::OnceLock<tokio::time::Instant>,
     retry_log: sluice_core::log_limit::LogLimit,
@@ -268,11 +318,17 @@ impl<S> Shared<S> {
 
 /// Runs a sink on the driver until its input ends and every request has settled.
 pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkContext, mut input: SinkInput) {
-    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let slots = match settings.concurrency {
+        ConcurrencyLimit::Fixed(n) => Slots::fixed(n),
+        ConcurrencyLimit::Adaptive(adaptive) => Slots::adaptive(adaptive),
+    };
+    let rate_limit = settings.rate_limit.and_then(|(num, secs)| RateLimit::new(Some(num), Some(secs)));
     let shared = Arc::new(Shared {
         service,
         settings,
         cx,
+        slots,
+        rate_limit,
         shutdown_seen: std::sync::OnceLock::new(),
         retry_log: sluice_core::log_limit::LogLimit::default(),
     });
@@ -287,7 +343,7 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
                 let due: Vec<PartitionKey> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
                 for key in due {
                     if let Some(o) = open.remove(&key) {
-                        dispatch(&shared, &slots, &mut requests, o.batch).await;
+                        dispatch(&shared, &mut requests, o.batch).await;
                     }
                 }
                 continue;
@@ -323,7 +379,7 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
                 let full =
                     std::mem::replace(&mut slot.batch, Batch { key: key.clone(), events: Vec::new(), encoded: tail });
                 slot.deadline = tokio::time::Instant::now() + settings.batch_timeout;
-                dispatch(&shared, &slots, &mut requests, full).await;
+                dispatch(&shared, &mut requests, full).await;
             }
             let Some(slot) = open.get_mut(&key) else { continue };
             slot.batch.encoded.ends.push(slot.batch.encoded.buf.len());
@@ -331,12 +387,12 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
             let full =
                 slot.batch.events.len() >= settings.max_events || slot.batch.encoded.bytes() >= settings.max_bytes;
             if full && let Some(o) = open.remove(&key) {
-                dispatch(&shared, &slots, &mut requests, o.batch).await;
+                dispatch(&shared, &mut requests, o.batch).await;
             }
         }
     }
     for (_, o) in open.drain() {
-        dispatch(&shared, &slots, &mut requests, o.batch).await;
+        dispatch(&shared, &mut requests, o.batch).await;
     }
     while requests.join_next().await.is_some() {}
 }
@@ -349,35 +405,35 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Waits for a request slot (back-pressure), then sends `batch` in its own task.
-async fn dispatch<S: Service>(
-    shared: &Arc<Shared<S>>,
-    slots: &Arc<Semaphore>,
-    requests: &mut JoinSet<()>,
-    batch: Batch,
-) {
+async fn dispatch<S: Service>(shared: &Arc<Shared<S>>, requests: &mut JoinSet<()>, batch: Batch) {
     if batch.events.is_empty() {
         return;
     }
-    let permit = loop {
+    loop {
         tokio::select! {
-            permit = slots.clone().acquire_owned() => break permit.ok(),
+            () = shared.slots.acquire() => break,
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
         }
-    };
+    }
     let shared = shared.clone();
     requests.spawn(async move {
-        let _permit = permit;
+        // The slot is held while the batch is delivered, retried or split.
         deliver(&shared, batch).await;
+        shared.slots.release();
     });
 }
 
 /// Sends a batch until it is delivered, dead-lettered, or split and each half settled.
-fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a, ()> {
+fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let started = tokio::time::Instant::now();
         let first_failure = chrono::Utc::now();
         let mut retries: u32 = 0;
         loop {
+            if let Some(rate_limit) = &shared.rate_limit {
+                rate_limit.acquire().await;
+            }
+            let sent_at = tokio::time::Instant::now();
             let call =
                 tokio::time::timeout(shared.settings.request_timeout, shared.service.call(&batch.key, &batch.encoded));
             let mut shutdown = shared.cx.shutdown.clone();
@@ -403,6 +459,11 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
                     return;
                 }
             };
+            let signal = match &result {
+                Err(_) | Ok(CallResult::Retriable { status: Some(429 | 503), .. }) => Signal::BackPressure,
+                Ok(_) => Signal::Normal,
+            };
+            shared.slots.observe(sent_at.elapsed(), signal);
             let result = match result {
                 Ok(result) => result,
                 Err(_) => {
@@ -421,6 +482,29 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
                 attempts,
                 first_failure,
                 last_failure: chrono::Utc::now(),
+            };
+            let result = match result {
+                CallResult::PerItem(items) if items.len() == batch.events.len() => {
+                    let (delivered, failed, rest) = std::mem::take(&mut batch).sort_items(&items);
+                    settle_delivered(shared, delivered);
+                    for (event, status, message) in failed {
+                        let failure = failure(DeadLetterReason::Permanent, status, message, retries + 1);
+                        shared.cx.dead_letter.submit(vec![event], failure).await;
+                    }
+                    batch = rest;
+                    match items.into_iter().find(|i| matches!(i, ItemResult::Retriable { .. })) {
+                        Some(ItemResult::Retriable { status, message }) => {
+                            CallResult::Retriable { status, message, retry_after: None }
+                        }
+                        _ => return,
+                    }
+                }
+                CallResult::PerItem(items) => CallResult::Retriable {
+                    status: None,
+                    message: format!("the response has {} item results for {} events", items.len(), batch.events.len()),
+                    retry_after: None,
+                },
+                other => other,
             };
             match result {
                 CallResult::Delivered => {
@@ -470,6 +554,10 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
                         }
                     }
                 }
+                CallResult::PerItem(_) => {
+                    unreachable_per_item(shared, batch).await;
+                    return;
+                }
                 CallResult::Permanent { status, message } => {
                     if batch.events.len() > 1 {
                         shared.cx.ledger.error("batch_split", "sending");
@@ -487,8 +575,18 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, batch: Batch) -> BoxFuture<'a,
     })
 }
 
+/// Per-item results were turned into the other cases above; if one ever arrives here, its
+/// events are dead-lettered rather than dropped.
+async fn unreachable_per_item<S: Service>(shared: &Shared<S>, batch: Batch) {
+    let failure = Failure::now(DeadLetterReason::Permanent, "unhandled per-item response".to_owned(), None);
+    shared.cx.dead_letter.submit(batch.events, failure).await;
+}
+
 fn settle_delivered<S: Service>(shared: &Shared<S>, mut events: Vec<LogEvent>) {
     let n = events.len();
+    if n == 0 {
+        return;
+    }
     let mut finalizers = BatchFinalizers::default();
     for event in &mut events {
         finalizers.push(event.take_finalizer());

@@ -131,7 +131,8 @@ fn settings(max_events: usize) -> DriverSettings {
         max_events,
         max_bytes: usize::MAX,
         batch_timeout: Duration::from_secs(1),
-        concurrency: 1,
+        concurrency: ConcurrencyLimit::Fixed(1),
+        rate_limit: None,
         request_timeout: Duration::from_secs(60),
         retry: RetryPolicy::default(),
     }
@@ -234,4 +235,64 @@ fn encoded_batches_split_at_event_boundaries() {
     let tail = batch.split_off(1);
     assert_eq!(batch.items().collect::<Vec<_>>(), vec![&b"aa"[..]]);
     assert_eq!(tail.items().collect::<Vec<_>>(), vec![&b"b"[..], b"cccc"]);
+}
+
+/// A bulk API: rejects `bad` items for good, throttles `slow` items on the first try only, and
+/// records every item it accepted.
+#[derive(Default)]
+struct Bulk {
+    calls: AtomicUsize,
+    accepted: Mutex<Vec<String>>,
+}
+
+impl Service for Arc<Bulk> {
+    fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        let message = event.get("message").map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
+        buf.extend_from_slice(message.as_bytes());
+        Ok(())
+    }
+    fn call<'a>(&'a self, _key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        let first = self.calls.fetch_add(1, Ordering::Relaxed) == 0;
+        let mut results = Vec::new();
+        for item in batch.items() {
+            let text = String::from_utf8_lossy(item).into_owned();
+            results.push(if text.starts_with("bad") {
+                ItemResult::Permanent { status: Some(400), message: format!("mapper_parsing_exception in {text}") }
+            } else if text.starts_with("slow") && first {
+                ItemResult::Retriable { status: Some(429), message: "es_rejected_execution_exception".into() }
+            } else {
+                if let Ok(mut accepted) = self.accepted.lock() {
+                    accepted.push(text);
+                }
+                ItemResult::Delivered
+            });
+        }
+        Box::pin(async move { CallResult::PerItem(results) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_item_results_deliver_retry_and_dead_letter_each_event_by_itself() {
+    let mut h = harness();
+    let messages: Vec<String> = (0..100)
+        .map(|i| match i % 25 {
+            3 => format!("bad {i}"),
+            7 => format!("slow {i}"),
+            _ => format!("ok {i}"),
+        })
+        .collect();
+    let (notifier, mut outcome) = BatchNotifier::with_receiver();
+    let service = Arc::new(Bulk::default());
+    drive(service.clone(), settings(100), &mut h, events(&messages, EventFinalizer::new(notifier))).await;
+    assert_eq!(service.calls.load(Ordering::Relaxed), 2, "one bulk request, one retry of the throttled items");
+    let accepted = service.accepted.lock().map(|a| a.clone()).unwrap_or_default();
+    assert_eq!(accepted.len(), 96, "every ok and slow event, once");
+    assert_eq!(accepted.iter().filter(|a| a.starts_with("slow")).count(), 4);
+    let got = h.dlq.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|(m, f)| m.starts_with("bad") && f.status == Some(400) && f.message.contains(m.as_str())));
+    let snapshot = h.ledger.snapshot();
+    assert_eq!((snapshot.sent, snapshot.dead_lettered), (96, 4));
+    assert!(snapshot.balanced);
+    assert_eq!(outcome.wait().await, Outcome::Stored);
 }
