@@ -47,6 +47,7 @@ fn poison_events_are_isolated_and_everything_else_is_delivered() {
     let case = Case::new();
     let port = free_port();
     let config = pipeline(&case, port, intake.port, "");
+    let api = common::enable_api(&config);
     let child = case.spawn(&config);
     wait_for_port(port, Duration::from_secs(20));
     let senders: Vec<_> = (0..4)
@@ -67,6 +68,10 @@ fn poison_events_are_isolated_and_everything_else_is_delivered() {
     for s in senders {
         s.join().unwrap_or_else(|_| panic!("sender panicked"));
     }
+    let dlq_size =
+        r#"component_dead_letter_queue_events{component_id="out",component_kind="sink",component_type="http"}"#;
+    let metrics = common::get(api, "/metrics");
+    assert_eq!(common::sample(&metrics, dlq_size), Some(20.0), "the DLQ size gauge: {metrics}");
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");
     let mut delivered = intake.accepted_lines();
@@ -132,6 +137,7 @@ fn transient_500s_and_429s_are_retried_until_every_event_is_delivered() {
     let config = pipeline(&case, port, intake.port, "batch.max_events = 100");
     let config_text = std::fs::read_to_string(&config).unwrap_or_default().replace("batch.max_events = 1000\n", "");
     std::fs::write(&config, config_text).unwrap_or_default();
+    let api = common::enable_api(&config);
     let child = case.spawn(&config);
     wait_for_port(port, Duration::from_secs(20));
     for r in 0..60 {
@@ -139,6 +145,25 @@ fn transient_500s_and_429s_are_retried_until_every_event_is_delivered() {
         let (status, text) = post(port, "/", body.as_bytes());
         assert_eq!(status, 200, "{text}");
     }
+    // Every sender has its answer, so every event is settled: /metrics must say the same.
+    let metrics = common::get(api, "/metrics");
+    let labels = |id: &str, kind: &str, ty: &str| {
+        format!("{{component_id=\"{id}\",component_kind=\"{kind}\",component_type=\"{ty}\"}}")
+    };
+    let at = |name: &str, id: &str, kind: &str, ty: &str| {
+        common::sample(&metrics, &format!("{name}{}", labels(id, kind, ty))).unwrap_or(-1.0)
+    };
+    assert_eq!(at("component_received_events_total", "in", "source", "http_server"), 6000.0, "{metrics}");
+    assert_eq!(at("component_sent_events_total", "in", "source", "http_server"), 6000.0);
+    assert_eq!(at("component_received_events_total", "out", "sink", "http"), 6000.0);
+    assert_eq!(at("component_sent_events_total", "out", "sink", "http"), 6000.0);
+    assert_eq!(at("component_in_flight_events", "out", "sink", "http"), 0.0);
+    assert_eq!(at("buffer_max_size_events", "out", "sink", "http"), 500.0);
+    let retried = common::sample(
+        &metrics,
+        r#"component_errors_total{component_id="out",component_kind="sink",component_type="http",error_type="request_retried",stage="sending"}"#,
+    );
+    assert!(retried.is_some_and(|n| n > 0.0), "retries are counted: {metrics}");
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");
     let mut delivered = intake.accepted_lines();

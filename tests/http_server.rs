@@ -214,17 +214,7 @@ inputs = ["keep"]
     wait_for_port(api, Duration::from_secs(20));
     let (status, _) = post(port, "/", b"info a\ndebug b\ninfo c\n");
     assert_eq!(status, 200);
-    let get = |path: &str| {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap_or_else(|e| panic!("{e}"));
-        std::io::Write::write_all(
-            &mut stream,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap_or_default();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut response).unwrap_or_default();
-        response
-    };
+    let get = |path: &str| common::get(api, path);
     assert!(get("/health").starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics");
     let labels = |id: &str, kind: &str, ty: &str| {

@@ -149,3 +149,27 @@ pub fn terminate(child: Child) -> (Option<i32>, String) {
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
+
+/// A minimal HTTP/1.1 GET; returns the whole response (status line, headers, body).
+pub fn get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// The value of one Prometheus sample line `name{labels}` in `metrics`, if present.
+pub fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Writes `api.enabled` and `api.address` at the top of a config file; returns the API port.
+pub fn enable_api(config: &Path) -> u16 {
+    let port = free_port();
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let text = format!("api.enabled = true\napi.address = \"127.0.0.1:{port}\"\n{text}");
+    std::fs::write(config, text).unwrap_or_else(|e| panic!("{e}"));
+    port
+}

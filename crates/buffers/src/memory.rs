@@ -87,6 +87,12 @@ impl<T> MemorySender<T> {
     pub fn max_events(&self) -> usize {
         self.max_events as usize
     }
+
+    /// A reader of (events queued, capacity) that does not keep the channel open.
+    pub fn gauge(&self) -> impl Fn() -> (u64, u64) + Send + Sync + 'static {
+        let (permits, max) = (self.permits.clone(), self.max_events as usize);
+        move || ((max - permits.available_permits().min(max)) as u64, max as u64)
+    }
 }
 
 impl<T> MemoryReceiver<T> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -33,7 +33,6 @@ impl ComponentKind {
 }
 
 /// Counters of one component. Cheap to update: one atomic per settlement of a chunk.
-#[derive(Debug)]
 pub struct ComponentLedger {
     id: String,
     kind: ComponentKind,
@@ -49,6 +48,20 @@ pub struct ComponentLedger {
     dead_lettered_by_reason: Mutex<BTreeMap<&'static str, u64>>,
     /// (error_type, stage) → count, for `component_errors_total`.
     errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Sinks: reads (events queued, capacity) of the input buffer.
+    buffer_probe: OnceLock<BufferProbe>,
+    /// Sinks: events and bytes in the disk DLQ; -1 until first measured.
+    dlq_events: AtomicI64,
+    dlq_bytes: AtomicI64,
+}
+
+/// Reads a buffer's (events queued, capacity) when metrics are collected.
+pub type BufferProbe = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+impl std::fmt::Debug for ComponentLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentLedger").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+    }
 }
 
 impl ComponentLedger {
@@ -65,7 +78,30 @@ impl ComponentLedger {
             discarded: Mutex::new(BTreeMap::new()),
             dead_lettered_by_reason: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            buffer_probe: OnceLock::new(),
+            dlq_events: AtomicI64::new(-1),
+            dlq_bytes: AtomicI64::new(-1),
         }
+    }
+
+    /// Sets how to read this sink's input buffer (once; later calls are ignored).
+    pub fn set_buffer_probe(&self, probe: BufferProbe) {
+        let _ = self.buffer_probe.set(probe);
+    }
+
+    /// Sets the size of this sink's disk DLQ.
+    pub fn set_dead_letter_queue_size(&self, events: u64, bytes: u64) {
+        self.dlq_events.store(events as i64, Ordering::Relaxed);
+        self.dlq_bytes.store(bytes as i64, Ordering::Relaxed);
+    }
+
+    /// Adds to the size of this sink's disk DLQ (after an append), once it has been measured.
+    pub fn grow_dead_letter_queue(&self, events: u64, bytes: u64) {
+        let add = |gauge: &AtomicI64, n: u64| {
+            let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| (v >= 0).then_some(v + n as i64));
+        };
+        add(&self.dlq_events, events);
+        add(&self.dlq_bytes, bytes);
     }
 
     pub fn id(&self) -> &str {
@@ -139,6 +175,8 @@ impl ComponentLedger {
             .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
             .unwrap_or_default();
         let discarded_total = discarded.values().sum();
+        let buffer = self.buffer_probe.get().map(|probe| probe());
+        let gauge = |g: &AtomicI64| u64::try_from(g.load(Ordering::Relaxed)).ok();
         let mut snap = ComponentSnapshot {
             id: self.id.clone(),
             kind: self.kind,
@@ -153,6 +191,10 @@ impl ComponentLedger {
             errored: self.errored.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             errors,
+            buffer_events: buffer.map(|b| b.0),
+            buffer_max_events: buffer.map(|b| b.1),
+            dead_letter_queue_events: gauge(&self.dlq_events),
+            dead_letter_queue_bytes: gauge(&self.dlq_bytes),
             balanced: false,
         };
         snap.balanced = snap.compute_balanced();
@@ -179,6 +221,16 @@ pub struct ComponentSnapshot {
     pub errored: u64,
     pub in_flight: i64,
     pub errors: BTreeMap<String, u64>,
+    /// Sinks: events in the input buffer now, and its capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_events: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_max_events: Option<u64>,
+    /// Sinks: events and bytes in the disk DLQ, once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_events: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_bytes: Option<u64>,
     pub balanced: bool,
 }
 

@@ -10,6 +10,10 @@ pub enum MetricName {
     ComponentDeadLetteredEventsTotal,
     ComponentErroredEventsTotal,
     ComponentInFlightEvents,
+    BufferSizeEvents,
+    BufferMaxSizeEvents,
+    DeadLetterQueueEvents,
+    DeadLetterQueueBytes,
     UnresolvedEventDropsTotal,
 }
 
@@ -23,6 +27,10 @@ impl MetricName {
             Self::ComponentDeadLetteredEventsTotal => "component_dead_lettered_events_total",
             Self::ComponentErroredEventsTotal => "component_errored_events_total",
             Self::ComponentInFlightEvents => "component_in_flight_events",
+            Self::BufferSizeEvents => "buffer_size_events",
+            Self::BufferMaxSizeEvents => "buffer_max_size_events",
+            Self::DeadLetterQueueEvents => "component_dead_letter_queue_events",
+            Self::DeadLetterQueueBytes => "component_dead_letter_queue_bytes",
             Self::UnresolvedEventDropsTotal => "sluice_unresolved_event_drops_total",
         }
     }

@@ -70,16 +70,30 @@ impl SinkDeadLetter {
         }
     }
 
-    /// Closes the disk segment once it has been idle for a while, so `sluice dlq replay` can
-    /// take it while this sluice keeps running. Runs until the returned task is aborted.
-    pub fn spawn_idle_closer(&self) -> tokio::task::JoinHandle<()> {
+    /// Housekeeping until the returned task is aborted: closes the disk segment once it has
+    /// been idle for a while, so `sluice dlq replay` can take it while this sluice keeps
+    /// running, and measures the disk DLQ for the size gauges (at start, then every 30 s, so
+    /// replays and purges by other processes show).
+    pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
         let disk = self.disk.clone();
+        let ledger = self.ledger.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(dlq::writer::IDLE_CLOSE);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            let cache = Arc::new(std::sync::Mutex::new(dlq::store::SizeCache::default()));
+            for n in 0u64.. {
                 tick.tick().await;
                 disk.close_if_idle(dlq::writer::IDLE_CLOSE);
+                if n % 6 == 0 {
+                    let (disk, cache) = (disk.clone(), cache.clone());
+                    let measured = tokio::task::spawn_blocking(move || {
+                        let mut cache = cache.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                        cache.measure(disk.dir())
+                    });
+                    if let Ok(Ok((events, bytes))) = measured.await {
+                        ledger.set_dead_letter_queue_size(events, bytes);
+                    }
+                }
             }
         })
     }
@@ -153,11 +167,13 @@ impl DeadLetterQueue for SinkDeadLetter {
             }
             drop(output);
             let disk = self.disk.clone();
+            let bytes = lines.len() as u64;
             let written = tokio::task::spawn_blocking(move || disk.append(&lines)).await;
             match written {
                 Ok(Ok(())) => {
                     resolve_all(events, Outcome::Stored);
                     self.ledger.dead_lettered(n, failure.reason.as_str());
+                    self.ledger.grow_dead_letter_queue(n as u64, bytes);
                 }
                 Ok(Err(err)) => self.fail(events, &err.to_string()),
                 Err(err) => self.fail(events, &err.to_string()),

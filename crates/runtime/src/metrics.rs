@@ -104,6 +104,28 @@ pub fn render(ledger: &LedgerSnapshot) -> String {
         "Events inside the component now (buffered, batched or being sent).",
         cs.iter().map(|c| (labels(c), c.in_flight.to_string())).collect(),
     );
+    let gauge = |pick: fn(&sluice_core::ledger::ComponentSnapshot) -> Option<u64>| -> Vec<(String, String)> {
+        cs.iter().filter_map(|c| pick(c).map(|v| (labels(c), v.to_string()))).collect()
+    };
+    family(MetricName::BufferSizeEvents, "gauge", "Events in the sink's input buffer now.", gauge(|c| c.buffer_events));
+    family(
+        MetricName::BufferMaxSizeEvents,
+        "gauge",
+        "Capacity of the sink's input buffer, in events.",
+        gauge(|c| c.buffer_max_events),
+    );
+    family(
+        MetricName::DeadLetterQueueEvents,
+        "gauge",
+        "Events stored in the sink's disk dead-letter queue (measured every 30 s, grown on each write).",
+        gauge(|c| c.dead_letter_queue_events),
+    );
+    family(
+        MetricName::DeadLetterQueueBytes,
+        "gauge",
+        "Bytes of the sink's disk dead-letter queue segments.",
+        gauge(|c| c.dead_letter_queue_bytes),
+    );
     family(
         MetricName::UnresolvedEventDropsTotal,
         "counter",
@@ -133,6 +155,9 @@ mod tests {
         let sink = Arc::new(ComponentLedger::new("out", ComponentKind::Sink, "http"));
         sink.accept(2);
         sink.dead_lettered(2, "permanent");
+        sink.set_buffer_probe(Box::new(|| (3, 500)));
+        sink.set_dead_letter_queue_size(2, 900);
+        sink.grow_dead_letter_queue(1, 100);
         ledger.register(sink);
         let text = render(&ledger.snapshot());
         assert!(text.contains(
@@ -146,6 +171,12 @@ mod tests {
         ));
         assert!(text.contains("error_type=\"condition_failed\",stage=\"processing\"} 1"));
         assert!(text.contains("# TYPE component_in_flight_events gauge"));
+        let out = "{component_id=\"out\",component_kind=\"sink\",component_type=\"http\"}";
+        assert!(text.contains(&format!("buffer_size_events{out} 3\n")), "{text}");
+        assert!(text.contains(&format!("buffer_max_size_events{out} 500\n")));
+        assert!(text.contains(&format!("component_dead_letter_queue_events{out} 3\n")));
+        assert!(text.contains(&format!("component_dead_letter_queue_bytes{out} 1000\n")));
+        assert!(!text.contains("buffer_size_events{component_id=\"keep\""), "transforms have no sink buffer");
         assert!(text.contains("\nsluice_unresolved_event_drops_total 0\n"));
     }
 }

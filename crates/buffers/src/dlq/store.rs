@@ -130,6 +130,55 @@ pub fn summarize(data_dir: &Path) -> std::io::Result<Vec<SinkSummary>> {
     Ok(out)
 }
 
+/// Measures one sink's DLQ (events not yet confirmed by a replay, and bytes on disk) for the
+/// size gauges, recounting only segments whose length changed or that a replay is working on.
+#[derive(Debug, Default)]
+pub struct SizeCache {
+    counted: BTreeMap<PathBuf, (u64, u64)>,
+}
+
+impl SizeCache {
+    pub fn measure(&mut self, sink_dir: &Path) -> std::io::Result<(u64, u64)> {
+        let (mut events, mut bytes) = (0, 0);
+        let mut seen = BTreeMap::new();
+        let entries = match std::fs::read_dir(sink_dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(err) => return Err(err),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "jsonl") {
+                continue;
+            }
+            let len = entry.metadata()?.len();
+            let in_replay = replay::progress_path(&path).exists();
+            let count = match self.counted.get(&path) {
+                Some((l, n)) if *l == len && !in_replay => *n,
+                _ => {
+                    let data = std::fs::read(&path)?;
+                    let lines = whole_lines(&data).split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+                    let confirmed = if in_replay { replay::confirmed(&path)?.len() as u64 } else { 0 };
+                    lines.saturating_sub(confirmed)
+                }
+            };
+            seen.insert(path, (len, count));
+            events += count;
+            bytes += len;
+        }
+        self.counted = seen;
+        Ok((events, bytes))
+    }
+}
+
+/// The complete lines of a segment's contents (a torn tail left out).
+fn whole_lines(data: &[u8]) -> &[u8] {
+    match data.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &data[..end],
+        None => &[],
+    }
+}
+
 /// What a purge did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct PurgeReport {
@@ -271,6 +320,20 @@ mod tests {
         replay.confirm(&[1]).unwrap_or_else(|e| panic!("{e}"));
         drop(replay);
         assert_eq!(summarize(data.path()).unwrap_or_default()[0].events, 1);
+    }
+
+    #[test]
+    fn size_cache_counts_records_and_bytes() {
+        let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = data.path().join("dead_letter/out");
+        let segment = write_segment(&dir, "segment-1.jsonl", &["{}", "{}", "{}", "{\"torn"]);
+        let mut cache = SizeCache::default();
+        let size = std::fs::metadata(&segment).map(|m| m.len()).unwrap_or_default();
+        assert_eq!(cache.measure(&dir).unwrap_or_default(), (3, size));
+        let (mut replay, _) = SegmentReplay::open(&segment).ok().flatten().unwrap_or_else(|| panic!("open"));
+        replay.confirm(&[0]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cache.measure(&dir).unwrap_or_default(), (2, size), "confirmed records do not count");
+        assert_eq!(SizeCache::default().measure(&data.path().join("none")).unwrap_or_default(), (0, 0));
     }
 
     #[test]

@@ -174,6 +174,9 @@ pub async fn run(
             ComponentKind::Sink => c.buffer.max_events,
         };
         let (tx, rx) = memory::<Chunk>(capacity);
+        if c.kind == ComponentKind::Sink {
+            ledger_of(&c.id).set_buffer_probe(Box::new(tx.gauge()));
+        }
         senders.insert(c.id.clone(), (tx, c.buffer.when_full));
         receivers.insert(c.id.clone(), rx);
     }
@@ -199,7 +202,7 @@ pub async fn run(
     let mut fanout_for = |port: &OutputRef| fanouts.remove(port).unwrap_or_default();
 
     let (trigger, signal) = shutdown_pair();
-    let mut idle_closers = Vec::new();
+    let mut housekeeping = Vec::new();
     let mut sources = JoinSet::new();
     let mut others = JoinSet::new();
     let mut errors = Vec::new();
@@ -257,7 +260,7 @@ pub async fn run(
                     fanout_for(&port),
                     &globals.options.data_dir,
                 ));
-                idle_closers.push(dead_letter.spawn_idle_closer());
+                housekeeping.push(dead_letter.spawn_housekeeping());
                 let cx = SinkContext {
                     id: id.clone(),
                     ledger: own_ledger,
@@ -286,7 +289,7 @@ pub async fn run(
         trigger.trigger();
         sources.abort_all();
         others.abort_all();
-        idle_closers.iter().for_each(|c| c.abort());
+        housekeeping.iter().for_each(|c| c.abort());
         return Err(errors);
     }
     tracing::info!(components = names.len(), "Pipeline started.");
@@ -340,7 +343,7 @@ pub async fn run(
         while sources.join_next().await.is_some() {}
         while others.join_next().await.is_some() {}
     }
-    for closer in idle_closers {
+    for closer in housekeeping {
         closer.abort();
     }
     Ok(RunReport { ledger: ledger.snapshot(), timed_out, failed_components })
