@@ -15,7 +15,7 @@ pub struct LogLimit {
 }
 
 impl LogLimit {
-    pub fn new(interval: Duration) -> Self {
+    pub const fn new(interval: Duration) -> Self {
         Self { interval, last: Mutex::new(None), folded: AtomicU64::new(0) }
     }
 
@@ -40,10 +40,13 @@ impl LogLimit {
     }
 }
 
+/// The usual interval: one line per 10 seconds per site.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+
 impl Default for LogLimit {
     /// One line per 10 seconds.
     fn default() -> Self {
-        Self::new(Duration::from_secs(10))
+        Self::new(INTERVAL)
     }
 }
 

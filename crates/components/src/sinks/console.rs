@@ -59,6 +59,7 @@ impl Sink for Console {
                 ConsoleTarget::Stderr => Box::new(tokio::io::stderr()),
             };
             let mut buf = Vec::with_capacity(64 * 1024);
+            let write_log = sluice_core::log_limit::LogLimit::default();
             while let Some(chunk) = input.next().await {
                 buf.clear();
                 let mut pending = Pending::default();
@@ -83,7 +84,15 @@ impl Sink for Console {
                     Ok(()) => pending.settle(&cx.ledger, Outcome::Delivered),
                     Err(err) => {
                         cx.ledger.error("write_failed", "sending");
-                        tracing::error!(component_id = &*cx.id, error = %err, events = pending.events, "Cannot write to the console; events counted as failed.");
+                        if let Some(folded) = write_log.admit() {
+                            tracing::error!(
+                                component_id = &*cx.id,
+                                error = %err,
+                                events = pending.events,
+                                similar_since_last_line = folded,
+                                "Cannot write to the console; events counted as failed."
+                            );
+                        }
                         pending.settle(&cx.ledger, Outcome::Failed);
                     }
                 }

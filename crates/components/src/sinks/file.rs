@@ -219,6 +219,7 @@ impl Sink for FileSink {
             let idle = Duration::from_secs(config.idle_timeout_secs);
             let static_path = (!template.is_dynamic()).then(|| normalize(Path::new(&config.path)));
             let mut files: HashMap<PathBuf, OpenFile> = HashMap::new();
+            let write_log = sluice_core::log_limit::LogLimit::default();
             let mut ticker = tokio::time::interval(idle.max(Duration::from_secs(1)));
             loop {
                 let chunk = tokio::select! {
@@ -277,13 +278,16 @@ impl Sink for FileSink {
                         Ok(()) => group.pending.settle(&cx.ledger, Outcome::Delivered),
                         Err(err) => {
                             cx.ledger.error("write_failed", "sending");
-                            tracing::error!(
-                                component_id = &*cx.id,
-                                path = %group.path.display(),
-                                error = %err,
-                                events = group.pending.events,
-                                "Cannot write to file; events counted as failed."
-                            );
+                            if let Some(folded) = write_log.admit() {
+                                tracing::error!(
+                                    component_id = &*cx.id,
+                                    path = %group.path.display(),
+                                    error = %err,
+                                    events = group.pending.events,
+                                    similar_since_last_line = folded,
+                                    "Cannot write to file; events counted as failed."
+                                );
+                            }
                             group.pending.settle(&cx.ledger, Outcome::Failed);
                         }
                     }

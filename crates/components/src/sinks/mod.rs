@@ -11,6 +11,7 @@ pub mod template;
 
 use sluice_core::ack::{BatchFinalizers, Outcome};
 use sluice_core::ledger::ComponentLedger;
+use sluice_core::log_limit::{self, LogLimit};
 use sluice_core::{Chunk, LogEvent};
 
 /// The finalizers and size of events a sink has taken but not yet settled.
@@ -50,5 +51,14 @@ pub(crate) fn reject(ledger: &ComponentLedger, mut event: LogEvent, reason: &'st
     event.take_finalizer().resolve(Outcome::Failed);
     ledger.errored(1);
     ledger.error(reason, "processing");
-    tracing::error!(component_id = ledger.id(), reason, error, "Event could not be written; counted as failed.");
+    static LOG: LogLimit = LogLimit::new(log_limit::INTERVAL);
+    if let Some(folded) = LOG.admit() {
+        tracing::error!(
+            component_id = ledger.id(),
+            reason,
+            error,
+            similar_since_last_line = folded,
+            "Event could not be written; counted as failed."
+        );
+    }
 }

@@ -229,7 +229,17 @@ async fn send_segment(
                 Err(err) => {
                     totals.unreadable += 1;
                     out.ledger().error("unreadable_record", "receiving");
-                    tracing::warn!(component_id = id, record = index, error = %err, "A DLQ record cannot be read; it stays in the DLQ.");
+                    static LOG: sluice_core::log_limit::LogLimit =
+                        sluice_core::log_limit::LogLimit::new(sluice_core::log_limit::INTERVAL);
+                    if let Some(folded) = LOG.admit() {
+                        tracing::warn!(
+                            component_id = id,
+                            record = index,
+                            error = %err,
+                            similar_since_last_line = folded,
+                            "A DLQ record cannot be read; it stays in the DLQ."
+                        );
+                    }
                 }
             }
             if chunk.len() >= pacer.chunk {

@@ -89,7 +89,18 @@ pub(crate) fn count_rejected(ledger: &ComponentLedger, n: usize, reason: &'stati
     ledger.accept(n);
     ledger.discarded(n, reason, false);
     ledger.error(reason, "receiving");
-    tracing::warn!(component_id = ledger.id(), frames = n, reason, detail, "Input discarded.");
+    static LOG: sluice_core::log_limit::LogLimit =
+        sluice_core::log_limit::LogLimit::new(sluice_core::log_limit::INTERVAL);
+    if let Some(folded) = LOG.admit() {
+        tracing::warn!(
+            component_id = ledger.id(),
+            frames = n,
+            reason,
+            detail,
+            similar_since_last_line = folded,
+            "Input discarded."
+        );
+    }
 }
 
 /// Lets many tasks (connections, requests) feed one [`SourceSender`]. The forwarder ends when

@@ -124,6 +124,7 @@ async fn run_tcp(
     out: sluice_core::component::SourceSender,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), ()> {
+    let accept_log = sluice_core::log_limit::LogLimit::default();
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
         tracing::error!(error = %e, "Cannot register the listener.");
     })?;
@@ -142,7 +143,9 @@ async fn run_tcp(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
-                    tracing::warn!(error = %err, "Cannot accept a connection.");
+                    if let Some(folded) = accept_log.admit() {
+                        tracing::warn!(error = %err, similar_since_last_line = folded, "Cannot accept a connection.");
+                    }
                     ledger.error("accept_failed", "receiving");
                     continue;
                 }
@@ -225,7 +228,11 @@ async fn run_udp(
             received = socket.recv_from(&mut datagram) => match received {
                 Ok(received) => received,
                 Err(err) => {
-                    tracing::warn!(error = %err, "Cannot receive a datagram.");
+                    static LOG: sluice_core::log_limit::LogLimit =
+                        sluice_core::log_limit::LogLimit::new(sluice_core::log_limit::INTERVAL);
+                    if let Some(folded) = LOG.admit() {
+                        tracing::warn!(error = %err, similar_since_last_line = folded, "Cannot receive a datagram.");
+                    }
                     ledger.error("receive_failed", "receiving");
                     continue;
                 }

@@ -26,13 +26,14 @@ impl TransformConfig for FilterConfig {
 
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn FunctionTransform>, BuildError> {
         let condition = self.condition.build().map_err(BuildError)?;
-        Ok(Box::new(Filter { condition, component_id: cx.id.to_string() }))
+        Ok(Box::new(Filter { condition, component_id: cx.id.to_string(), log_limit: Default::default() }))
     }
 }
 
 struct Filter {
     condition: Condition,
     component_id: String,
+    log_limit: sluice_core::log_limit::LogLimit,
 }
 
 impl FunctionTransform for Filter {
@@ -50,9 +51,12 @@ impl FunctionTransform for Filter {
                 }
             }
         }
-        if errors > 0 {
+        if errors > 0
+            && let Some(folded) = self.log_limit.admit()
+        {
             tracing::warn!(
                 component_id = self.component_id.as_str(),
+                similar_since_last_line = folded,
                 errors,
                 error = last_error.as_deref().unwrap_or_default(),
                 "Condition failed on some events; they count as not matching."

@@ -114,6 +114,7 @@ impl TransformConfig for RemapConfig {
             drop_on_abort: self.drop_on_abort,
             reroute_dropped: self.reroute_dropped,
             component_id: cx.id.to_string(),
+            log_limit: Default::default(),
         }))
     }
 }
@@ -127,6 +128,7 @@ struct Remap {
     drop_on_abort: bool,
     reroute_dropped: bool,
     component_id: String,
+    log_limit: sluice_core::log_limit::LogLimit,
 }
 
 impl Remap {
@@ -200,9 +202,12 @@ impl FunctionTransform for Remap {
                 }
             }
         }
-        if errors > 0 {
+        if errors > 0
+            && let Some(folded) = self.log_limit.admit()
+        {
             tracing::warn!(
                 component_id = self.component_id.as_str(),
+                similar_since_last_line = folded,
                 errors,
                 error = last_error.as_deref().unwrap_or_default(),
                 "VRL program failed on some events."

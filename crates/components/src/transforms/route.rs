@@ -80,7 +80,12 @@ impl TransformConfig for RouteConfig {
             .map(|(_, c)| c.build())
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError)?;
-        Ok(Box::new(Route { conditions, reroute_unmatched: self.reroute_unmatched, component_id: cx.id.to_string() }))
+        Ok(Box::new(Route {
+            conditions,
+            reroute_unmatched: self.reroute_unmatched,
+            component_id: cx.id.to_string(),
+            log_limit: Default::default(),
+        }))
     }
 }
 
@@ -88,6 +93,7 @@ struct Route {
     conditions: Vec<Condition>,
     reroute_unmatched: bool,
     component_id: String,
+    log_limit: sluice_core::log_limit::LogLimit,
 }
 
 impl FunctionTransform for Route {
@@ -114,9 +120,12 @@ impl FunctionTransform for Route {
                 None => out.discard(event, "unmatched", true),
             }
         }
-        if errors > 0 {
+        if errors > 0
+            && let Some(folded) = self.log_limit.admit()
+        {
             tracing::warn!(
                 component_id = self.component_id.as_str(),
+                similar_since_last_line = folded,
                 errors,
                 "Route conditions failed on some events."
             );

@@ -6,6 +6,7 @@
 //! resolved and counted (failed when the consumer is gone, discarded under `buffer_full` when
 //! the consumer chose `drop_newest`), never dropped silently.
 
+use sluice_core::log_limit::LogLimit;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -78,11 +79,15 @@ impl Fanout {
                 resolve_all(copy, Outcome::Failed);
                 consumer.ledger.errored(n);
                 consumer.ledger.error("consumer_stopped", "receiving");
-                tracing::error!(
-                    component_id = consumer.ledger.id(),
-                    events = n,
-                    "Component stopped before taking its events; counted as failed."
-                );
+                static LOG: LogLimit = LogLimit::new(sluice_core::log_limit::INTERVAL);
+                if let Some(folded) = LOG.admit() {
+                    tracing::error!(
+                        component_id = consumer.ledger.id(),
+                        events = n,
+                        similar_since_last_line = folded,
+                        "Component stopped before taking its events; counted as failed."
+                    );
+                }
                 closed.push(i);
             }
         }
