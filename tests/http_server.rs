@@ -284,3 +284,55 @@ request.timeout_secs = 60
     let stored = std::fs::read_dir(case.path("data/dead_letter/stuck")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(stored, 1, "one DLQ segment");
 }
+
+#[test]
+fn internal_metrics_reach_a_prometheus_exporter() {
+    let case = Case::new();
+    let port = free_port();
+    let exporter = free_port();
+    let config = case.config(&format!(
+        r#"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+
+[sinks.out]
+type = "blackhole"
+inputs = ["intake"]
+
+[sources.self]
+type = "internal_metrics"
+scrape_interval_secs = 0.1
+tags.host_key = "host"
+
+[sinks.prom]
+type = "prometheus_exporter"
+inputs = ["self"]
+address = "127.0.0.1:{exporter}"
+suppress_timestamp = true
+"#
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    wait_for_port(exporter, Duration::from_secs(20));
+    let (status, _) = post(port, "/", b"a\nb\nc\n");
+    assert_eq!(status, 200);
+    let series = "vector_component_sent_events_total{component_id=\"out\",component_kind=\"sink\",component_type=\"blackhole\",host=\"";
+    let start = std::time::Instant::now();
+    let scraped = loop {
+        let text = common::get(exporter, "/metrics");
+        if text.lines().any(|l| l.starts_with(series) && l.ends_with(" 3")) {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no up-to-date sample: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(scraped.contains("# TYPE vector_component_sent_events_total counter"));
+    assert!(scraped.contains("# TYPE vector_component_in_flight_events gauge"));
+    assert!(scraped.contains("vector_buffer_max_size_events{component_id=\"out\""));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert!(component(&ledger, "prom")["sent"].as_u64().unwrap_or(0) > 0, "the exporter took the metric events");
+}

@@ -9,7 +9,7 @@ use crate::sinks::{
 };
 use crate::sources::{
     dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, http_server::HttpServerConfig,
-    socket::SocketConfig, stdin::StdinConfig,
+    internal_metrics::InternalMetricsConfig, socket::SocketConfig, stdin::StdinConfig,
 };
 use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
 
@@ -36,6 +36,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &["http"],
             summary: "Events from HTTP requests, answered after delivery",
             parse: parse_source::<HttpServerConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "internal_metrics",
+            aliases: &[],
+            summary: "sluice's own counters and gauges as metric events",
+            parse: parse_source::<InternalMetricsConfig>,
         },
         ComponentSpec {
             kind: Source,

@@ -177,6 +177,8 @@ pub struct SourceContext {
     /// Whether the source must wait for its events' outcomes before acknowledging.
     pub acknowledgements: bool,
     pub globals: Arc<GlobalOptions>,
+    /// Every component's counters, read-only (`internal_metrics` reports them).
+    pub pipeline: crate::ledger::Ledger,
 }
 
 /// A running source: finishes when its input ends or shutdown is signalled.

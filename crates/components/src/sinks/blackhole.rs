@@ -20,6 +20,10 @@ pub struct BlackholeConfig {
 }
 
 impl SinkConfig for BlackholeConfig {
+    fn input_type(&self) -> sluice_core::component::DataType {
+        sluice_core::component::DataType::ANY
+    }
+
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         Ok(Box::new(Blackhole { config: self.clone(), cx }))
     }

@@ -31,6 +31,10 @@ pub enum ConsoleTarget {
 }
 
 impl SinkConfig for ConsoleConfig {
+    fn input_type(&self) -> sluice_core::component::DataType {
+        sluice_core::component::DataType::ANY
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = self.encoding.check();
         issues.extend(self.framing.delimiter().err());

@@ -4,6 +4,7 @@
 pub mod dead_letter;
 pub mod demo_logs;
 pub mod http_server;
+pub mod internal_metrics;
 pub mod socket;
 pub mod stdin;
 

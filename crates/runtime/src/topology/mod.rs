@@ -220,6 +220,7 @@ pub async fn run(
                     shutdown: signal.clone(),
                     acknowledgements: c.acknowledgements && config.can_acknowledge(),
                     globals: globals.options.clone(),
+                    pipeline: ledger.clone(),
                 };
                 match config.build(cx) {
                     Ok(task) => {
