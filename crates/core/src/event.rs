@@ -224,6 +224,22 @@ impl LogEvent {
     pub fn set_secret(&mut self, key: &str, value: &str) {
         self.metadata.extras_mut().secrets.insert(key, value);
     }
+    /// Every secret, as (key, value). VRL's `Secrets` cannot be iterated, but its `Debug`
+    /// lists the keys (values redacted); each key read back is checked with `get`.
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        let Some(extras) = self.metadata.extras.as_ref() else { return Vec::new() };
+        if extras.secrets == Secrets::new() {
+            return Vec::new();
+        }
+        debug_keys(&format!("{:?}", extras.secrets))
+            .into_iter()
+            .filter_map(|key| extras.secrets.get(&key).map(|value| (key, value.to_string())))
+            .collect()
+    }
+    /// VRL's `%` metadata object, if the event has any.
+    pub fn metadata_value(&self) -> Option<&Value> {
+        self.metadata.extras.as_ref().map(|e| &e.value)
+    }
     pub fn metadata_value_mut(&mut self) -> &mut Value {
         &mut self.metadata.extras_mut().value
     }
@@ -262,6 +278,58 @@ impl LogEvent {
     }
 }
 
+/// The keys of a `Debug`-printed map of strings: `{"a": …, "b\"c": …}`.
+fn debug_keys(text: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut chars = text.chars().peekable();
+    // At the start of each entry, a key in quotes; values are skipped up to the next `, "` or `}`.
+    let mut expect_key = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if expect_key => {
+                let mut key = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => match chars.next() {
+                            Some('n') => key.push('\n'),
+                            Some('t') => key.push('\t'),
+                            Some('r') => key.push('\r'),
+                            Some('0') => key.push('\0'),
+                            Some('u') => {
+                                let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                                if let Some(c) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                                    key.push(c);
+                                }
+                            }
+                            Some(other) => key.push(other),
+                            None => break,
+                        },
+                        '"' => break,
+                        other => key.push(other),
+                    }
+                }
+                keys.push(key);
+                expect_key = false;
+            }
+            '"' => {
+                // A value string: skip it.
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            ',' => expect_key = true,
+            _ => {}
+        }
+    }
+    keys
+}
+
 /// Resolves every event of a chunk with one outcome.
 pub fn resolve_all(events: impl IntoIterator<Item = LogEvent>, outcome: Outcome) {
     for event in events {
@@ -293,6 +361,20 @@ mod tests {
         let b = LogEvent::legacy(Bytes::from_static(b"hi"), "stdin", Some(&host), meta);
         assert_eq!(a.value(), b.value());
         assert_eq!(a.source_id(), "in");
+    }
+
+    #[test]
+    fn secrets_can_be_listed() {
+        let mut event = LogEvent::from_value(Value::from("x"), EventMetadata::new("in", Utc::now()));
+        assert!(event.secrets().is_empty());
+        event.set_secret("api_key", "k1");
+        event.set_secret("we\"ird, key", "v\"2");
+        let mut secrets = event.secrets();
+        secrets.sort();
+        assert_eq!(
+            secrets,
+            vec![("api_key".to_owned(), "k1".to_owned()), ("we\"ird, key".to_owned(), "v\"2".to_owned())]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   `received = sent + discarded + dead_lettered + errored + in_flight`.
 
 pub mod ack;
+pub mod codec;
 pub mod component;
 pub mod dead_letter;
 pub mod event;
