@@ -7,6 +7,7 @@
 //!
 //! The disk buffer comes later and will live here too.
 
+pub mod disk;
 pub mod dlq;
 pub mod memory;
 

@@ -1,0 +1,13 @@
+//! The disk buffer: a segmented write-ahead log of event chunks under
+//! `data_dir/buffer/<id>/`, with records removed only when acknowledged. Format and rules:
+//! `docs/design/disk-buffer.md`.
+
+pub mod record;
+pub mod storage;
+pub mod wal;
+
+#[cfg(test)]
+mod tests;
+
+pub use storage::{Fs, Storage};
+pub use wal::{AppendError, Item, Wal, WalOptions, WalStats};

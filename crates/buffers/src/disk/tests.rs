@@ -1,0 +1,323 @@
+//! Disk buffer tests on the in-memory storage: faults, crashes, corruption, and a model-based
+//! property test against a plain queue.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::storage::mem::{Faults, Mem};
+use super::*;
+
+const OPTIONS: WalOptions = WalOptions { max_size: 1 << 20, segment_bytes: 256 };
+
+fn dir() -> PathBuf {
+    PathBuf::from("/buf")
+}
+
+fn open(mem: &Mem) -> Wal {
+    Wal::open(&dir(), Arc::new(mem.clone()), OPTIONS).unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+fn drain(wal: &mut Wal) -> Vec<Item> {
+    let mut out = Vec::new();
+    while let Some(item) = wal.read_next().unwrap_or_else(|e| panic!("read: {e}")) {
+        out.push(item);
+    }
+    out
+}
+
+fn payloads(items: &[Item]) -> Vec<Vec<u8>> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Record { payload, .. } => Some(payload.clone()),
+            Item::Corrupt { .. } => None,
+        })
+        .collect()
+}
+
+fn append(wal: &mut Wal, payload: &[u8]) -> u64 {
+    wal.append(1, payload).unwrap_or_else(|e| panic!("append: {e}"))
+}
+
+#[test]
+fn records_survive_a_restart_until_acknowledged() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    for i in 0..20u8 {
+        append(&mut wal, &[i; 30]);
+    }
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    let items = drain(&mut wal);
+    assert_eq!(items.len(), 20);
+    for id in 0..10 {
+        wal.ack(id).unwrap_or_else(|e| panic!("{e}"));
+    }
+    wal.persist_acks().unwrap_or_else(|e| panic!("{e}"));
+    mem.crash(0);
+    let mut wal = open(&mem);
+    let again = payloads(&drain(&mut wal));
+    assert_eq!(again, (10..20u8).map(|i| vec![i; 30]).collect::<Vec<_>>(), "exactly the unacknowledged ones");
+    for id in 10..20 {
+        wal.ack(id).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(mem.file(&dir().join("segment-00000000000000000000.wal")).is_none(), "acknowledged segments are deleted");
+    assert_eq!(wal.unacknowledged(), 0);
+}
+
+#[test]
+fn a_torn_tail_is_skipped_and_new_records_follow() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    append(&mut wal, b"synced");
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    append(&mut wal, b"never synced, torn by the crash");
+    mem.crash(7);
+    let mut wal = open(&mem);
+    append(&mut wal, b"after restart");
+    let items = drain(&mut wal);
+    assert_eq!(payloads(&items), vec![b"synced".to_vec(), b"after restart".to_vec()]);
+    assert_eq!(wal.stats().torn_tails, 1);
+}
+
+#[test]
+fn a_corrupt_record_is_handed_out_raw_and_reading_continues() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    let ids: Vec<u64> = (0..5u8).map(|i| append(&mut wal, &[b'a' + i; 10])).collect();
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    let segment = dir().join("segment-00000000000000000000.wal");
+    // Record 2 starts at 2 * (20 + 10) bytes; damage its payload.
+    mem.corrupt(&segment, 2 * 30 + 25);
+    let mut wal = open(&mem);
+    let items = drain(&mut wal);
+    assert_eq!(payloads(&items), vec![vec![b'a'; 10], vec![b'b'; 10], vec![b'd'; 10], vec![b'e'; 10]]);
+    let corrupt: Vec<_> = items.iter().filter(|i| matches!(i, Item::Corrupt { .. })).collect();
+    assert_eq!(corrupt.len(), 1);
+    let Item::Corrupt { bytes, reason, lost, offset, .. } = corrupt[0] else { panic!("corrupt") };
+    assert_eq!((bytes.len(), *reason, lost.clone(), *offset), (30, "checksum mismatch", ids[2]..ids[3], 60));
+    for id in ids {
+        wal.ack(id).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(wal.unacknowledged(), 0, "the lost id, once acknowledged, lets the floor pass");
+}
+
+#[test]
+fn a_failed_fsync_stops_the_buffer_accepting() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    append(&mut wal, b"x");
+    mem.inject(Faults { fail_sync: true, ..Faults::default() });
+    assert!(wal.sync().is_err());
+    assert!(matches!(wal.append(1, b"y"), Err(AppendError::Failed(_))));
+    assert!(wal.sync().is_err(), "never reports success after a failed fsync");
+}
+
+#[test]
+fn no_space_is_back_pressure_not_a_failure() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    append(&mut wal, b"first");
+    mem.inject(Faults { no_space: true, ..Faults::default() });
+    assert!(matches!(wal.append(1, b"refused"), Err(AppendError::NoSpace)));
+    append(&mut wal, b"later");
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(payloads(&drain(&mut wal)), vec![b"first".to_vec(), b"later".to_vec()]);
+}
+
+#[test]
+fn short_writes_still_make_whole_records() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    mem.inject(Faults { short_write: Some(3), ..Faults::default() });
+    append(&mut wal, b"written in pieces");
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(payloads(&drain(&mut wal)), vec![b"written in pieces".to_vec()]);
+}
+
+#[test]
+fn a_full_buffer_refuses_until_acknowledgements_free_space() {
+    let mem = Mem::default();
+    let options = WalOptions { max_size: 200, segment_bytes: 60 };
+    let mut wal = Wal::open(&dir(), Arc::new(mem.clone()), options).unwrap_or_else(|e| panic!("{e}"));
+    let mut ids = Vec::new();
+    loop {
+        match wal.append(1, &[0; 30]) {
+            Ok(id) => ids.push(id),
+            Err(AppendError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(wal.size() <= 200);
+    drain(&mut wal);
+    for id in &ids {
+        wal.ack(*id).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(wal.append(1, &[0; 30]).is_ok(), "space came back");
+}
+
+/// Committed files of each format version must stay readable.
+#[test]
+fn format_version_1_fixture_is_readable() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/disk-buffer-v1");
+    let mem = Mem::default();
+    let fs = Fs;
+    for path in fs.list(&fixture, ".wal").unwrap_or_default() {
+        let data = fs.read(&path).ok().flatten().unwrap_or_default();
+        mem.put(&dir().join(path.file_name().unwrap_or_default()), &data);
+    }
+    if let Some(acked) = fs.read(&fixture.join("acked")).ok().flatten() {
+        mem.put(&dir().join("acked"), &acked);
+    }
+    let mut wal = open(&mem);
+    let items = drain(&mut wal);
+    // The fixture: records 0..=4 ("record 0".."record 4"), floor 1, a corrupt record 3, a
+    // torn tail.
+    assert_eq!(payloads(&items), vec![b"record 1".to_vec(), b"record 2".to_vec(), b"record 4".to_vec()]);
+    assert_eq!(items.iter().filter(|i| matches!(i, Item::Corrupt { .. })).count(), 1);
+    assert_eq!(wal.stats().torn_tails, 1);
+}
+
+/// Writes the fixture (run once with `SLUICE_BLESS=1`; the files are committed).
+#[test]
+fn bless_format_version_1_fixture() {
+    if std::env::var_os("SLUICE_BLESS").is_none() {
+        return;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/disk-buffer-v1");
+    let _ = std::fs::create_dir_all(&fixture);
+    let mut data = Vec::new();
+    for id in 0..5u64 {
+        record::encode(&mut data, id, 1, format!("record {id}").as_bytes());
+    }
+    let third = (record::HEADER + 8) * 3;
+    data[third + record::HEADER + 2] ^= 0xff;
+    let mut torn = Vec::new();
+    record::encode(&mut torn, 5, 1, b"record 5, torn");
+    data.extend_from_slice(&torn[..torn.len() / 2]);
+    let _ = std::fs::write(fixture.join("segment-00000000000000000000.wal"), &data);
+    let _ = std::fs::write(fixture.join("acked"), b"sluice-buffer-acked v1 1\n");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    Sync,
+    ReadAck(u8),
+    Persist,
+    Crash(u8),
+    ShortWrite(u8),
+    NoSpace,
+    FailSync,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u8..60).prop_map(Op::Append),
+        3 => Just(Op::Sync),
+        3 => (1u8..6).prop_map(Op::ReadAck),
+        2 => Just(Op::Persist),
+        1 => (0u8..40).prop_map(Op::Crash),
+        1 => (1u8..10).prop_map(Op::ShortWrite),
+        1 => Just(Op::NoSpace),
+        1 => Just(Op::FailSync),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Against a model: every record that was synced and never acknowledged is read back after any sequence of appends, reads, acknowledgements, crashes and faults,
+    /// with its exact bytes, in id order; nothing is read that was never appended.
+    #[test]
+    fn the_buffer_matches_a_queue_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let mem = Mem::default();
+        let mut wal = open(&mem);
+        // id -> (payload, synced)
+        let mut model: BTreeMap<u64, (Vec<u8>, bool)> = BTreeMap::new();
+        // Acknowledged at some point: such a record may be gone for good, or come back after a
+        // crash if the floor covering it was not persisted yet.
+        let mut acked: BTreeSet<u64> = BTreeSet::new();
+        // Unsynced records from before a crash: they may or may not have survived it.
+        let mut maybe: BTreeSet<u64> = BTreeSet::new();
+        let mut counter = 0u32;
+        for op in ops {
+            match op {
+                Op::Append(len) => {
+                    counter += 1;
+                    let mut payload = counter.to_le_bytes().to_vec();
+                    payload.resize(4 + len as usize, len);
+                    if let Ok(id) = wal.append(1, &payload) {
+                        model.insert(id, (payload, false));
+                        maybe.remove(&id);
+                    }
+                }
+                Op::Sync => {
+                    if wal.sync().is_ok() {
+                        model.values_mut().for_each(|r| r.1 = true);
+                    }
+                }
+                Op::ReadAck(n) => {
+                    let mut last = None;
+                    for _ in 0..n {
+                        match wal.read_next() {
+                            Ok(Some(Item::Record { id, payload, .. })) => {
+                                if !maybe.contains(&id) {
+                                    let expected = model.get(&id).map(|r| &r.0);
+                                    prop_assert_eq!(Some(&payload), expected, "record {} has its bytes", id);
+                                }
+                                prop_assert!(last.is_none_or(|l| id > l), "ids increase");
+                                last = Some(id);
+                                let _ = wal.ack(id);
+                                acked.insert(id);
+                            }
+                            Ok(Some(Item::Corrupt { reason, .. })) => prop_assert!(false, "no corruption was injected: {}", reason),
+                            Ok(None) => break,
+                            Err(e) => prop_assert!(false, "read failed: {}", e),
+                        }
+                    }
+                }
+                Op::Persist => {
+                    let _ = wal.persist_acks();
+                }
+                Op::Crash(keep) => {
+                    mem.crash(keep as usize);
+                    wal = open(&mem);
+                    // Records that were never synced may have survived the crash whole, or not.
+                    maybe.extend(model.iter().filter(|(_, r)| !r.1).map(|(id, _)| *id));
+                    model.retain(|_, r| r.1);
+                }
+                Op::ShortWrite(n) => mem.inject(Faults { short_write: Some(n as usize), ..Faults::default() }),
+                Op::NoSpace => mem.inject(Faults { no_space: true, ..Faults::default() }),
+                Op::FailSync => {
+                    mem.inject(Faults { fail_sync: true, ..Faults::default() });
+                    if wal.sync().is_err() {
+                        // A failed buffer is replaced by reopening (what sluice does on restart).
+                        mem.crash(0);
+                        wal = open(&mem);
+                        // A roll syncs the segment it leaves: unsynced here means "maybe".
+                        maybe.extend(model.iter().filter(|(_, r)| !r.1).map(|(id, _)| *id));
+                        model.retain(|_, r| r.1);
+                    }
+                }
+            }
+        }
+        // Everything synced and not acknowledged must still be there.
+        let mut seen = BTreeSet::new();
+        while let Ok(Some(item)) = wal.read_next() {
+            if let Item::Record { id, payload, .. } = item {
+                if !maybe.contains(&id) {
+                    prop_assert_eq!(Some(&payload), model.get(&id).map(|r| &r.0));
+                }
+                seen.insert(id);
+            }
+        }
+        for (id, (_, synced)) in &model {
+            if *synced && !acked.contains(id) {
+                prop_assert!(seen.contains(id), "synced record {} was lost", id);
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The disk buffer's write-ahead log: segment files of records (see [`super::record`]), an
+//! acknowledgement floor, and a reader that never stops at damage.
+//!
+//! Invariants:
+//! - records get consecutive ids; a record is appended whole or its segment is abandoned (the
+//!   next append starts a new segment), so a torn record can only be the tail of a segment;
+//! - [`Wal::sync`] makes every record appended so far durable; nothing counts as stored before;
+//! - a record is removed only when acknowledged: the floor (every id below it acknowledged) is
+//!   persisted in `acked` (atomic replace), and a segment is deleted once all its ids are below
+//!   the floor. After a crash, records at or above the persisted floor are read again (at least
+//!   once; duplicates are bounded by what was delivered after the last persist);
+//! - bytes that are not a valid record (checksum, version, length) are handed out as
+//!   [`Item::Corrupt`], raw, and reading continues at the next valid record; a segment's torn
+//!   tail is skipped and counted. The reader never fails on the buffer's own data.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{self, Parsed};
+use super::storage::{AppendFile, Storage};
+
+const SUFFIX: &str = ".wal";
+const ACKED: &str = "acked";
+const ACKED_HEADER: &str = "sluice-buffer-acked v1";
+
+/// Limits of one buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct WalOptions {
+    /// Most bytes of unacknowledged segments.
+    pub max_size: u64,
+    /// A segment rolls over past this size.
+    pub segment_bytes: u64,
+}
+
+/// Why an append did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// `max_size` reached: wait for acknowledgements (back-pressure).
+    #[error("the buffer is full")]
+    Full,
+    /// The disk is full: wait and try again (back-pressure, not a crash).
+    #[error("no space left on the device")]
+    NoSpace,
+    /// A sync failed earlier: the buffer takes nothing more.
+    #[error("the buffer stopped accepting after an error: {0}")]
+    Failed(String),
+    #[error("write failed: {0}")]
+    Io(std::io::Error),
+}
+
+/// What the reader hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Record {
+        id: u64,
+        events: u16,
+        payload: Vec<u8>,
+    },
+    /// Bytes that are not a valid record, with where they were and why. `lost` are the ids
+    /// the damage swallowed: acknowledge them once the bytes are stored elsewhere (the DLQ).
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        bytes: Vec<u8>,
+        reason: &'static str,
+        lost: std::ops::Range<u64>,
+    },
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    first_id: u64,
+    /// The last id it may hold (`None` while empty).
+    last_id: Option<u64>,
+    bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Cursor {
+    segment: usize,
+    /// Offset in the segment file of `buf[0]`.
+    offset: u64,
+    buf: Vec<u8>,
+    /// Highest id read so far (resync looks for ids above it).
+    last_id: Option<u64>,
+}
+
+/// Counters for reports and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalStats {
+    pub torn_tails: u64,
+    pub torn_bytes: u64,
+    pub corrupt_ranges: u64,
+    pub corrupt_bytes: u64,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    options: WalOptions,
+    segments: Vec<Segment>,
+    writer: Option<Box<dyn AppendFile>>,
+    /// A failed write left part of a record: the next append starts a new segment.
+    abandon_segment: bool,
+    unsynced: bool,
+    failed: Option<String>,
+    next_id: u64,
+    floor: u64,
+    persisted_floor: u64,
+    acked: BTreeSet<u64>,
+    cursor: Cursor,
+    total_bytes: u64,
+    stats: WalStats,
+}
+
+fn segment_name(first_id: u64) -> String {
+    format!("segment-{first_id:020}{SUFFIX}")
+}
+
+fn first_id_of(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_prefix("segment-")?.strip_suffix(SUFFIX)?.parse().ok()
+}
+
+impl Wal {
+    /// Opens (or creates) the buffer in `dir`.
+    pub fn open(dir: &Path, storage: Arc<dyn Storage>, options: WalOptions) -> std::io::Result<Self> {
+        storage.create_dir(dir)?;
+        let floor = match storage.read(&dir.join(ACKED))? {
+            None => 0,
+            Some(data) => {
+                let text = String::from_utf8_lossy(&data);
+                match text.strip_prefix(ACKED_HEADER).and_then(|rest| rest.trim().parse().ok()) {
+                    Some(floor) => floor,
+                    None => {
+                        tracing::warn!(dir = %dir.display(), "The buffer's acknowledgement file is damaged; reading from its oldest record (some events may be delivered twice).");
+                        0
+                    }
+                }
+            }
+        };
+        let mut segments = Vec::new();
+        for path in storage.list(dir, SUFFIX)? {
+            let Some(first_id) = first_id_of(&path) else { continue };
+            let bytes = storage.len(&path)?;
+            segments.push(Segment { path, first_id, last_id: None, bytes });
+        }
+        // A segment may hold ids up to the next one's first; the last one is scanned.
+        for i in 0..segments.len() {
+            segments[i].last_id = match segments.get(i + 1) {
+                Some(next) => next.first_id.checked_sub(1),
+                None => last_valid_id(&storage.read_from(&segments[i].path, 0)?),
+            };
+        }
+        let next_id = segments.iter().filter_map(|s| s.last_id).max().map_or(floor, |l| (l + 1).max(floor));
+        let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let mut wal = Self {
+            dir: dir.to_path_buf(),
+            storage,
+            options,
+            segments,
+            writer: None,
+            abandon_segment: false,
+            unsynced: false,
+            failed: None,
+            next_id,
+            floor,
+            persisted_floor: floor,
+            acked: BTreeSet::new(),
+            cursor: Cursor::default(),
+            total_bytes,
+            stats: WalStats::default(),
+        };
+        wal.drop_acked_segments()?;
+        Ok(wal)
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.stats
+    }
+
+    /// Bytes of segments not yet fully acknowledged.
+    pub fn size(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Records appended and not yet acknowledged (an upper bound across restarts).
+    pub fn unacknowledged(&self) -> u64 {
+        self.next_id.saturating_sub(self.floor).saturating_sub(self.acked.len() as u64)
+    }
+
+    /// Appends one record. Not durable until [`Wal::sync`].
+    pub fn append(&mut self, events: u16, payload: &[u8]) -> Result<u64, AppendError> {
+        if let Some(error) = &self.failed {
+            return Err(AppendError::Failed(error.clone()));
+        }
+        let mut bytes = Vec::with_capacity(record::HEADER + payload.len());
+        let id = self.next_id;
+        record::encode(&mut bytes, id, events, payload);
+        if self.total_bytes > 0 && self.total_bytes + bytes.len() as u64 > self.options.max_size {
+            return Err(AppendError::Full);
+        }
+        let roll = self.abandon_segment
+            || self.writer.is_none()
+            || self.segments.last().is_none_or(|s| s.bytes >= self.options.segment_bytes);
+        if roll {
+            self.roll(id)?;
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(AppendError::Failed("no segment to write".into()));
+        };
+        let mut written = 0;
+        while written < bytes.len() {
+            match writer.write(&bytes[written..]) {
+                Ok(0) => {
+                    self.abandon_segment = written > 0;
+                    return Err(AppendError::Io(std::io::Error::from(std::io::ErrorKind::WriteZero)));
+                }
+                Ok(n) => written += n,
+                Err(err) => {
+                    if let Some(segment) = self.segments.last_mut() {
+                        segment.bytes += written as u64;
+                    }
+                    self.total_bytes += written as u64;
+                    self.abandon_segment = written > 0;
+                    return Err(if err.raw_os_error() == Some(28) {
+                        AppendError::NoSpace
+                    } else {
+                        AppendError::Io(err)
+                    });
+                }
+            }
+        }
+        if let Some(segment) = self.segments.last_mut() {
+            segment.bytes += bytes.len() as u64;
+            segment.last_id = Some(id);
+        }
+        self.total_bytes += bytes.len() as u64;
+        self.next_id += 1;
+        self.unsynced = true;
+        Ok(id)
+    }
+
+    /// Starts a new segment whose first record will be `id`, syncing the current one first.
+    fn roll(&mut self, id: u64) -> Result<(), AppendError> {
+        self.sync().map_err(|e| AppendError::Failed(e.to_string()))?;
+        self.writer = None;
+        // A segment abandoned before its first whole record holds only garbage, and its name
+        // is the one the new segment needs.
+        if let Some(last) = self.segments.last()
+            && last.first_id == id
+            && last.last_id.is_none()
+        {
+            self.storage.remove(&last.path).map_err(AppendError::Io)?;
+            self.total_bytes -= last.bytes.min(self.total_bytes);
+            self.segments.pop();
+            if self.cursor.segment >= self.segments.len() {
+                self.cursor =
+                    Cursor { segment: self.segments.len(), last_id: self.cursor.last_id, ..Cursor::default() };
+            }
+        }
+        let path = self.dir.join(segment_name(id));
+        let writer = self
+            .storage
+            .create(&path)
+            .map_err(|err| if err.raw_os_error() == Some(28) { AppendError::NoSpace } else { AppendError::Io(err) })?;
+        self.writer = Some(writer);
+        self.abandon_segment = false;
+        self.segments.push(Segment { path, first_id: id, last_id: None, bytes: 0 });
+        Ok(())
+    }
+
+    /// Makes every appended record durable. After a failure the buffer accepts nothing more.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(error) = &self.failed {
+            return Err(std::io::Error::other(error.clone()));
+        }
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Some(writer) = self.writer.as_mut()
+            && let Err(err) = writer.sync()
+        {
+            self.failed = Some(format!("fsync failed: {err}"));
+            return Err(err);
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// The next record (or damaged range) after the ones already read; `None` when the reader
+    /// has caught up with the writer.
+    pub fn read_next(&mut self) -> std::io::Result<Option<Item>> {
+        loop {
+            let Some(segment) = self.segments.get(self.cursor.segment) else { return Ok(None) };
+            let active = self.cursor.segment + 1 == self.segments.len() && self.writer.is_some();
+            if self.cursor.buf.is_empty() || matches!(record::parse(&self.cursor.buf), Parsed::Incomplete) {
+                let fresh = self.storage.read_from(&segment.path, self.cursor.offset)?;
+                self.cursor.buf = fresh;
+            }
+            match record::parse(&self.cursor.buf) {
+                Parsed::Record(r, len) => {
+                    let item = (r.id >= self.floor && !self.acked.contains(&r.id)).then(|| Item::Record {
+                        id: r.id,
+                        events: r.events,
+                        payload: r.payload.to_vec(),
+                    });
+                    self.cursor.last_id = Some(r.id.max(self.cursor.last_id.unwrap_or(0)));
+                    self.advance(len);
+                    if let Some(item) = item {
+                        return Ok(Some(item));
+                    }
+                }
+                Parsed::Incomplete if active => return Ok(None),
+                Parsed::Incomplete => {
+                    if !self.cursor.buf.is_empty() {
+                        self.stats.torn_tails += 1;
+                        self.stats.torn_bytes += self.cursor.buf.len() as u64;
+                    }
+                    self.cursor =
+                        Cursor { segment: self.cursor.segment + 1, last_id: self.cursor.last_id, ..Cursor::default() };
+                }
+                Parsed::Invalid(reason) => {
+                    let min_id = self.cursor.last_id.map_or(segment.first_id, |l| l + 1);
+                    let resynced = record::resync(&self.cursor.buf, min_id);
+                    let end = resynced.unwrap_or(self.cursor.buf.len());
+                    // The ids in between: up to the next valid record, or to the segment's end.
+                    let lost_end = match resynced.map(|at| record::parse(&self.cursor.buf[at..])) {
+                        Some(Parsed::Record(r, _)) => r.id,
+                        _ if active => self.next_id,
+                        _ => segment.last_id.map_or(min_id, |l| l + 1),
+                    };
+                    let lost = min_id..lost_end.max(min_id);
+                    if let Some(last) = lost.end.checked_sub(1).filter(|_| !lost.is_empty()) {
+                        self.cursor.last_id = Some(last);
+                    }
+                    let item = Item::Corrupt {
+                        segment: segment.path.clone(),
+                        offset: self.cursor.offset,
+                        bytes: self.cursor.buf[..end].to_vec(),
+                        reason,
+                        lost,
+                    };
+                    self.stats.corrupt_ranges += 1;
+                    self.stats.corrupt_bytes += end as u64;
+                    self.advance(end);
+                    return Ok(Some(item));
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.cursor.buf.drain(..n);
+        self.cursor.offset += n as u64;
+    }
+
+    /// Acknowledges record `id` (delivered, or dead-lettered).
+    pub fn ack(&mut self, id: u64) -> std::io::Result<()> {
+        if id < self.floor {
+            return Ok(());
+        }
+        self.acked.insert(id);
+        while self.acked.remove(&self.floor) {
+            self.floor += 1;
+        }
+        self.drop_acked_segments()
+    }
+
+    /// Persists the acknowledgement floor (atomic replace).
+    pub fn persist_acks(&mut self) -> std::io::Result<()> {
+        if self.floor == self.persisted_floor {
+            return Ok(());
+        }
+        let text = format!("{ACKED_HEADER} {}\n", self.floor);
+        self.storage.write_atomic(&self.dir.join(ACKED), text.as_bytes())?;
+        self.persisted_floor = self.floor;
+        Ok(())
+    }
+
+    /// Removes segments whose every id is acknowledged (never the one being written), and
+    /// empty segments the reader has passed.
+    fn drop_acked_segments(&mut self) -> std::io::Result<()> {
+        while let Some(first) = self.segments.first() {
+            let writing = self.segments.len() == 1 && self.writer.is_some();
+            let done = match first.last_id {
+                Some(last) => last < self.floor,
+                None => self.cursor.segment > 0,
+            };
+            if writing || !done {
+                break;
+            }
+            // The floor must be durable before the records it covers disappear, or a crash
+            // would leave ids below a stale floor that a new record could take again.
+            self.persist_acks()?;
+            let Some(first) = self.segments.first() else { break };
+            self.storage.remove(&first.path)?;
+            self.total_bytes -= first.bytes.min(self.total_bytes);
+            self.segments.remove(0);
+            if self.cursor.segment > 0 {
+                self.cursor.segment -= 1;
+            } else {
+                self.cursor = Cursor { last_id: self.cursor.last_id, ..Cursor::default() };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The id of the last whole, valid record in `data`.
+fn last_valid_id(data: &[u8]) -> Option<u64> {
+    let (mut at, mut last) = (0, None);
+    while at < data.len() {
+        match record::parse(&data[at..]) {
+            Parsed::Record(r, len) => {
+                last = Some(r.id);
+                at += len;
+            }
+            Parsed::Incomplete => break,
+            Parsed::Invalid(_) => match record::resync(&data[at..], last.map_or(0, |l| l + 1)) {
+                Some(skip) => at += skip,
+                None => break,
+            },
+        }
+    }
+    last
+}
