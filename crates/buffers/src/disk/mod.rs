@@ -2,6 +2,7 @@
 //! `data_dir/buffer/<id>/`, with records removed only when acknowledged. Format and rules:
 //! `docs/design/disk-buffer.md`.
 
+pub mod channel;
 pub mod record;
 pub mod storage;
 pub mod wal;
@@ -9,5 +10,6 @@ pub mod wal;
 #[cfg(test)]
 mod tests;
 
+pub use channel::{ChannelOptions, DiskReceiver, DiskSender, Done};
 pub use storage::{Fs, Storage};
 pub use wal::{AppendError, Item, Wal, WalOptions, WalStats};

@@ -321,3 +321,99 @@ proptest! {
         }
     }
 }
+
+mod channel {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::super::channel::{self, ChannelOptions};
+    use super::*;
+
+    fn options(sync_ms: u64) -> ChannelOptions {
+        ChannelOptions { wal: OPTIONS, sync_interval: Duration::from_millis(sync_ms) }
+    }
+
+    fn record(done: &Arc<Mutex<Vec<(u8, bool)>>>, tag: u8) -> Box<dyn FnOnce(bool) + Send> {
+        let done = done.clone();
+        Box::new(move |ok| {
+            if let Ok(mut d) = done.lock() {
+                d.push((tag, ok));
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn records_flow_through_in_order_and_are_reported_stored() {
+        let mem = Mem::default();
+        let (tx, rx) = channel::open(&dir(), Arc::new(mem.clone()), options(20)).unwrap_or_else(|e| panic!("{e}"));
+        let done = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..10u8 {
+            assert!(tx.send(1, vec![i; 8], record(&done, i)).await.is_ok());
+        }
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            match rx.recv().await {
+                Some(Item::Record { id, payload, .. }) => {
+                    got.push(payload[0]);
+                    rx.ack(id);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+        drop(tx);
+        assert_eq!(rx.recv().await, None, "the end once every sender is gone");
+        let done = done.lock().map(|d| d.clone()).unwrap_or_default();
+        assert_eq!(done.len(), 10);
+        assert!(done.iter().all(|(_, ok)| *ok));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_reports_the_records_as_not_stored() {
+        let mem = Mem::default();
+        let (tx, _rx) = channel::open(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+        let done = Arc::new(Mutex::new(Vec::new()));
+        mem.inject(Faults { fail_sync: true, ..Faults::default() });
+        assert!(tx.send(1, vec![1], record(&done, 1)).await.is_ok());
+        assert!(tx.send(1, vec![2], record(&done, 2)).await.is_ok());
+        drop(tx);
+        for _ in 0..100 {
+            if done.lock().map(|d| d.len()).unwrap_or(0) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let done = done.lock().map(|d| d.clone()).unwrap_or_default();
+        assert_eq!(done, vec![(1, false), (2, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_waits_for_acknowledgements() {
+        let mem = Mem::default();
+        let opts =
+            ChannelOptions { wal: WalOptions { max_size: 100, segment_bytes: 40 }, sync_interval: Duration::ZERO };
+        let (tx, rx) = channel::open(&dir(), Arc::new(mem.clone()), opts).unwrap_or_else(|e| panic!("{e}"));
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                for i in 0..20u8 {
+                    let _ = tx.send(1, vec![i; 20], record(&done, i)).await;
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            match rx.recv().await {
+                Some(Item::Record { id, payload, .. }) => {
+                    got.push(payload[0]);
+                    rx.ack(id);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let _ = writer.await;
+        assert_eq!(got, (0..20).collect::<Vec<u8>>(), "every record, in order, through a buffer of ~2 records");
+        assert!(done.lock().map(|d| d.iter().all(|(_, ok)| *ok)).unwrap_or(false));
+    }
+}

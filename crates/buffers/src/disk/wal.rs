@@ -176,6 +176,11 @@ impl Wal {
         Ok(wal)
     }
 
+    /// The id the next append gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
     pub fn stats(&self) -> WalStats {
         self.stats
     }
