@@ -267,6 +267,11 @@ impl LogEvent {
         self
     }
 
+    /// Attaches a finalizer to an event that has none (events read back from storage).
+    pub fn set_finalizer(&mut self, finalizer: EventFinalizer) {
+        std::mem::replace(&mut self.metadata.finalizer, finalizer).release_unused();
+    }
+
     /// Takes the finalizer off, leaving the event untracked.
     pub fn take_finalizer(&mut self) -> EventFinalizer {
         std::mem::take(&mut self.metadata.finalizer)

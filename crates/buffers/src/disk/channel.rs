@@ -52,8 +52,24 @@ pub struct DiskSender {
 /// The reading half.
 pub struct DiskReceiver {
     control: mpsc::UnboundedSender<Control>,
+    /// A read asked for and not yet answered (kept when `recv` is cancelled).
+    pending: Option<oneshot::Receiver<Option<Item>>>,
     /// The first id appended by this process: older records were stored by an earlier run.
     pub first_new_id: u64,
+}
+
+/// Acknowledges records; clone it freely.
+#[derive(Clone)]
+pub struct DiskAcker {
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl DiskAcker {
+    /// Acknowledges a record (delivered or dead-lettered), or an id lost in a damaged range
+    /// once its bytes are stored elsewhere.
+    pub fn ack(&self, id: u64) {
+        let _ = self.control.send(Control::Ack(id));
+    }
 }
 
 impl DiskSender {
@@ -70,32 +86,49 @@ impl DiskReceiver {
     /// The next record or damaged range; `None` at the end.
     ///
     /// # Cancel safety
-    /// Cancel safe only before the request is sent; do not use in `select!`.
-    pub async fn recv(&self) -> Option<Item> {
-        let (tx, rx) = oneshot::channel();
-        self.control.send(Control::Read(tx)).ok()?;
-        rx.await.ok().flatten()
+    /// Cancel safe: an answer that arrives after a cancelled call is returned by the next one.
+    pub async fn recv(&mut self) -> Option<Item> {
+        if self.pending.is_none() {
+            let (tx, rx) = oneshot::channel();
+            self.control.send(Control::Read(tx)).ok()?;
+            self.pending = Some(rx);
+        }
+        let item = match self.pending.as_mut() {
+            Some(rx) => rx.await.ok().flatten(),
+            None => None,
+        };
+        self.pending = None;
+        item
     }
 
-    /// Acknowledges a record (delivered or dead-lettered), or an id lost in a damaged range
-    /// once its bytes are stored elsewhere.
+    /// A handle that acknowledges records.
+    pub fn acker(&self) -> DiskAcker {
+        DiskAcker { control: self.control.clone() }
+    }
+
+    /// Acknowledges a record (see [`DiskAcker::ack`]).
     pub fn ack(&self, id: u64) {
         let _ = self.control.send(Control::Ack(id));
     }
 }
 
-/// Opens the buffer in `dir` and starts its task.
+/// The task that owns the log: run it (spawn it, or await it in the drain) until it ends,
+/// which is once every sender and the receiver are gone and the last fsync and
+/// acknowledgements are on disk.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Opens the buffer in `dir`.
 pub fn open(
     dir: &Path,
     storage: Arc<dyn Storage>,
     options: ChannelOptions,
-) -> std::io::Result<(DiskSender, DiskReceiver)> {
+) -> std::io::Result<(DiskSender, DiskReceiver, Task)> {
     let wal = Wal::open(dir, storage, options.wal)?;
     let first_new_id = wal.next_id();
     let (tx, appends) = mpsc::channel(8);
     let (control, control_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(wal, appends, control_rx, options.sync_interval));
-    Ok((DiskSender { tx }, DiskReceiver { control, first_new_id }))
+    let task = Box::pin(run(wal, appends, control_rx, options.sync_interval));
+    Ok((DiskSender { tx }, DiskReceiver { control, pending: None, first_new_id }, task))
 }
 
 /// Work gathered for one trip to the blocking pool.
@@ -139,6 +172,12 @@ async fn run(
             () = std::future::ready(()), if senders_gone && control_gone && unsynced.is_empty() => {
                 // Nobody reads and nothing more comes: what still waits for room cannot be stored.
                 batch.appends.drain(..).for_each(|a| (a.done)(false));
+                if let Some(mut log) = wal.take() {
+                    let closed = tokio::task::spawn_blocking(move || log.close()).await;
+                    if !matches!(closed, Ok(Ok(()))) {
+                        tracing::warn!("Cannot close the disk buffer cleanly; some events may be delivered twice after a restart.");
+                    }
+                }
                 return;
             }
         }

@@ -10,6 +10,6 @@ pub mod wal;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{ChannelOptions, DiskReceiver, DiskSender, Done};
+pub use channel::{ChannelOptions, DiskAcker, DiskReceiver, DiskSender, Done, Task};
 pub use storage::{Fs, Storage};
 pub use wal::{AppendError, Item, Wal, WalOptions, WalStats};

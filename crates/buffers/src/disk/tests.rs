@@ -345,7 +345,9 @@ mod channel {
     #[tokio::test]
     async fn records_flow_through_in_order_and_are_reported_stored() {
         let mem = Mem::default();
-        let (tx, rx) = channel::open(&dir(), Arc::new(mem.clone()), options(20)).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, mut rx, task) =
+            channel::open(&dir(), Arc::new(mem.clone()), options(20)).unwrap_or_else(|e| panic!("{e}"));
+        let task = tokio::spawn(task);
         let done = Arc::new(Mutex::new(Vec::new()));
         for i in 0..10u8 {
             assert!(tx.send(1, vec![i; 8], record(&done, i)).await.is_ok());
@@ -366,12 +368,17 @@ mod channel {
         let done = done.lock().map(|d| d.clone()).unwrap_or_default();
         assert_eq!(done.len(), 10);
         assert!(done.iter().all(|(_, ok)| *ok));
+        drop(rx);
+        let _ = task.await;
+        assert!(mem.list(&dir(), ".wal").unwrap_or_default().is_empty(), "a drained buffer leaves no segment");
     }
 
     #[tokio::test]
     async fn a_failed_fsync_reports_the_records_as_not_stored() {
         let mem = Mem::default();
-        let (tx, _rx) = channel::open(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx, task) =
+            channel::open(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(task);
         let done = Arc::new(Mutex::new(Vec::new()));
         mem.inject(Faults { fail_sync: true, ..Faults::default() });
         assert!(tx.send(1, vec![1], record(&done, 1)).await.is_ok());
@@ -392,7 +399,8 @@ mod channel {
         let mem = Mem::default();
         let opts =
             ChannelOptions { wal: WalOptions { max_size: 100, segment_bytes: 40 }, sync_interval: Duration::ZERO };
-        let (tx, rx) = channel::open(&dir(), Arc::new(mem.clone()), opts).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, mut rx, task) = channel::open(&dir(), Arc::new(mem.clone()), opts).unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(task);
         let done = Arc::new(Mutex::new(Vec::new()));
         let writer = {
             let done = done.clone();

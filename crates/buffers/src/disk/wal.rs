@@ -153,6 +153,13 @@ impl Wal {
                 None => last_valid_id(&storage.read_from(&segments[i].path, 0)?),
             };
         }
+        // A last segment without one whole record holds only a torn write; its name would be
+        // the next segment's.
+        if segments.last().is_some_and(|s| s.last_id.is_none())
+            && let Some(empty) = segments.pop()
+        {
+            storage.remove(&empty.path)?;
+        }
         let next_id = segments.iter().filter_map(|s| s.last_id).max().map_or(floor, |l| (l + 1).max(floor));
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let mut wal = Self {
@@ -371,6 +378,19 @@ impl Wal {
             self.floor += 1;
         }
         self.drop_acked_segments()
+    }
+
+    /// Closes the segment being written (after syncing it) and removes what is acknowledged:
+    /// a buffer whose every record was acknowledged leaves no segment behind.
+    pub fn close(&mut self) -> std::io::Result<()> {
+        self.sync()?;
+        self.writer = None;
+        if self.unacknowledged() == 0 {
+            // Nothing is left to read: the reader may pass every segment.
+            self.cursor.segment = self.segments.len();
+        }
+        self.drop_acked_segments()?;
+        self.persist_acks()
     }
 
     /// Persists the acknowledgement floor (atomic replace).

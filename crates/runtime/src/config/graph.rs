@@ -249,10 +249,17 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
                     .field("acknowledgements"),
                 ));
             }
-            if c.buffer.buffer_type == BufferType::Disk {
+            if c.buffer.buffer_type == BufferType::Disk && c.buffer.max_size.is_none_or(|s| s == 0) {
                 diagnostics.push(here(
-                    Diagnostic::error("disk buffers are not available yet; use `type = \"memory\"`")
-                        .field("buffer.type"),
+                    Diagnostic::error("a disk buffer needs `max_size`, in bytes")
+                        .field("buffer.max_size")
+                        .suggest(Some("for example `max_size = 268435488` (256 MiB, Vector's minimum)".to_owned())),
+                ));
+            }
+            if c.buffer.buffer_type == BufferType::Memory && (c.buffer.id.is_some()) {
+                diagnostics.push(here(
+                    Diagnostic::warning("`buffer.id` names a disk buffer's directory; a memory buffer ignores it")
+                        .field("buffer.id"),
                 ));
             }
             if c.buffer.max_events == 0 {

@@ -101,11 +101,22 @@ pub struct BufferConfig {
     /// Events the memory buffer holds. Default 500.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// Bytes a disk buffer holds.
+    /// Bytes a disk buffer holds. Required for `type = "disk"`.
     pub max_size: Option<u64>,
     /// Default `block`.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Disk: the directory name under `data_dir/buffer/` (default: the sink's id), so a
+    /// renamed sink keeps its buffer.
+    pub id: Option<String>,
+    /// Disk: longest wait in milliseconds before an fsync; 0 syncs after every write. Events
+    /// count as stored for their sources only after the fsync. Default 10.
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+}
+
+pub const fn default_sync_interval_ms() -> u64 {
+    10
 }
 
 pub const fn default_max_events() -> usize {
@@ -119,6 +130,8 @@ impl Default for BufferConfig {
             max_events: default_max_events(),
             max_size: None,
             when_full: WhenFull::Block,
+            id: None,
+            sync_interval_ms: default_sync_interval_ms(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! graceful limit; past it the remaining tasks are aborted and whatever they held shows as
 //! `in_flight` (and unresolved) in the ledger, which makes the exit code non-zero.
 
+pub mod disk;
 pub mod fanout;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ use sluice_core::ledger::{ComponentKind, ComponentLedger, Ledger, LedgerSnapshot
 use sluice_core::shutdown::shutdown_pair;
 use tokio::task::JoinSet;
 
-use crate::config::{Graph, OutputRef};
+use crate::config::{Graph, OutputRef, schema::BufferType};
 use crate::dead_letter::SinkDeadLetter;
 use fanout::{Consumer, Fanout};
 
@@ -273,10 +274,32 @@ pub async fn run(
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;
                 };
+                let input: Box<dyn ChunkReceiver> = if c.buffer.buffer_type == BufferType::Disk {
+                    let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, &c.buffer);
+                    match disk::start(&dir, &c.buffer, rx, cx.ledger.clone(), cx.dead_letter.clone()) {
+                        Ok((input, writer)) => {
+                            let handle = others.spawn(async move {
+                                writer.await;
+                                Ok(())
+                            });
+                            names.insert(handle.id(), format!("{} (disk buffer)", c.id));
+                            Box::new(input)
+                        }
+                        Err(err) => {
+                            errors.push(format!(
+                                "sink \"{}\": cannot open its disk buffer {}: {err}",
+                                c.id,
+                                dir.display()
+                            ));
+                            continue;
+                        }
+                    }
+                } else {
+                    Box::new(BufferInput { rx, ack_on_arrival: !c.acknowledgements })
+                };
                 match config.build(cx) {
                     Ok(sink) => {
-                        let input = SinkInput::new(Box::new(BufferInput { rx, ack_on_arrival: !c.acknowledgements }));
-                        let handle = others.spawn(sink.run(input));
+                        let handle = others.spawn(sink.run(SinkInput::new(input)));
                         names.insert(handle.id(), c.id.clone());
                     }
                     Err(err) => errors.push(format!("sink \"{}\": {err}", c.id)),

@@ -1,0 +1,190 @@
+//! A sink's disk buffer in the topology:
+//!
+//! ```text
+//! fan-out ─► memory channel ─► writer task ─► DiskSender ─► WAL ─► DiskReceiver ─► DiskInput ─► sink
+//!            (back-pressure)   encodes chunks,                       decodes records, one
+//!                              resolves them Stored                  notifier per record;
+//!                              after the fsync                       acknowledged when safe
+//! ```
+//!
+//! Events count as *stored* for their sources only after the fsync that covers them. A record
+//! leaves the disk only when the sink delivered or dead-lettered every event in it. Records
+//! stored by an earlier run are counted as received when they are read. Damaged bytes go to
+//! the sink's dead-letter queue (reason `buffer_corrupt`), raw (base64), and reading goes on.
+//!
+//! `DiskInput::recv` is cancel safe (the sink driver uses it in `select!`) except while it
+//! hands damaged bytes to the dead-letter queue: cancelled then, those bytes are read again
+//! after a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use sluice_buffers::MemoryReceiver;
+use sluice_buffers::disk::{ChannelOptions, DiskReceiver, DiskSender, Fs, Item, WalOptions, channel};
+use sluice_core::ack::{BatchFinalizers, BatchNotifier, EventFinalizer, Outcome};
+use sluice_core::component::ChunkReceiver;
+use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
+use sluice_core::event::EventMetadata;
+use sluice_core::ledger::ComponentLedger;
+use sluice_core::{Chunk, LogEvent, codec};
+use tokio::sync::mpsc;
+use vrl::value::{ObjectMap, Value};
+
+use crate::config::BufferConfig;
+
+/// Most events in one record (the record header counts them in 16 bits).
+const MAX_RECORD_EVENTS: usize = u16::MAX as usize;
+
+/// `data_dir/buffer/<buffer.id or sink id>`.
+pub fn buffer_dir(data_dir: &Path, sink_id: &str, config: &BufferConfig) -> std::path::PathBuf {
+    data_dir.join("buffer").join(config.id.as_deref().unwrap_or(sink_id))
+}
+
+/// Opens a sink's disk buffer; returns the sink's input and the writer to run (it moves what
+/// reaches `input` into the log and ends when `input` closes).
+pub fn start(
+    dir: &Path,
+    config: &BufferConfig,
+    input: MemoryReceiver<Chunk>,
+    ledger: Arc<ComponentLedger>,
+    dead_letter: Arc<dyn DeadLetterQueue>,
+) -> std::io::Result<(DiskInput, BoxFuture<'static, ()>)> {
+    let max_size = config.max_size.unwrap_or(256 * 1024 * 1024);
+    let options = ChannelOptions {
+        wal: WalOptions { max_size, segment_bytes: (max_size / 8).clamp(64 * 1024, 32 * 1024 * 1024) },
+        sync_interval: Duration::from_millis(config.sync_interval_ms),
+    };
+    let (tx, rx, task) = channel::open(dir, Arc::new(Fs), options)?;
+    let writer_ledger = ledger.clone();
+    let writer = Box::pin(async move {
+        // The log's task ends after the writer and the sink's input are gone and the last
+        // acknowledgements are on disk; the drain waits for both.
+        let log = tokio::spawn(task);
+        write(input, tx, writer_ledger).await;
+        let _ = log.await;
+    });
+    let (acks, mut outcomes) = mpsc::unbounded_channel::<(u64, Outcome)>();
+    let acker = rx.acker();
+    tokio::spawn(async move {
+        while let Some((id, outcome)) = outcomes.recv().await {
+            // A failed record stays on disk and is read again after a restart.
+            if outcome.is_safe() {
+                acker.ack(id);
+            }
+        }
+    });
+    let first_new_id = rx.first_new_id;
+    Ok((DiskInput { rx, acks, first_new_id, ledger, dead_letter }, writer))
+}
+
+/// Moves chunks from the memory channel into the log.
+async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<ComponentLedger>) {
+    let mut payload = Vec::new();
+    while let Some(mut chunk) = input.recv().await {
+        while !chunk.is_empty() {
+            let rest = if chunk.len() > MAX_RECORD_EVENTS { chunk.split_off(MAX_RECORD_EVENTS) } else { Vec::new() };
+            let n = chunk.len();
+            let mut finalizers = BatchFinalizers::default();
+            for event in &mut chunk {
+                finalizers.push(event.take_finalizer());
+            }
+            payload.clear();
+            codec::encode_chunk(&chunk, &mut payload);
+            drop(std::mem::replace(&mut chunk, rest));
+            let ledger = ledger.clone();
+            let done = Box::new(move |stored: bool| {
+                if stored {
+                    finalizers.resolve(Outcome::Stored);
+                } else {
+                    finalizers.resolve(Outcome::Failed);
+                    ledger.errored(n);
+                    ledger.error("buffer_write_failed", "receiving");
+                    tracing::error!(
+                        component_id = ledger.id(),
+                        events = n,
+                        "Cannot store events in the disk buffer; counted as failed."
+                    );
+                }
+            });
+            if let Err(done) = tx.send(n as u16, payload.clone(), done).await {
+                done(false);
+            }
+        }
+    }
+}
+
+/// The sink's input when its buffer is on disk.
+pub struct DiskInput {
+    rx: DiskReceiver,
+    acks: mpsc::UnboundedSender<(u64, Outcome)>,
+    first_new_id: u64,
+    ledger: Arc<ComponentLedger>,
+    dead_letter: Arc<dyn DeadLetterQueue>,
+}
+
+impl DiskInput {
+    /// Sends damaged bytes to the dead-letter queue; once they are stored there, the ids they
+    /// swallowed are acknowledged.
+    async fn quarantine(&self, bytes: &[u8], where_: String, reason: &str, lost: std::ops::Range<u64>) {
+        let mut detail = ObjectMap::new();
+        detail.insert("location".into(), Value::from(where_.as_str()));
+        detail.insert("error".into(), Value::from(reason));
+        detail.insert("bytes".into(), Value::from(bytes.len() as i64));
+        let mut body = ObjectMap::new();
+        body.insert("message".into(), Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)));
+        body.insert("buffer_corrupt".into(), Value::Object(detail));
+        let (notifier, mut outcome) = BatchNotifier::with_receiver();
+        let event = LogEvent::from_value(Value::Object(body), EventMetadata::new(self.ledger.id(), chrono::Utc::now()))
+            .with_finalizer(EventFinalizer::new(notifier));
+        self.ledger.accept(1);
+        self.ledger.error("buffer_corrupt", "receiving");
+        tracing::error!(
+            component_id = self.ledger.id(),
+            location = where_.as_str(),
+            error = reason,
+            bytes = bytes.len(),
+            "Damaged bytes in the disk buffer; moved to the dead-letter queue, reading goes on."
+        );
+        let failure = Failure::now(DeadLetterReason::BufferCorrupt, format!("{reason} at {where_}"), None);
+        self.dead_letter.submit(vec![event], failure).await;
+        if outcome.wait().await.is_safe() {
+            for id in lost {
+                let _ = self.acks.send((id, Outcome::Stored));
+            }
+        }
+    }
+}
+
+impl ChunkReceiver for DiskInput {
+    fn recv(&mut self) -> BoxFuture<'_, Option<Chunk>> {
+        Box::pin(async move {
+            loop {
+                match self.rx.recv().await? {
+                    Item::Record { id, payload, .. } => match codec::decode_chunk(&payload) {
+                        Ok(mut chunk) => {
+                            if id < self.first_new_id {
+                                // Stored by an earlier run: new to this one's ledger.
+                                self.ledger.accept(chunk.len());
+                            }
+                            let notifier = BatchNotifier::with_channel(self.acks.clone(), id);
+                            for event in &mut chunk {
+                                event.set_finalizer(EventFinalizer::new(notifier.clone()));
+                            }
+                            return Some(chunk);
+                        }
+                        Err(err) => {
+                            self.quarantine(&payload, format!("record {id}"), &err.to_string(), id..id + 1).await;
+                        }
+                    },
+                    Item::Corrupt { segment, offset, bytes, reason, lost } => {
+                        let where_ = format!("{} offset {offset}", segment.display());
+                        self.quarantine(&bytes, where_, reason, lost).await;
+                    }
+                }
+            }
+        })
+    }
+}
