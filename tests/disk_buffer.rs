@@ -141,3 +141,39 @@ buffer.max_size = 67108864
     let duplicates = delivered.len() - distinct.len();
     assert!(duplicates <= 20 * 3_000, "{duplicates} duplicates exceed what can be in flight at 20 kills");
 }
+
+/// A renamed sink must not strand its buffer: `validate` names the directory nobody owns, and
+/// `buffer.id` lets the renamed sink take it over.
+#[test]
+fn validate_reports_a_buffer_directory_that_no_sink_owns() {
+    let case = Case::new();
+    let orphan = case.path("data/buffer/old_name");
+    std::fs::create_dir_all(&orphan).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(orphan.join("segment-00000000000000000000.wal"), b"x".repeat(100)).unwrap_or_else(|e| panic!("{e}"));
+    let config = |buffer_id: &str| {
+        case.config(&format!(
+            r#"
+data_dir = "{{dir}}/data"
+
+[sources.in]
+type = "stdin"
+
+[sinks.new_name]
+type = "blackhole"
+inputs = ["in"]
+buffer.type = "disk"
+buffer.max_size = 1000000
+{buffer_id}
+"#
+        ))
+    };
+    let validate = |path: &std::path::Path| {
+        let output = common::sluice().arg("validate").arg(path).output().unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+    };
+    let text = validate(&config(""));
+    assert!(text.contains("old_name holds 100 bytes of buffered events that no sink owns"), "{text}");
+    assert!(text.contains("buffer.id = \"old_name\""), "{text}");
+    let text = validate(&config("buffer.id = \"old_name\""));
+    assert!(!text.contains("no sink owns"), "{text}");
+}

@@ -201,6 +201,7 @@ pub(super) fn check(
         }
         lint(c, &globals, diagnostics);
     }
+    check_buffer_dirs(&raw, &globals, diagnostics);
 
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
@@ -275,6 +276,51 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
             }
         }
         ComponentKind::Transform => {}
+    }
+}
+
+/// Disk buffers: two sinks may not share a directory, and a directory under
+/// `data_dir/buffer/` that no sink owns (a renamed sink) is reported, since its events would
+/// never be delivered.
+fn check_buffer_dirs(raw: &[RawComponent], globals: &Globals, diagnostics: &mut Vec<Diagnostic>) {
+    let mut owners: BTreeMap<&str, &RawComponent> = BTreeMap::new();
+    for c in raw.iter().filter(|c| c.kind == ComponentKind::Sink && c.buffer.buffer_type == BufferType::Disk) {
+        let id = c.buffer.id.as_deref().unwrap_or(&c.id);
+        if let Some(first) = owners.insert(id, c) {
+            diagnostics.push(
+                Diagnostic::error(format!("the disk buffer `{id}` is also the buffer of sink `{}`", first.id))
+                    .in_file(Some(c.file.clone()))
+                    .component(c.kind, &c.id)
+                    .field("buffer.id")
+                    .suggest(Some("give each sink its own `buffer.id`".to_owned())),
+            );
+        }
+    }
+    let root = globals.options.data_dir.join("buffer");
+    let Ok(entries) = std::fs::read_dir(&root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if owners.contains_key(name.as_str()) || !entry.path().is_dir() {
+            continue;
+        }
+        let bytes: u64 = std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().ends_with(".wal"))
+            .filter_map(|f| f.metadata().ok().map(|m| m.len()))
+            .sum();
+        if bytes > 0 {
+            diagnostics.push(
+                Diagnostic::warning(format!(
+                    "{} holds {bytes} bytes of buffered events that no sink owns (a renamed or removed sink?)",
+                    entry.path().display()
+                ))
+                .suggest(Some(format!(
+                    "set `buffer.id = \"{name}\"` on the disk-buffered sink that should deliver them"
+                ))),
+            );
+        }
     }
 }
 
