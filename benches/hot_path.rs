@@ -50,11 +50,11 @@ fn fanout(c: &mut Criterion) {
             .map(|i| {
                 let (tx, rx) = memory::<Chunk>(CHUNK * 4);
                 receivers.push(rx);
-                Consumer {
+                Consumer::new(
                     tx,
-                    ledger: Arc::new(ComponentLedger::new(format!("s{i}"), ComponentKind::Sink, "blackhole")),
-                    when_full: WhenFull::Block,
-                }
+                    Arc::new(ComponentLedger::new(format!("s{i}"), ComponentKind::Sink, "blackhole")),
+                    WhenFull::Block,
+                )
             })
             .collect();
         let mut fanout = Fanout::new(consumers);

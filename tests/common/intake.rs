@@ -21,7 +21,12 @@ impl Intake {
     /// `rule(head, body, request_number)` returns the status to answer; `head` holds the
     /// request line and headers.
     pub fn start(rule: impl Fn(&str, &str, usize) -> u16 + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        Self::on_port(0, rule)
+    }
+
+    /// Like [`Intake::start`], on a given port (0: any).
+    pub fn on_port(port: u16, rule: impl Fn(&str, &str, usize) -> u16 + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));

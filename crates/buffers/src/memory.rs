@@ -67,6 +67,24 @@ impl<T> MemorySender<T> {
         self.tx.send((item, permit)).map_err(|err| err.0.0)
     }
 
+    /// Sends `item`, waiting for room until `deadline`; on timeout the item comes back.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (the item would be dropped with the future).
+    pub async fn send_until(
+        &self,
+        item: T,
+        events: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), TrySendError<T>> {
+        let acquire = self.permits.clone().acquire_many_owned(self.weight(events));
+        match tokio::time::timeout_at(deadline, acquire).await {
+            Ok(Ok(permit)) => self.tx.send((item, permit)).map_err(|err| TrySendError::Closed(err.0.0)),
+            Ok(Err(_)) => Err(TrySendError::Closed(item)),
+            Err(_) => Err(TrySendError::Full(item)),
+        }
+    }
+
     /// Sends without waiting.
     pub fn try_send(&self, item: T, events: usize) -> Result<(), TrySendError<T>> {
         if self.tx.is_closed() {
@@ -126,6 +144,17 @@ mod tests {
         tx.try_send(3, 4).ok();
         assert_eq!(rx.recv().await, Some(1));
         assert_eq!(tx.queued_events(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_until_gives_the_item_back_at_the_deadline() {
+        let (tx, mut rx) = memory::<u32>(1);
+        tx.send(1, 1).await.ok();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        assert!(matches!(tx.send_until(2, 1, deadline).await, Err(TrySendError::Full(2))));
+        assert_eq!(tokio::time::Instant::now(), deadline);
+        assert_eq!(rx.recv().await, Some(1));
+        assert!(tx.send_until(3, 1, deadline + std::time::Duration::from_secs(1)).await.is_ok());
     }
 
     #[tokio::test]

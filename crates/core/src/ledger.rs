@@ -53,6 +53,8 @@ pub struct ComponentLedger {
     /// Sinks: events and bytes in the disk DLQ; -1 until first measured.
     dlq_events: AtomicI64,
     dlq_bytes: AtomicI64,
+    /// Diverted because it stopped taking events while its siblings did (G4).
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 /// Reads a buffer's (events queued, capacity) when metrics are collected.
@@ -81,7 +83,13 @@ impl ComponentLedger {
             buffer_probe: OnceLock::new(),
             dlq_events: AtomicI64::new(-1),
             dlq_bytes: AtomicI64::new(-1),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Marks this component stalled (or recovered).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
     }
 
     /// Sets how to read this sink's input buffer (once; later calls are ignored).
@@ -195,6 +203,7 @@ impl ComponentLedger {
             buffer_max_events: buffer.map(|b| b.1),
             dead_letter_queue_events: gauge(&self.dlq_events),
             dead_letter_queue_bytes: gauge(&self.dlq_bytes),
+            stalled: self.stalled.load(Ordering::Relaxed),
             balanced: false,
         };
         snap.balanced = snap.compute_balanced();
@@ -231,6 +240,8 @@ pub struct ComponentSnapshot {
     pub dead_letter_queue_events: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue_bytes: Option<u64>,
+    /// Stalled and diverted now (G4).
+    pub stalled: bool,
     pub balanced: bool,
 }
 

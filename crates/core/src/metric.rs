@@ -22,6 +22,7 @@ pub enum MetricName {
     BufferMaxSizeEvents,
     DeadLetterQueueEvents,
     DeadLetterQueueBytes,
+    ComponentStalled,
     UnresolvedEventDropsTotal,
 }
 
@@ -55,6 +56,7 @@ impl MetricName {
             Self::BufferMaxSizeEvents => "buffer_max_size_events",
             Self::DeadLetterQueueEvents => "component_dead_letter_queue_events",
             Self::DeadLetterQueueBytes => "component_dead_letter_queue_bytes",
+            Self::ComponentStalled => "component_stalled",
             Self::UnresolvedEventDropsTotal => "sluice_unresolved_event_drops_total",
         }
     }
@@ -65,7 +67,8 @@ impl MetricName {
             | Self::BufferSizeEvents
             | Self::BufferMaxSizeEvents
             | Self::DeadLetterQueueEvents
-            | Self::DeadLetterQueueBytes => MetricKind::Gauge,
+            | Self::DeadLetterQueueBytes
+            | Self::ComponentStalled => MetricKind::Gauge,
             _ => MetricKind::Counter,
         }
     }
@@ -87,6 +90,9 @@ impl MetricName {
                 "Events stored in the sink's disk dead-letter queue (measured every 30 s, grown on each write)."
             }
             Self::DeadLetterQueueBytes => "Bytes of the sink's disk dead-letter queue segments.",
+            Self::ComponentStalled => {
+                "1 while the sink is stalled and its events are diverted to its dead-letter queue."
+            }
             Self::UnresolvedEventDropsTotal => "Event copies dropped without an outcome (a bug; counted as failed).",
         }
     }
@@ -149,6 +155,9 @@ impl LedgerSnapshot {
                 if let Some(v) = value {
                     push(name, tags.clone(), v as f64);
                 }
+            }
+            if c.kind == crate::ledger::ComponentKind::Sink {
+                push(MetricName::ComponentStalled, tags.clone(), if c.stalled { 1.0 } else { 0.0 });
             }
         }
         push(MetricName::UnresolvedEventDropsTotal, Vec::new(), self.unresolved_drops as f64);

@@ -113,6 +113,15 @@ pub struct BufferConfig {
     /// count as stored for their sources only after the fsync. Default 10.
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
+    /// Seconds this sink's buffer may stay full while a sibling in the same fan-out accepts;
+    /// then its events go to its dead-letter queue (reason `stalled`) until it takes events
+    /// again. Default 30.
+    #[serde(default = "default_stall_timeout_secs")]
+    pub stall_timeout_secs: f64,
+}
+
+pub const fn default_stall_timeout_secs() -> f64 {
+    30.0
 }
 
 pub const fn default_sync_interval_ms() -> u64 {
@@ -132,6 +141,7 @@ impl Default for BufferConfig {
             when_full: WhenFull::Block,
             id: None,
             sync_interval_ms: default_sync_interval_ms(),
+            stall_timeout_secs: default_stall_timeout_secs(),
         }
     }
 }

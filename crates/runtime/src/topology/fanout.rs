@@ -6,23 +6,82 @@
 //! resolved and counted (failed when the consumer is gone, discarded under `buffer_full` when
 //! the consumer chose `drop_newest`), never dropped silently.
 
-use sluice_core::log_limit::LogLimit;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sluice_buffers::{MemorySender, TrySendError};
 use sluice_core::Chunk;
 use sluice_core::ack::Outcome;
 use sluice_core::component::ChunkSender;
+use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
 use sluice_core::event::resolve_all;
 use sluice_core::ledger::ComponentLedger;
+use sluice_core::log_limit::LogLimit;
 
 use crate::config::WhenFull;
+
+/// Where a sink's events go when it stalls; set once the sink is built.
+pub type DeadLetterSlot = Arc<OnceLock<Arc<dyn DeadLetterQueue>>>;
 
 pub struct Consumer {
     pub tx: MemorySender<Chunk>,
     pub ledger: Arc<ComponentLedger>,
     pub when_full: WhenFull,
+    /// Sinks: their dead-letter queue, for isolation (G4).
+    pub dead_letter: Option<DeadLetterSlot>,
+    pub stall_timeout: Duration,
+    /// Since when this consumer's buffer has been found full.
+    full_since: Option<tokio::time::Instant>,
+    /// Diverted: its events go to its dead-letter queue until its buffer takes them again.
+    stalled: bool,
+}
+
+impl Consumer {
+    pub fn new(tx: MemorySender<Chunk>, ledger: Arc<ComponentLedger>, when_full: WhenFull) -> Self {
+        Self {
+            tx,
+            ledger,
+            when_full,
+            dead_letter: None,
+            stall_timeout: Duration::MAX,
+            full_since: None,
+            stalled: false,
+        }
+    }
+
+    /// Lets this consumer be isolated when it stalls while a sibling accepts.
+    pub fn isolated(mut self, dead_letter: DeadLetterSlot, stall_timeout: Duration) -> Self {
+        self.dead_letter = Some(dead_letter);
+        self.stall_timeout = stall_timeout;
+        self
+    }
+
+    fn set_stalled(&mut self, stalled: bool) {
+        if self.stalled == stalled {
+            return;
+        }
+        self.stalled = stalled;
+        self.ledger.set_stalled(stalled);
+        if stalled {
+            tracing::error!(
+                component_id = self.ledger.id(),
+                stall_timeout_secs = self.stall_timeout.as_secs_f64(),
+                waiting_on = "its input buffer to have room",
+                "Sink stalled while its siblings accept; diverting its events to its dead-letter queue (reason `stalled`, replayable)."
+            );
+        } else {
+            self.full_since = None;
+            tracing::info!(component_id = self.ledger.id(), "Stalled sink takes events again; attached again.");
+        }
+    }
+}
+
+/// What happened to one consumer's copy.
+enum Placed {
+    Sent,
+    Rejected(Chunk),
+    Divert(Chunk),
 }
 
 #[derive(Default)]
@@ -40,6 +99,36 @@ impl Fanout {
         self.consumers.is_empty()
     }
 
+    /// Places a copy in a blocking consumer that may be isolated: waits at most until its
+    /// buffer has been full for `stall_timeout`, then diverts.
+    async fn place_isolated(consumer: &mut Consumer, copy: Chunk, n: usize) -> Placed {
+        match consumer.tx.try_send(copy, n) {
+            Ok(()) => {
+                consumer.set_stalled(false);
+                consumer.full_since = None;
+                Placed::Sent
+            }
+            Err(TrySendError::Closed(copy)) => Placed::Rejected(copy),
+            Err(TrySendError::Full(copy)) if consumer.stalled => Placed::Divert(copy),
+            Err(TrySendError::Full(copy)) => {
+                let since = *consumer.full_since.get_or_insert_with(tokio::time::Instant::now);
+                let deadline =
+                    since.checked_add(consumer.stall_timeout).unwrap_or(since + Duration::from_secs(86_400 * 365));
+                match consumer.tx.send_until(copy, n, deadline).await {
+                    Ok(()) => {
+                        consumer.full_since = None;
+                        Placed::Sent
+                    }
+                    Err(TrySendError::Closed(copy)) => Placed::Rejected(copy),
+                    Err(TrySendError::Full(copy)) => {
+                        consumer.set_stalled(true);
+                        Placed::Divert(copy)
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends `chunk` to every consumer, waiting on those that block.
     ///
     /// # Cancel safety
@@ -52,20 +141,40 @@ impl Fanout {
         let last = self.consumers.len() - 1;
         let mut original = Some(chunk);
         let mut closed = Vec::new();
-        for (i, consumer) in self.consumers.iter().enumerate() {
+        // Isolation needs a sibling that still accepts; with none, back-pressure is lossless.
+        let healthy = self.consumers.iter().filter(|c| !c.stalled).count();
+        let mut full_warned = self.full_warned;
+        for (i, consumer) in self.consumers.iter_mut().enumerate() {
             let copy =
                 if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
             consumer.ledger.accept(n);
+            let siblings_accept = healthy - usize::from(!consumer.stalled) > 0;
+            let isolate =
+                consumer.dead_letter.as_ref().and_then(|slot| slot.get().cloned()).filter(|_| siblings_accept);
             let rejected = match consumer.when_full {
-                WhenFull::Block => consumer.tx.send(copy, n).await.err(),
+                WhenFull::Block => match isolate {
+                    Some(dead_letter) => match Self::place_isolated(consumer, copy, n).await {
+                        Placed::Sent => None,
+                        Placed::Rejected(copy) => Some(copy),
+                        Placed::Divert(copy) => {
+                            let message = format!(
+                                "the sink made no progress for {}s while its siblings accepted events",
+                                consumer.stall_timeout.as_secs_f64()
+                            );
+                            dead_letter.submit(copy, Failure::now(DeadLetterReason::Stalled, message, None)).await;
+                            None
+                        }
+                    },
+                    None => consumer.tx.send(copy, n).await.err(),
+                },
                 WhenFull::DropNewest => match consumer.tx.try_send(copy, n) {
                     Ok(()) => None,
                     Err(TrySendError::Closed(copy)) => Some(copy),
                     Err(TrySendError::Full(copy)) => {
                         resolve_all(copy, Outcome::Discarded);
                         consumer.ledger.discarded(n, "buffer_full", true);
-                        if !self.full_warned {
-                            self.full_warned = true;
+                        if !full_warned {
+                            full_warned = true;
                             tracing::warn!(
                                 component_id = consumer.ledger.id(),
                                 "Buffer full; dropping newest events as configured (counted as `buffer_full`)."
@@ -91,6 +200,7 @@ impl Fanout {
                 closed.push(i);
             }
         }
+        self.full_warned = full_warned;
         for i in closed.into_iter().rev() {
             self.consumers.remove(i);
         }

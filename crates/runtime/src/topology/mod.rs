@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Graph, OutputRef, schema::BufferType};
 use crate::dead_letter::SinkDeadLetter;
-use fanout::{Consumer, Fanout};
+use fanout::{Consumer, DeadLetterSlot, Fanout};
 
 /// Events a transform's input channel holds.
 const TRANSFORM_INPUT_EVENTS: usize = 2048;
@@ -181,6 +181,13 @@ pub async fn run(
         senders.insert(c.id.clone(), (tx, c.buffer.when_full));
         receivers.insert(c.id.clone(), rx);
     }
+    // Each sink's dead-letter queue, filled in when the sink is built; fan-outs divert a
+    // stalled sink's events there (G4).
+    let dlq_slots: BTreeMap<String, DeadLetterSlot> = components
+        .iter()
+        .filter(|c| c.kind == ComponentKind::Sink)
+        .map(|c| (c.id.clone(), DeadLetterSlot::default()))
+        .collect();
     // One fan-out per output port, built before the components are consumed.
     let mut fanouts: BTreeMap<OutputRef, Fanout> = BTreeMap::new();
     for c in &components {
@@ -190,10 +197,15 @@ pub async fn run(
                 .iter()
                 .filter(|d| d.inputs.contains(&port))
                 .filter_map(|d| {
-                    senders.get(&d.id).map(|(tx, when_full)| Consumer {
-                        tx: tx.clone(),
-                        ledger: ledger_of(&d.id),
-                        when_full: *when_full,
+                    senders.get(&d.id).map(|(tx, when_full)| {
+                        let consumer = Consumer::new(tx.clone(), ledger_of(&d.id), *when_full);
+                        match dlq_slots.get(&d.id) {
+                            Some(slot) => consumer.isolated(
+                                slot.clone(),
+                                Duration::from_secs_f64(d.buffer.stall_timeout_secs.clamp(0.0, 1e9)),
+                            ),
+                            None => consumer,
+                        }
                     })
                 })
                 .collect();
@@ -263,6 +275,9 @@ pub async fn run(
                     &globals.options.data_dir,
                 ));
                 housekeeping.push(dead_letter.spawn_housekeeping());
+                if let Some(slot) = dlq_slots.get(&c.id) {
+                    let _ = slot.set(dead_letter.clone());
+                }
                 let cx = SinkContext {
                     id: id.clone(),
                     ledger: own_ledger,
