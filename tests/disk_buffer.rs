@@ -177,3 +177,78 @@ buffer.max_size = 1000000
     let text = validate(&config("buffer.id = \"old_name\""));
     assert!(!text.contains("no sink owns"), "{text}");
 }
+
+/// A buffer left by an earlier run with a damaged record in the middle and a torn tail: the
+/// good records are delivered, the damaged bytes are in the dead-letter queue with reason
+/// `buffer_corrupt`, and nothing crashes.
+#[test]
+fn a_damaged_buffer_delivers_the_good_records_and_quarantines_the_rest() {
+    use sluice_buffers::disk::record;
+    use sluice_core::event::{EventMetadata, LogEvent};
+
+    let case = Case::new();
+    let dir = case.path("data/buffer/out");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut data = Vec::new();
+    let mut starts = Vec::new();
+    for id in 0..6u64 {
+        let event = LogEvent::from_value(
+            vrl::value::Value::from(format!("good {id}")),
+            EventMetadata::new("in", chrono::Utc::now()),
+        );
+        let mut payload = Vec::new();
+        sluice_core::codec::encode_chunk(&[event], &mut payload);
+        starts.push(data.len());
+        record::encode(&mut data, id, 1, &payload);
+    }
+    // Damage record 2's payload, and cut record 5 in half (a crash mid-write).
+    data[starts[2] + record::HEADER + 3] ^= 0xff;
+    data.truncate(starts[5] + (data.len() - starts[5]) / 2);
+    std::fs::write(dir.join("segment-00000000000000000000.wal"), &data).unwrap_or_else(|e| panic!("{e}"));
+
+    let config = case.config(
+        r#"
+data_dir = "{dir}/data"
+
+[sources.in]
+type = "stdin"
+
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{dir}/out.log"
+encoding.codec = "text"
+buffer.type = "disk"
+buffer.max_size = 10000000
+"#,
+    );
+    let output = case.run_with_stdin(&config, b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let written = std::fs::read_to_string(case.path("out.log")).unwrap_or_default();
+    assert_eq!(written.lines().collect::<Vec<_>>(), vec!["good 0", "good 1", "good 3", "good 4"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Damaged bytes in the disk buffer"), "{stderr}");
+    let dlq: Vec<serde_json::Value> = std::fs::read_dir(case.path("data/dead_letter/out"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["reason"], "buffer_corrupt");
+    assert!(dlq[0]["event"]["buffer_corrupt"]["location"].as_str().unwrap_or_default().contains("segment-"));
+    let ledger = case.ledger();
+    common::assert_ledger_balanced(&ledger);
+    assert!(
+        std::fs::read_dir(&dir)
+            .map(|d| d.flatten().all(|e| !e.path().to_string_lossy().ends_with(".wal")))
+            .unwrap_or(true),
+        "a drained buffer leaves no segment"
+    );
+}
