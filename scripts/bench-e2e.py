@@ -95,6 +95,20 @@ uri = "http://127.0.0.1:{port}/"
 encoding.codec = "text"
 batch.max_events = 1000
 """,
+    "stdin_http_disk": """
+data_dir = "{dir}"
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{port}/"
+encoding.codec = "text"
+batch.max_events = 1000
+buffer.type = "disk"
+buffer.max_size = 536870912
+""",
 }
 
 INTAKE = """

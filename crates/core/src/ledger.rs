@@ -55,6 +55,8 @@ pub struct ComponentLedger {
     dlq_bytes: AtomicI64,
     /// Diverted because it stopped taking events while its siblings did (G4).
     stalled: std::sync::atomic::AtomicBool,
+    /// Holds events and settled none for a while (the stall watchdog).
+    no_progress: std::sync::atomic::AtomicBool,
 }
 
 /// Reads a buffer's (events queued, capacity) when metrics are collected.
@@ -84,7 +86,13 @@ impl ComponentLedger {
             dlq_events: AtomicI64::new(-1),
             dlq_bytes: AtomicI64::new(-1),
             stalled: std::sync::atomic::AtomicBool::new(false),
+            no_progress: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Set by the stall watchdog while the component holds events and settles none.
+    pub fn set_no_progress(&self, stuck: bool) {
+        self.no_progress.store(stuck, Ordering::Relaxed);
     }
 
     /// Marks this component stalled (or recovered).
@@ -203,7 +211,7 @@ impl ComponentLedger {
             buffer_max_events: buffer.map(|b| b.1),
             dead_letter_queue_events: gauge(&self.dlq_events),
             dead_letter_queue_bytes: gauge(&self.dlq_bytes),
-            stalled: self.stalled.load(Ordering::Relaxed),
+            stalled: self.stalled.load(Ordering::Relaxed) || self.no_progress.load(Ordering::Relaxed),
             balanced: false,
         };
         snap.balanced = snap.compute_balanced();
@@ -240,7 +248,7 @@ pub struct ComponentSnapshot {
     pub dead_letter_queue_events: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue_bytes: Option<u64>,
-    /// Stalled and diverted now (G4).
+    /// Stalled now: diverted (G4), or holding events without progress (the watchdog).
     pub stalled: bool,
     pub balanced: bool,
 }
@@ -265,6 +273,11 @@ pub struct Ledger {
 impl Ledger {
     pub fn register(&mut self, ledger: Arc<ComponentLedger>) {
         self.components.push(ledger);
+    }
+
+    /// Every component's ledger, in graph order.
+    pub fn components(&self) -> &[Arc<ComponentLedger>] {
+        &self.components
     }
 
     pub fn snapshot(&self) -> LedgerSnapshot {

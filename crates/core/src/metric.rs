@@ -91,7 +91,7 @@ impl MetricName {
             }
             Self::DeadLetterQueueBytes => "Bytes of the sink's disk dead-letter queue segments.",
             Self::ComponentStalled => {
-                "1 while the sink is stalled and its events are diverted to its dead-letter queue."
+                "1 while the component is stalled: holding events without progress, or diverted to its dead-letter queue."
             }
             Self::UnresolvedEventDropsTotal => "Event copies dropped without an outcome (a bug; counted as failed).",
         }
@@ -156,9 +156,7 @@ impl LedgerSnapshot {
                     push(name, tags.clone(), v as f64);
                 }
             }
-            if c.kind == crate::ledger::ComponentKind::Sink {
-                push(MetricName::ComponentStalled, tags.clone(), if c.stalled { 1.0 } else { 0.0 });
-            }
+            push(MetricName::ComponentStalled, tags.clone(), if c.stalled { 1.0 } else { 0.0 });
         }
         push(MetricName::UnresolvedEventDropsTotal, Vec::new(), self.unresolved_drops as f64);
         out.sort_by_key(|s| s.name);

@@ -8,6 +8,7 @@
 
 pub mod disk;
 pub mod fanout;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -322,8 +323,11 @@ pub async fn run(
             }
         }
     }
-    // Only the fan-outs hold senders now: channels close as their upstreams finish.
+    // Only the fan-outs hold senders now: channels close as their upstreams finish. (The
+    // slots must go too: a sink's dead-letter queue holds the senders of its `.dead_letter`
+    // consumers.)
     drop(senders);
+    drop(dlq_slots);
     if !errors.is_empty() {
         trigger.trigger();
         sources.abort_all();
@@ -332,6 +336,7 @@ pub async fn run(
         return Err(errors);
     }
     tracing::info!(components = names.len(), "Pipeline started.");
+    housekeeping.push(tokio::spawn(watchdog::run(ledger.clone(), watchdog::EVERY, watchdog::THRESHOLD)));
 
     let mut failed_components = Vec::new();
     let mut record = |result: Result<(tokio::task::Id, Result<(), ()>), tokio::task::JoinError>| {
