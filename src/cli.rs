@@ -31,6 +31,24 @@ pub enum Command {
     /// Inspect and purge the disk dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Inspect sinks' disk buffers.
+    #[command(subcommand)]
+    Buffer(BufferCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BufferCommand {
+    /// Per buffer: records and events waiting, bytes, damaged ranges, torn tails. Reads only.
+    Check {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Only this buffer (its `buffer.id`, or its sink's id).
+        #[arg(long)]
+        id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,7 +131,7 @@ pub struct ReplayArgs {
     pub ledger_json: Option<PathBuf>,
 }
 
-/// Where the disk DLQ is: `--data-dir`, or the `data_dir` of `--config`.
+/// Where sluice keeps its files: `--data-dir`, or the `data_dir` of `--config`.
 #[derive(Debug, Args, Clone)]
 pub struct DlqPlace {
     /// The data directory holding `dead_letter/`.

@@ -252,3 +252,26 @@ buffer.max_size = 10000000
         "a drained buffer leaves no segment"
     );
 }
+
+/// `sluice buffer check` reports what a buffer holds and its damage, and changes nothing.
+#[test]
+fn buffer_check_reports_the_fixture_damage_without_changing_it() {
+    let case = Case::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/buffers/tests/fixtures/disk-buffer-v1");
+    let dir = case.path("data/buffer/out");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir(&fixture).into_iter().flatten().flatten() {
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let before: Vec<u8> = std::fs::read(dir.join("segment-00000000000000000000.wal")).unwrap_or_default();
+    let output = common::sluice()
+        .args(["buffer", "check", "--data-dir"])
+        .arg(case.path("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(1), "damage makes the exit code 1");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("3 records (3 events) waiting, acknowledged below id 1, 1 damaged ranges"), "{text}");
+    assert!(text.contains("checksum mismatch"), "{text}");
+    assert_eq!(std::fs::read(dir.join("segment-00000000000000000000.wal")).unwrap_or_default(), before);
+}

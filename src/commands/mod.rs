@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod buffer;
 pub mod dlq;
 pub mod list;
 pub mod replay;

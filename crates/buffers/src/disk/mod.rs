@@ -3,6 +3,7 @@
 //! `docs/design/disk-buffer.md`.
 
 pub mod channel;
+pub mod inspect;
 pub mod record;
 pub mod storage;
 pub mod wal;
