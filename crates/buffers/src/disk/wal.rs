@@ -80,9 +80,11 @@ struct Segment {
 #[derive(Debug, Default)]
 struct Cursor {
     segment: usize,
-    /// Offset in the segment file of `buf[0]`.
+    /// Offset in the segment file of `buf[pos]`, the next byte to read.
     offset: u64,
+    /// Bytes read ahead from the segment; `buf[..pos]` are consumed.
     buf: Vec<u8>,
+    pos: usize,
     /// Highest id read so far (resync looks for ids above it).
     last_id: Option<u64>,
 }
@@ -307,11 +309,13 @@ impl Wal {
         loop {
             let Some(segment) = self.segments.get(self.cursor.segment) else { return Ok(None) };
             let active = self.cursor.segment + 1 == self.segments.len() && self.writer.is_some();
-            if self.cursor.buf.is_empty() || matches!(record::parse(&self.cursor.buf), Parsed::Incomplete) {
-                let fresh = self.storage.read_from(&segment.path, self.cursor.offset)?;
-                self.cursor.buf = fresh;
+            let rest = &self.cursor.buf[self.cursor.pos..];
+            if rest.is_empty() || matches!(record::parse(rest), Parsed::Incomplete) {
+                self.cursor.buf = self.storage.read_from(&segment.path, self.cursor.offset)?;
+                self.cursor.pos = 0;
             }
-            match record::parse(&self.cursor.buf) {
+            let rest = &self.cursor.buf[self.cursor.pos..];
+            match record::parse(rest) {
                 Parsed::Record(r, len) => {
                     let item = (r.id >= self.floor && !self.acked.contains(&r.id)).then(|| Item::Record {
                         id: r.id,
@@ -326,34 +330,34 @@ impl Wal {
                 }
                 Parsed::Incomplete if active => return Ok(None),
                 Parsed::Incomplete => {
-                    if !self.cursor.buf.is_empty() {
+                    if !rest.is_empty() {
                         self.stats.torn_tails += 1;
-                        self.stats.torn_bytes += self.cursor.buf.len() as u64;
+                        self.stats.torn_bytes += rest.len() as u64;
                     }
                     self.cursor =
                         Cursor { segment: self.cursor.segment + 1, last_id: self.cursor.last_id, ..Cursor::default() };
                 }
                 Parsed::Invalid(reason) => {
                     let min_id = self.cursor.last_id.map_or(segment.first_id, |l| l + 1);
-                    let resynced = record::resync(&self.cursor.buf, min_id);
-                    let end = resynced.unwrap_or(self.cursor.buf.len());
+                    let resynced = record::resync(rest, min_id);
+                    let end = resynced.unwrap_or(rest.len());
                     // The ids in between: up to the next valid record, or to the segment's end.
-                    let lost_end = match resynced.map(|at| record::parse(&self.cursor.buf[at..])) {
+                    let lost_end = match resynced.map(|at| record::parse(&rest[at..])) {
                         Some(Parsed::Record(r, _)) => r.id,
                         _ if active => self.next_id,
                         _ => segment.last_id.map_or(min_id, |l| l + 1),
                     };
                     let lost = min_id..lost_end.max(min_id);
-                    if let Some(last) = lost.end.checked_sub(1).filter(|_| !lost.is_empty()) {
-                        self.cursor.last_id = Some(last);
-                    }
                     let item = Item::Corrupt {
                         segment: segment.path.clone(),
                         offset: self.cursor.offset,
-                        bytes: self.cursor.buf[..end].to_vec(),
+                        bytes: rest[..end].to_vec(),
                         reason,
-                        lost,
+                        lost: lost.clone(),
                     };
+                    if let Some(last) = lost.end.checked_sub(1).filter(|_| !lost.is_empty()) {
+                        self.cursor.last_id = Some(last);
+                    }
                     self.stats.corrupt_ranges += 1;
                     self.stats.corrupt_bytes += end as u64;
                     self.advance(end);
@@ -364,7 +368,7 @@ impl Wal {
     }
 
     fn advance(&mut self, n: usize) {
-        self.cursor.buf.drain(..n);
+        self.cursor.pos += n;
         self.cursor.offset += n as u64;
     }
 

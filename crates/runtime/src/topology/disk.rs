@@ -82,7 +82,6 @@ pub fn start(
 
 /// Moves chunks from the memory channel into the log.
 async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<ComponentLedger>) {
-    let mut payload = Vec::new();
     while let Some(mut chunk) = input.recv().await {
         while !chunk.is_empty() {
             let rest = if chunk.len() > MAX_RECORD_EVENTS { chunk.split_off(MAX_RECORD_EVENTS) } else { Vec::new() };
@@ -91,7 +90,7 @@ async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<Com
             for event in &mut chunk {
                 finalizers.push(event.take_finalizer());
             }
-            payload.clear();
+            let mut payload = Vec::with_capacity(n * 256);
             codec::encode_chunk(&chunk, &mut payload);
             drop(std::mem::replace(&mut chunk, rest));
             let ledger = ledger.clone();
@@ -109,7 +108,7 @@ async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<Com
                     );
                 }
             });
-            if let Err(done) = tx.send(n as u16, payload.clone(), done).await {
+            if let Err(done) = tx.send(n as u16, std::mem::take(&mut payload), done).await {
                 done(false);
             }
         }
