@@ -137,6 +137,24 @@ pub struct Compaction {
     pub remaining: usize,
 }
 
+/// The records of `segment` not confirmed yet, without taking its lock or changing anything
+/// (a dry run).
+pub fn read_pending(segment: &Path) -> std::io::Result<Vec<PendingRecord>> {
+    let confirmed = confirmed(segment)?;
+    let data = std::fs::read(segment)?;
+    Ok(pending_of(&data, &confirmed))
+}
+
+fn pending_of(data: &[u8], confirmed: &BTreeSet<u32>) -> Vec<PendingRecord> {
+    split_lines(data)
+        .0
+        .into_iter()
+        .enumerate()
+        .filter(|(i, line)| !line.is_empty() && !confirmed.contains(&(*i as u32)))
+        .map(|(i, line)| (i as u32, line.to_vec()))
+        .collect()
+}
+
 impl SegmentReplay {
     /// Opens a segment for replay: the bookkeeping, and the records not confirmed yet (blank
     /// lines and a torn tail are not records). `Ok(None)` when a running sluice still holds it.
@@ -156,13 +174,7 @@ impl SegmentReplay {
             }
             None => (None, BTreeSet::new()),
         };
-        let pending = split_lines(&data)
-            .0
-            .into_iter()
-            .enumerate()
-            .filter(|(i, line)| !line.is_empty() && !confirmed.contains(&(*i as u32)))
-            .map(|(i, line)| (i as u32, line.to_vec()))
-            .collect();
+        let pending = pending_of(&data, &confirmed);
         let replay =
             Self { path: path.to_path_buf(), _lock: lock, ino: meta.ino(), len: meta.len(), progress, confirmed };
         Ok(Some((replay, pending)))

@@ -182,17 +182,7 @@ async fn open(
     let segment = segment.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || {
         if dry_run {
-            let confirmed = replay::confirmed(&segment)?;
-            let data = std::fs::read(&segment)?;
-            let mut lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
-            lines.pop();
-            let pending = lines
-                .into_iter()
-                .enumerate()
-                .filter(|(i, l)| !l.is_empty() && !confirmed.contains(&(*i as u32)))
-                .map(|(i, l)| (i as u32, l.to_vec()))
-                .collect();
-            return Ok(Some((None, pending)));
+            return Ok(Some((None, replay::read_pending(&segment)?)));
         }
         Ok(SegmentReplay::open(&segment)?.map(|(bookkeeping, pending)| (Some(bookkeeping), pending)))
     })
