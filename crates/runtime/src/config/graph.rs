@@ -202,6 +202,7 @@ pub(super) fn check(
         lint(c, &globals, diagnostics);
     }
     check_buffer_dirs(&raw, &globals, diagnostics);
+    lint_drop_newest_in_fan_outs(&raw, &resolved, diagnostics);
 
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
@@ -266,16 +267,34 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
             if c.buffer.max_events == 0 {
                 diagnostics.push(here(Diagnostic::error("must be at least 1").field("buffer.max_events")));
             }
-            if c.buffer.when_full == WhenFull::DropNewest {
-                diagnostics.push(here(
-                    Diagnostic::warning(
-                        "`drop_newest` discards events when this sink falls behind (counted as `buffer_full`)",
-                    )
-                    .field("buffer.when_full"),
-                ));
-            }
         }
         ComponentKind::Transform => {}
+    }
+}
+
+/// `drop_newest` on a branch of a fan-out drops what its siblings get; `block` isolates a
+/// stuck branch after `stall_timeout_secs` without losing anything.
+fn lint_drop_newest_in_fan_outs(raw: &[RawComponent], inputs: &[Vec<OutputRef>], diagnostics: &mut Vec<Diagnostic>) {
+    let mut readers: BTreeMap<&OutputRef, usize> = BTreeMap::new();
+    for port in inputs.iter().flatten() {
+        *readers.entry(port).or_insert(0) += 1;
+    }
+    for (c, ports) in raw.iter().zip(inputs) {
+        if c.kind != ComponentKind::Sink || c.buffer.when_full != WhenFull::DropNewest {
+            continue;
+        }
+        let shared = ports.iter().any(|p| readers.get(p).is_some_and(|n| *n > 1));
+        let warning = if shared {
+            Diagnostic::warning(
+                "`drop_newest` on a branch of a fan-out drops events its siblings receive whenever this sink falls behind (counted as `buffer_full`)",
+            )
+            .suggest(Some(
+                "keep `block` (the default): a stuck branch is diverted to its dead-letter queue after `buffer.stall_timeout_secs`, replayable".to_owned(),
+            ))
+        } else {
+            Diagnostic::warning("`drop_newest` discards events when this sink falls behind (counted as `buffer_full`)")
+        };
+        diagnostics.push(warning.in_file(Some(c.file.clone())).component(c.kind, &c.id).field("buffer.when_full"));
     }
 }
 
