@@ -105,11 +105,6 @@ impl DiskReceiver {
     pub fn acker(&self) -> DiskAcker {
         DiskAcker { control: self.control.clone() }
     }
-
-    /// Acknowledges a record (see [`DiskAcker::ack`]).
-    pub fn ack(&self, id: u64) {
-        let _ = self.control.send(Control::Ack(id));
-    }
 }
 
 /// The task that owns the log: run it (spawn it, or await it in the drain) until it ends,

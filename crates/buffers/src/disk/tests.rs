@@ -357,7 +357,7 @@ mod channel {
             match rx.recv().await {
                 Some(Item::Record { id, payload, .. }) => {
                     got.push(payload[0]);
-                    rx.ack(id);
+                    rx.acker().ack(id);
                 }
                 other => panic!("{other:?}"),
             }
@@ -415,7 +415,7 @@ mod channel {
             match rx.recv().await {
                 Some(Item::Record { id, payload, .. }) => {
                     got.push(payload[0]);
-                    rx.ack(id);
+                    rx.acker().ack(id);
                 }
                 other => panic!("{other:?}"),
             }

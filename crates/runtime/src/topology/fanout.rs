@@ -149,14 +149,15 @@ impl Fanout {
                 if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
             consumer.ledger.accept(n);
             let siblings_accept = healthy - usize::from(!consumer.stalled) > 0;
-            let isolate =
-                consumer.dead_letter.as_ref().and_then(|slot| slot.get().cloned()).filter(|_| siblings_accept);
+            // The dead-letter queue is looked up only when a copy is diverted (no per-chunk
+            // reference counting on the usual path).
+            let isolate = siblings_accept && consumer.dead_letter.as_ref().is_some_and(|slot| slot.get().is_some());
             let rejected = match consumer.when_full {
-                WhenFull::Block => match isolate {
-                    Some(dead_letter) => match Self::place_isolated(consumer, copy, n).await {
-                        Placed::Sent => None,
-                        Placed::Rejected(copy) => Some(copy),
-                        Placed::Divert(copy) => {
+                WhenFull::Block if isolate => match Self::place_isolated(consumer, copy, n).await {
+                    Placed::Sent => None,
+                    Placed::Rejected(copy) => Some(copy),
+                    Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()) {
+                        Some(dead_letter) => {
                             let message = format!(
                                 "the sink made no progress for {}s while its siblings accepted events",
                                 consumer.stall_timeout.as_secs_f64()
@@ -164,9 +165,10 @@ impl Fanout {
                             dead_letter.submit(copy, Failure::now(DeadLetterReason::Stalled, message, None)).await;
                             None
                         }
+                        None => consumer.tx.send(copy, n).await.err(),
                     },
-                    None => consumer.tx.send(copy, n).await.err(),
                 },
+                WhenFull::Block => consumer.tx.send(copy, n).await.err(),
                 WhenFull::DropNewest => match consumer.tx.try_send(copy, n) {
                     Ok(()) => None,
                     Err(TrySendError::Closed(copy)) => Some(copy),
