@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use vrl::value::{KeyString, ObjectMap, Value};
+use vrl::value::{KeyString, Value};
 
 use crate::event::{DeadLetterRecord, EventMetadata, LogEvent};
 
@@ -124,6 +124,8 @@ pub fn encode_chunk(events: &[LogEvent], out: &mut Vec<u8>) {
 
 struct Reader<'a> {
     data: &'a [u8],
+    /// The same bytes, shared: byte values are slices of it, not copies.
+    shared: &'a Bytes,
     at: usize,
 }
 
@@ -199,7 +201,12 @@ impl<'a> Reader<'a> {
             2 => Value::Boolean(true),
             3 => Value::Integer(i64::from_le_bytes(self.array()?)),
             4 => Value::from_f64_or_zero(f64::from_le_bytes(self.array()?)),
-            5 => Value::Bytes(Bytes::copy_from_slice(self.bytes()?)),
+            5 => {
+                let n = self.len()?;
+                let start = self.at;
+                self.take(n)?;
+                Value::Bytes(self.shared.slice(start..start + n))
+            }
             6 => Value::Timestamp(self.timestamp()?),
             7 => {
                 let text = self.text()?;
@@ -217,30 +224,41 @@ impl<'a> Reader<'a> {
                 Value::Array(items)
             }
             9 => {
+                // Keys were written in order: building the map from them in one go is cheaper
+                // than inserting one by one.
                 let n = self.len()?;
-                let mut map = ObjectMap::new();
+                let mut entries = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
                     let key = KeyString::from(self.text()?);
-                    map.insert(key, self.value(depth + 1)?);
+                    entries.push((key, self.value(depth + 1)?));
                 }
-                Value::Object(map)
+                Value::Object(entries.into_iter().collect())
             }
             _ => return self.fail("unknown value tag"),
         })
     }
 }
 
-/// Decodes a chunk written by [`encode_chunk`]. The events have no finalizer.
-pub fn decode_chunk(data: &[u8]) -> Result<Vec<LogEvent>, DecodeError> {
-    let mut r = Reader { data, at: 0 };
+/// Decodes a chunk written by [`encode_chunk`]. The events have no finalizer; their byte
+/// values share `data`.
+pub fn decode_chunk(data: &Bytes) -> Result<Vec<LogEvent>, DecodeError> {
+    let mut r = Reader { data, shared: data, at: 0 };
     let count = r.len()?;
     let mut events = Vec::with_capacity(count.min(65_536));
+    // Events of a chunk mostly come from one source: intern its id once.
+    let mut last_source: (&[u8], &'static str) = (b"", "");
     for _ in 0..count {
         let body = r.value(0)?;
-        let source_id = r.text()?;
+        let source = r.bytes()?;
+        if source != last_source.0 || last_source.1.is_empty() {
+            match std::str::from_utf8(source) {
+                Ok(id) => last_source = (source, crate::event::intern(id)),
+                Err(_) => return r.fail("invalid UTF-8"),
+            }
+        }
         let ingest = r.timestamp()?;
         let metadata_value = r.value(0)?;
-        let mut event = LogEvent::from_value(body, EventMetadata::new(&source_id, ingest));
+        let mut event = LogEvent::from_value(body, EventMetadata::new(last_source.1, ingest));
         if let Value::Object(map) = metadata_value
             && !map.is_empty()
         {
@@ -303,7 +321,7 @@ mod tests {
         let events = vec![sample(), LogEvent::from_value(Value::from("plain"), EventMetadata::new("b", Utc::now()))];
         let mut buf = Vec::new();
         encode_chunk(&events, &mut buf);
-        let back = decode_chunk(&buf).unwrap_or_else(|e| panic!("{e}"));
+        let back = decode_chunk(&Bytes::from(buf)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.len(), 2);
         for (a, b) in events.iter().zip(&back) {
             let string_as_bytes = |v: &Value| serde_json::to_string(v).unwrap_or_default();
@@ -323,12 +341,12 @@ mod tests {
         let mut buf = Vec::new();
         encode_chunk(&[sample()], &mut buf);
         for cut in 0..buf.len() {
-            assert!(decode_chunk(&buf[..cut]).is_err(), "truncated at {cut}");
+            assert!(decode_chunk(&Bytes::copy_from_slice(&buf[..cut])).is_err(), "truncated at {cut}");
         }
         for i in 0..buf.len() {
             let mut bad = buf.clone();
             bad[i] ^= 0xff;
-            let _ = decode_chunk(&bad);
+            let _ = decode_chunk(&Bytes::from(bad));
         }
     }
 }

@@ -10,8 +10,14 @@
 //!   buffer takes nothing more);
 //! - `recv` returns records in id order, waits when caught up, and returns `None` once every
 //!   sender is gone and everything was read;
+//! - a sender may hand over, with a record, the value it encoded (`keep`). While the reader
+//!   keeps up, that value comes back instead of the record's bytes ([`Received::Kept`]): the
+//!   record is on disk all the same, but it is not read back and decoded. At most
+//!   [`KEEP_RECORDS`] values are kept; past that, and after a restart, records are read from
+//!   disk;
 //! - a record is removed only after [`DiskReceiver::ack`] (see [`Wal`]).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,19 +25,43 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::storage::Storage;
-use super::wal::{AppendError, Item, Wal, WalOptions};
+use super::wal::{AppendError, Item, Placement, Wal, WalOptions};
+
+/// Most values kept for the reader (records appended and not yet read).
+pub const KEEP_RECORDS: usize = 64;
+
+/// Most records handed to the reader per trip to the log (fewer past [`READ_BATCH_BYTES`]).
+const READ_BATCH: usize = 64;
+const READ_BATCH_BYTES: usize = 4 << 20;
+
+/// The acknowledgement floor is persisted at most this often (and always before a segment is
+/// removed, and at close): after a crash, at most this much delivery is repeated.
+pub const PERSIST_ACKS_EVERY: Duration = Duration::from_millis(100);
 
 /// Called once a record is durable (`true`) or could not be stored (`false`).
 pub type Done = Box<dyn FnOnce(bool) + Send>;
 
-struct Append {
+struct Append<T> {
     events: u16,
     payload: Vec<u8>,
+    keep: Option<T>,
     done: Done,
 }
 
-enum Control {
-    Read(oneshot::Sender<Option<Item>>),
+/// What the reader gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<T> {
+    /// Read back from disk.
+    Read(Item),
+    /// Record `id`, whose value its sender kept: the same contents, not read back.
+    Kept { id: u64, value: T },
+}
+
+/// Records read in one trip, in order; `None` at the end.
+type Reply<T> = oneshot::Sender<Option<Vec<Received<T>>>>;
+
+enum Control<T> {
+    Read(Reply<T>),
     Ack(u64),
 }
 
@@ -44,27 +74,39 @@ pub struct ChannelOptions {
 }
 
 /// The writing half; clone it for each upstream.
-#[derive(Clone)]
-pub struct DiskSender {
-    tx: mpsc::Sender<Append>,
+pub struct DiskSender<T> {
+    tx: mpsc::Sender<Append<T>>,
+}
+
+impl<T> Clone for DiskSender<T> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone() }
+    }
 }
 
 /// The reading half.
-pub struct DiskReceiver {
-    control: mpsc::UnboundedSender<Control>,
+pub struct DiskReceiver<T> {
+    control: mpsc::UnboundedSender<Control<T>>,
     /// A read asked for and not yet answered (kept when `recv` is cancelled).
-    pending: Option<oneshot::Receiver<Option<Item>>>,
+    pending: Option<oneshot::Receiver<Option<Vec<Received<T>>>>>,
+    /// Records read and not yet returned.
+    ready: VecDeque<Received<T>>,
     /// The first id appended by this process: older records were stored by an earlier run.
     pub first_new_id: u64,
 }
 
 /// Acknowledges records; clone it freely.
-#[derive(Clone)]
-pub struct DiskAcker {
-    control: mpsc::UnboundedSender<Control>,
+pub struct DiskAcker<T> {
+    control: mpsc::UnboundedSender<Control<T>>,
 }
 
-impl DiskAcker {
+impl<T> Clone for DiskAcker<T> {
+    fn clone(&self) -> Self {
+        Self { control: self.control.clone() }
+    }
+}
+
+impl<T> DiskAcker<T> {
     /// Acknowledges a record (delivered or dead-lettered), or an id lost in a damaged range
     /// once its bytes are stored elsewhere.
     pub fn ack(&self, id: u64) {
@@ -72,37 +114,42 @@ impl DiskAcker {
     }
 }
 
-impl DiskSender {
-    /// Queues one record. Returns it back if the buffer is gone.
+impl<T> DiskSender<T> {
+    /// Queues one record, with the value it encodes if the reader may have it instead of the
+    /// bytes. Returns `done` back if the buffer is gone.
     ///
     /// # Cancel safety
     /// Not cancel safe.
-    pub async fn send(&self, events: u16, payload: Vec<u8>, done: Done) -> Result<(), Done> {
-        self.tx.send(Append { events, payload, done }).await.map_err(|e| e.0.done)
+    pub async fn send(&self, events: u16, payload: Vec<u8>, keep: Option<T>, done: Done) -> Result<(), Done> {
+        self.tx.send(Append { events, payload, keep, done }).await.map_err(|e| e.0.done)
     }
 }
 
-impl DiskReceiver {
+impl<T> DiskReceiver<T> {
     /// The next record or damaged range; `None` at the end.
     ///
     /// # Cancel safety
     /// Cancel safe: an answer that arrives after a cancelled call is returned by the next one.
-    pub async fn recv(&mut self) -> Option<Item> {
+    pub async fn recv(&mut self) -> Option<Received<T>> {
+        if let Some(item) = self.ready.pop_front() {
+            return Some(item);
+        }
         if self.pending.is_none() {
             let (tx, rx) = oneshot::channel();
             self.control.send(Control::Read(tx)).ok()?;
             self.pending = Some(rx);
         }
-        let item = match self.pending.as_mut() {
+        let items = match self.pending.as_mut() {
             Some(rx) => rx.await.ok().flatten(),
             None => None,
         };
         self.pending = None;
-        item
+        self.ready.extend(items?);
+        self.ready.pop_front()
     }
 
     /// A handle that acknowledges records.
-    pub fn acker(&self) -> DiskAcker {
+    pub fn acker(&self) -> DiskAcker<T> {
         DiskAcker { control: self.control.clone() }
     }
 }
@@ -113,44 +160,52 @@ impl DiskReceiver {
 pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Opens the buffer in `dir`.
-pub fn open(
+pub fn open<T: Send + 'static>(
     dir: &Path,
     storage: Arc<dyn Storage>,
     options: ChannelOptions,
-) -> std::io::Result<(DiskSender, DiskReceiver, Task)> {
+) -> std::io::Result<(DiskSender<T>, DiskReceiver<T>, Task)> {
     let wal = Wal::open(dir, storage, options.wal)?;
     let first_new_id = wal.next_id();
-    let (tx, appends) = mpsc::channel(8);
+    let (tx, appends) = mpsc::channel(64);
     let (control, control_rx) = mpsc::unbounded_channel();
-    let task = Box::pin(run(wal, appends, control_rx, options.sync_interval));
-    Ok((DiskSender { tx }, DiskReceiver { control, pending: None, first_new_id }, task))
+    let state = State { wal, kept: VecDeque::new(), acks_persisted: tokio::time::Instant::now() };
+    let task = Box::pin(run(state, appends, control_rx, options.sync_interval));
+    Ok((DiskSender { tx }, DiskReceiver { control, pending: None, ready: VecDeque::new(), first_new_id }, task))
 }
 
 /// Work gathered for one trip to the blocking pool.
-#[derive(Default)]
-struct Batch {
-    appends: Vec<Append>,
+struct Batch<T> {
+    appends: Vec<Append<T>>,
     acks: Vec<u64>,
     sync: bool,
 }
 
-async fn run(
+/// The log and the values kept for the reader, in id order.
+struct State<T> {
     wal: Wal,
-    mut appends: mpsc::Receiver<Append>,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    kept: VecDeque<(Placement, T)>,
+    acks_persisted: tokio::time::Instant,
+}
+
+async fn run<T: Send + 'static>(
+    state: State<T>,
+    mut appends: mpsc::Receiver<Append<T>>,
+    mut control: mpsc::UnboundedReceiver<Control<T>>,
     sync_interval: Duration,
 ) {
-    let mut wal = Some(wal);
-    let mut parked: Option<oneshot::Sender<Option<Item>>> = None;
+    let mut wal = Some(state);
+    let mut parked: Option<Reply<T>> = None;
     // Appended, waiting for the fsync that covers them.
     let mut unsynced: Vec<Done> = Vec::new();
     let mut sync_due: Option<tokio::time::Instant> = None;
+    let mut persist_due: Option<tokio::time::Instant> = None;
     // Appends the log had no room for, retried in order.
-    let mut waiting: Vec<Append> = Vec::new();
+    let mut waiting: Vec<Append<T>> = Vec::new();
     let mut senders_gone = false;
     let mut control_gone = false;
     loop {
-        let mut batch = Batch { appends: std::mem::take(&mut waiting), ..Batch::default() };
+        let mut batch = Batch { appends: std::mem::take(&mut waiting), acks: Vec::new(), sync: false };
         let retry = !batch.appends.is_empty();
         tokio::select! {
             command = control.recv(), if !control_gone => match command {
@@ -164,11 +219,12 @@ async fn run(
             },
             () = tokio::time::sleep(Duration::from_millis(100)), if retry => {}
             () = sleep_until(sync_due) => batch.sync = true,
+            () = sleep_until(persist_due) => persist_due = None,
             () = std::future::ready(()), if senders_gone && control_gone && unsynced.is_empty() => {
                 // Nobody reads and nothing more comes: what still waits for room cannot be stored.
                 batch.appends.drain(..).for_each(|a| (a.done)(false));
-                if let Some(mut log) = wal.take() {
-                    let closed = tokio::task::spawn_blocking(move || log.close()).await;
+                if let Some(mut state) = wal.take() {
+                    let closed = tokio::task::spawn_blocking(move || state.wal.close()).await;
                     if !matches!(closed, Ok(Ok(()))) {
                         tracing::warn!("Cannot close the disk buffer cleanly; some events may be delivered twice after a restart.");
                     }
@@ -199,6 +255,9 @@ async fn run(
             tracing::error!("The disk buffer's task failed; its events stay on disk for the next start.");
             return;
         };
+        if log.wal.acks_unpersisted() && persist_due.is_none() {
+            persist_due = Some(tokio::time::Instant::now() + PERSIST_ACKS_EVERY);
+        }
         wal = Some(log);
         waiting = result.waiting;
         unsynced.extend(result.appended);
@@ -216,9 +275,9 @@ async fn run(
             }
             None => {}
         }
-        if let Some(item) = result.item {
+        if !result.items.is_empty() {
             if let Some(reply) = parked.take() {
-                let _ = reply.send(Some(item));
+                let _ = reply.send(Some(result.items));
             }
         } else if read && senders_gone && waiting.is_empty() {
             // Caught up and nothing more can come.
@@ -236,17 +295,19 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-struct Applied {
+struct Applied<T> {
     appended: Vec<Done>,
     failed: Vec<Done>,
-    waiting: Vec<Append>,
+    waiting: Vec<Append<T>>,
     /// `Some(ok)` when an fsync ran.
     synced: Option<bool>,
-    item: Option<Item>,
+    items: Vec<Received<T>>,
 }
 
-fn apply(mut wal: Wal, batch: Batch, read: bool) -> (Wal, Applied) {
-    let mut out = Applied { appended: Vec::new(), failed: Vec::new(), waiting: Vec::new(), synced: None, item: None };
+fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Applied<T>) {
+    let State { wal, kept, acks_persisted } = &mut state;
+    let mut out =
+        Applied { appended: Vec::new(), failed: Vec::new(), waiting: Vec::new(), synced: None, items: Vec::new() };
     for id in batch.acks {
         if let Err(err) = wal.ack(id) {
             tracing::error!(error = %err, "Cannot remove acknowledged records from the disk buffer; they stay on disk.");
@@ -259,7 +320,14 @@ fn apply(mut wal: Wal, batch: Batch, read: bool) -> (Wal, Applied) {
             continue;
         }
         match wal.append(append.events, &append.payload) {
-            Ok(_) => out.appended.push(append.done),
+            Ok(_) => {
+                if let (Some(value), Some(at)) = (append.keep, wal.last_placement())
+                    && kept.len() < KEEP_RECORDS
+                {
+                    kept.push_back((at, value));
+                }
+                out.appended.push(append.done);
+            }
             Err(AppendError::Full | AppendError::NoSpace) => out.waiting.push(append),
             Err(err) => {
                 tracing::error!(error = %err, "Cannot write to the disk buffer; the events count as failed.");
@@ -270,14 +338,42 @@ fn apply(mut wal: Wal, batch: Batch, read: bool) -> (Wal, Applied) {
     if batch.sync {
         out.synced = Some(wal.sync().is_ok());
     }
-    if let Err(err) = wal.persist_acks() {
-        tracing::warn!(error = %err, "Cannot persist the disk buffer's acknowledgements; some events may be delivered twice after a restart.");
-    }
-    if read {
-        match wal.read_next() {
-            Ok(item) => out.item = item,
-            Err(err) => tracing::error!(error = %err, "Cannot read the disk buffer."),
+    if acks_persisted.elapsed() >= PERSIST_ACKS_EVERY {
+        *acks_persisted = tokio::time::Instant::now();
+        if let Err(err) = wal.persist_acks() {
+            tracing::warn!(error = %err, "Cannot persist the disk buffer's acknowledgements; some events may be delivered twice after a restart.");
         }
     }
-    (wal, out)
+    let mut bytes = 0;
+    while read && out.items.len() < READ_BATCH && bytes < READ_BATCH_BYTES {
+        // Values of records the reader already passed (read from disk) are of no more use.
+        while kept.front().is_some_and(|(at, _)| wal.read_up_to().is_some_and(|read| at.id <= read)) {
+            kept.pop_front();
+        }
+        let item = match kept.front() {
+            Some((at, _)) if wal.pass_over(*at) => {
+                kept.pop_front().map(|(at, value)| Received::Kept { id: at.id, value })
+            }
+            // Read from disk up to the next record whose value is kept, no further.
+            next => match wal.read_next_before(next.map(|(at, _)| *at)) {
+                Ok(item) => item.map(Received::Read),
+                Err(err) => {
+                    tracing::error!(error = %err, "Cannot read the disk buffer.");
+                    None
+                }
+            },
+        };
+        match item {
+            Some(item) => {
+                bytes += match &item {
+                    Received::Read(Item::Record { payload, .. }) => payload.len(),
+                    Received::Read(Item::Corrupt { bytes, .. }) => bytes.len(),
+                    Received::Kept { .. } => 0,
+                };
+                out.items.push(item);
+            }
+            None => break,
+        }
+    }
+    (state, out)
 }

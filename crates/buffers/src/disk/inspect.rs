@@ -58,7 +58,8 @@ pub fn inspect(dir: &Path) -> std::io::Result<BufferReport> {
     let floor = acked_floor.unwrap_or(0);
     let mut report = BufferReport { dir: dir.display().to_string(), acked_floor, ..BufferReport::default() };
     for path in fs.list(dir, ".wal")? {
-        let data = fs.read_from(&path, 0)?;
+        let mut data = Vec::new();
+        fs.read_at(&path, 0, &mut data, usize::MAX)?;
         let mut seg = SegmentReport {
             file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             bytes: data.len() as u64,

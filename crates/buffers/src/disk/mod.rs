@@ -11,6 +11,6 @@ pub mod wal;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{ChannelOptions, DiskAcker, DiskReceiver, DiskSender, Done, Task};
+pub use channel::{ChannelOptions, DiskAcker, DiskReceiver, DiskSender, Done, KEEP_RECORDS, Received, Task};
 pub use storage::{Fs, Storage};
-pub use wal::{AppendError, Item, Wal, WalOptions, WalStats};
+pub use wal::{AppendError, Item, Placement, Wal, WalOptions, WalStats};

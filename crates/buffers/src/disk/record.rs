@@ -81,6 +81,11 @@ pub fn parse(data: &[u8]) -> Parsed<'_> {
     Parsed::Record(Record { id: u64::from_le_bytes(id), events, payload: &data[HEADER..HEADER + len] }, HEADER + len)
 }
 
+/// The whole length a record starting with `data` claims, once its length field is there.
+pub fn declared_len(data: &[u8]) -> Option<usize> {
+    (data.len() >= 4).then(|| HEADER + u32_at(data, 0) as usize)
+}
+
 /// After invalid bytes at the start of `data`, the offset of the next valid record whose id is
 /// at least `min_id`, if any.
 pub fn resync(data: &[u8], min_id: u64) -> Option<usize> {

@@ -19,8 +19,9 @@ pub trait Storage: Send + Sync {
     fn create_dir(&self, dir: &Path) -> std::io::Result<()>;
     /// Creates a new file (it must not exist) for appending; its name is durable on return.
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn AppendFile>>;
-    /// The bytes of `path` from `offset` to its end.
-    fn read_from(&self, path: &Path, offset: u64) -> std::io::Result<Vec<u8>>;
+    /// Appends to `buf` at most `max` bytes of `path` from `offset` (fewer only at its end);
+    /// returns how many.
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize>;
     /// The whole file, or `None` if it does not exist.
     fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>>;
     /// The file's length in bytes.
@@ -65,12 +66,14 @@ impl Storage for Fs {
         Ok(Box::new(FsFile(file)))
     }
 
-    fn read_from(&self, path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(offset))?;
-        let mut out = Vec::new();
-        file.read_to_end(&mut out)?;
-        Ok(out)
+        if max == usize::MAX {
+            return file.read_to_end(buf);
+        }
+        buf.reserve(max);
+        file.take(max as u64).read_to_end(buf)
     }
 
     fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
@@ -242,10 +245,13 @@ pub mod mem {
             state.files.insert(path.to_path_buf(), MemFile::default());
             Ok(Box::new(Handle { path: path.to_path_buf(), state: self.state.clone() }))
         }
-        fn read_from(&self, path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+        fn read_at(&self, path: &Path, offset: u64, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
             let state = lock(&self.state);
             let file = state.files.get(path).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
-            Ok(file.data.get(offset as usize..).map(<[u8]>::to_vec).unwrap_or_default())
+            let rest = file.data.get(offset as usize..).unwrap_or_default();
+            let n = rest.len().min(max);
+            buf.extend_from_slice(&rest[..n]);
+            Ok(n)
         }
         fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
             Ok(lock(&self.state).files.get(path).map(|f| f.data.clone()))

@@ -242,6 +242,9 @@ proptest! {
         let mut acked: BTreeSet<u64> = BTreeSet::new();
         // Unsynced records from before a crash: they may or may not have survived it.
         let mut maybe: BTreeSet<u64> = BTreeSet::new();
+        // Where this run's appends went: reads pass over them when they are next, as the channel
+        // does with kept values.
+        let mut placements: BTreeMap<u64, Placement> = BTreeMap::new();
         let mut counter = 0u32;
         for op in ops {
             match op {
@@ -252,6 +255,9 @@ proptest! {
                     if let Ok(id) = wal.append(1, &payload) {
                         model.insert(id, (payload, false));
                         maybe.remove(&id);
+                        if let Some(at) = wal.last_placement().filter(|_| !counter.is_multiple_of(3)) {
+                            placements.insert(id, at);
+                        }
                     }
                 }
                 Op::Sync => {
@@ -262,7 +268,16 @@ proptest! {
                 Op::ReadAck(n) => {
                     let mut last = None;
                     for _ in 0..n {
-                        match wal.read_next() {
+                        let next = placements.range(wal.read_up_to().map_or(0, |r| r + 1)..).next().map(|(_, at)| *at);
+                        let passed = next.filter(|at| wal.pass_over(*at)).and_then(|at| {
+                            let payload = model.get(&at.id).map(|r| r.0.clone())?;
+                            Some(Item::Record { id: at.id, events: 1, payload })
+                        });
+                        let item = match passed {
+                            Some(item) => Ok(Some(item)),
+                            None => wal.read_next_before(next),
+                        };
+                        match item {
                             Ok(Some(Item::Record { id, payload, .. })) => {
                                 if !maybe.contains(&id) {
                                     let expected = model.get(&id).map(|r| &r.0);
@@ -285,6 +300,7 @@ proptest! {
                 Op::Crash(keep) => {
                     mem.crash(keep as usize);
                     wal = open(&mem);
+                    placements.clear();
                     // Records that were never synced may have survived the crash whole, or not.
                     maybe.extend(model.iter().filter(|(_, r)| !r.1).map(|(id, _)| *id));
                     model.retain(|_, r| r.1);
@@ -297,6 +313,7 @@ proptest! {
                         // A failed buffer is replaced by reopening (what sluice does on restart).
                         mem.crash(0);
                         wal = open(&mem);
+                        placements.clear();
                         // A roll syncs the segment it leaves: unsynced here means "maybe".
                         maybe.extend(model.iter().filter(|(_, r)| !r.1).map(|(id, _)| *id));
                         model.retain(|_, r| r.1);
@@ -326,8 +343,17 @@ mod channel {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use super::super::channel::{self, ChannelOptions};
+    use super::super::channel::{self, ChannelOptions, KEEP_RECORDS, Received};
     use super::*;
+
+    /// A record's id and first byte, and whether it came back kept (not read from disk).
+    fn unpack(received: Option<Received<u8>>) -> (u64, u8, bool) {
+        match received {
+            Some(Received::Read(Item::Record { id, payload, .. })) => (id, payload[0], false),
+            Some(Received::Kept { id, value }) => (id, value, true),
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn options(sync_ms: u64) -> ChannelOptions {
         ChannelOptions { wal: OPTIONS, sync_interval: Duration::from_millis(sync_ms) }
@@ -346,21 +372,18 @@ mod channel {
     async fn records_flow_through_in_order_and_are_reported_stored() {
         let mem = Mem::default();
         let (tx, mut rx, task) =
-            channel::open(&dir(), Arc::new(mem.clone()), options(20)).unwrap_or_else(|e| panic!("{e}"));
+            channel::open::<u8>(&dir(), Arc::new(mem.clone()), options(20)).unwrap_or_else(|e| panic!("{e}"));
         let task = tokio::spawn(task);
         let done = Arc::new(Mutex::new(Vec::new()));
         for i in 0..10u8 {
-            assert!(tx.send(1, vec![i; 8], record(&done, i)).await.is_ok());
+            assert!(tx.send(1, vec![i; 8], None, record(&done, i)).await.is_ok());
         }
         let mut got = Vec::new();
         for _ in 0..10 {
-            match rx.recv().await {
-                Some(Item::Record { id, payload, .. }) => {
-                    got.push(payload[0]);
-                    rx.acker().ack(id);
-                }
-                other => panic!("{other:?}"),
-            }
+            let (id, byte, kept) = unpack(rx.recv().await);
+            assert!(!kept);
+            got.push(byte);
+            rx.acker().ack(id);
         }
         assert_eq!(got, (0..10).collect::<Vec<u8>>());
         drop(tx);
@@ -377,12 +400,12 @@ mod channel {
     async fn a_failed_fsync_reports_the_records_as_not_stored() {
         let mem = Mem::default();
         let (tx, _rx, task) =
-            channel::open(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+            channel::open::<u8>(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
         tokio::spawn(task);
         let done = Arc::new(Mutex::new(Vec::new()));
         mem.inject(Faults { fail_sync: true, ..Faults::default() });
-        assert!(tx.send(1, vec![1], record(&done, 1)).await.is_ok());
-        assert!(tx.send(1, vec![2], record(&done, 2)).await.is_ok());
+        assert!(tx.send(1, vec![1], None, record(&done, 1)).await.is_ok());
+        assert!(tx.send(1, vec![2], None, record(&done, 2)).await.is_ok());
         drop(tx);
         for _ in 0..100 {
             if done.lock().map(|d| d.len()).unwrap_or(0) == 2 {
@@ -406,22 +429,75 @@ mod channel {
             let done = done.clone();
             tokio::spawn(async move {
                 for i in 0..20u8 {
-                    let _ = tx.send(1, vec![i; 20], record(&done, i)).await;
+                    let _ = tx.send(1, vec![i; 20], Some(i), record(&done, i)).await;
                 }
             })
         };
         let mut got = Vec::new();
         while got.len() < 20 {
-            match rx.recv().await {
-                Some(Item::Record { id, payload, .. }) => {
-                    got.push(payload[0]);
-                    rx.acker().ack(id);
-                }
-                other => panic!("{other:?}"),
-            }
+            let (id, byte, _) = unpack(rx.recv().await);
+            got.push(byte);
+            rx.acker().ack(id);
         }
         let _ = writer.await;
         assert_eq!(got, (0..20).collect::<Vec<u8>>(), "every record, in order, through a buffer of ~2 records");
         assert!(done.lock().map(|d| d.iter().all(|(_, ok)| *ok)).unwrap_or(false));
+    }
+
+    #[tokio::test]
+    async fn kept_values_replace_reading_back_while_the_reader_keeps_up_and_the_log_still_has_them() {
+        let mem = Mem::default();
+        let (tx, mut rx, task) =
+            channel::open::<u8>(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+        let task = tokio::spawn(task);
+        let done = Arc::new(Mutex::new(Vec::new()));
+        // Odd records are sent without a value: they are read from disk, the others are not.
+        let count = KEEP_RECORDS as u8 + 20;
+        for i in 0..count {
+            assert!(tx.send(1, vec![i; 8], (i % 2 == 0).then_some(i), record(&done, i)).await.is_ok());
+        }
+        let mut got = Vec::new();
+        for _ in 0..count {
+            let (id, byte, kept) = unpack(rx.recv().await);
+            assert_eq!(id, u64::from(byte), "ids follow the order of appends");
+            got.push((byte, kept));
+        }
+        assert_eq!(got.iter().map(|(b, _)| *b).collect::<Vec<_>>(), (0..count).collect::<Vec<_>>());
+        let kept = got.iter().filter(|(_, kept)| *kept).count();
+        assert!(kept > 0 && got.iter().all(|(b, kept)| !kept || b % 2 == 0), "{got:?}");
+        // Nothing was acknowledged: after a restart, every record is read from disk.
+        drop((tx, rx));
+        let _ = task.await;
+        let (tx, mut rx, task) =
+            channel::open::<u8>(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+        let task = tokio::spawn(task);
+        drop(tx);
+        for i in 0..count {
+            assert_eq!(unpack(rx.recv().await), (u64::from(i), i, false));
+            rx.acker().ack(u64::from(i));
+        }
+        assert!(rx.recv().await.is_none());
+        drop(rx);
+        let _ = task.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acknowledgements_are_persisted_soon_after_the_last_one_even_when_idle() {
+        let mem = Mem::default();
+        let (tx, mut rx, task) =
+            channel::open::<u8>(&dir(), Arc::new(mem.clone()), options(0)).unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(task);
+        let done = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3u8 {
+            assert!(tx.send(1, vec![i; 8], None, record(&done, i)).await.is_ok());
+        }
+        for _ in 0..3 {
+            let (id, _, _) = unpack(rx.recv().await);
+            rx.acker().ack(id);
+        }
+        let floor = || mem.file(&dir().join("acked")).map(|d| String::from_utf8_lossy(&d).into_owned());
+        tokio::time::sleep(channel::PERSIST_ACKS_EVERY * 3).await;
+        assert_eq!(floor().as_deref(), Some("sluice-buffer-acked v1 3\n"), "persisted with nothing else happening");
+        drop((tx, rx));
     }
 }

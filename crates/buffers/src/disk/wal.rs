@@ -23,6 +23,9 @@ use super::storage::{AppendFile, Storage};
 const SUFFIX: &str = ".wal";
 const ACKED: &str = "acked";
 const ACKED_HEADER: &str = "sluice-buffer-acked v1";
+/// Bytes the reader reads ahead at a time (more when one record is larger). Unit tests use a
+/// window smaller than most records, so refills happen mid-record.
+const READ_WINDOW: usize = if cfg!(test) { 48 } else { 1 << 20 };
 
 /// Limits of one buffer.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +69,17 @@ pub enum Item {
         reason: &'static str,
         lost: std::ops::Range<u64>,
     },
+}
+
+/// Where an appended record sits in the log: the reader may pass over it without reading
+/// (see [`Wal::pass_over`]) when the caller still holds its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub id: u64,
+    /// The first id of its segment.
+    segment: u64,
+    offset: u64,
+    len: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +129,9 @@ pub struct Wal {
     cursor: Cursor,
     total_bytes: u64,
     stats: WalStats,
+    last_placement: Option<Placement>,
+    /// The record being appended (reused).
+    scratch: Vec<u8>,
 }
 
 fn segment_name(first_id: u64) -> String {
@@ -152,7 +169,11 @@ impl Wal {
         for i in 0..segments.len() {
             segments[i].last_id = match segments.get(i + 1) {
                 Some(next) => next.first_id.checked_sub(1),
-                None => last_valid_id(&storage.read_from(&segments[i].path, 0)?),
+                None => {
+                    let mut data = Vec::new();
+                    storage.read_at(&segments[i].path, 0, &mut data, usize::MAX)?;
+                    last_valid_id(&data)
+                }
             };
         }
         // A last segment without one whole record holds only a torn write; its name would be
@@ -180,6 +201,8 @@ impl Wal {
             cursor: Cursor::default(),
             total_bytes,
             stats: WalStats::default(),
+            last_placement: None,
+            scratch: Vec::new(),
         };
         wal.drop_acked_segments()?;
         Ok(wal)
@@ -209,9 +232,16 @@ impl Wal {
         if let Some(error) = &self.failed {
             return Err(AppendError::Failed(error.clone()));
         }
-        let mut bytes = Vec::with_capacity(record::HEADER + payload.len());
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
         let id = self.next_id;
         record::encode(&mut bytes, id, events, payload);
+        let result = self.append_record(id, &bytes);
+        self.scratch = bytes;
+        result
+    }
+
+    fn append_record(&mut self, id: u64, bytes: &[u8]) -> Result<u64, AppendError> {
         if self.total_bytes > 0 && self.total_bytes + bytes.len() as u64 > self.options.max_size {
             return Err(AppendError::Full);
         }
@@ -247,6 +277,8 @@ impl Wal {
             }
         }
         if let Some(segment) = self.segments.last_mut() {
+            self.last_placement =
+                Some(Placement { id, segment: segment.first_id, offset: segment.bytes, len: bytes.len() as u64 });
             segment.bytes += bytes.len() as u64;
             segment.last_id = Some(id);
         }
@@ -306,16 +338,41 @@ impl Wal {
     /// The next record (or damaged range) after the ones already read; `None` when the reader
     /// has caught up with the writer.
     pub fn read_next(&mut self) -> std::io::Result<Option<Item>> {
+        self.read_next_before(None)
+    }
+
+    /// [`Wal::read_next`], reading ahead no further than `stop` (a record the caller holds and
+    /// will [`Wal::pass_over`]).
+    pub fn read_next_before(&mut self, stop: Option<Placement>) -> std::io::Result<Option<Item>> {
+        // Whether the bytes read ahead reach the segment's end (as of this call).
+        let mut at_end = false;
         loop {
             let Some(segment) = self.segments.get(self.cursor.segment) else { return Ok(None) };
             let active = self.cursor.segment + 1 == self.segments.len() && self.writer.is_some();
             let rest = &self.cursor.buf[self.cursor.pos..];
-            if rest.is_empty() || matches!(record::parse(rest), Parsed::Incomplete) {
-                self.cursor.buf = self.storage.read_from(&segment.path, self.cursor.offset)?;
+            let parsed = record::parse(rest);
+            if !at_end && !matches!(parsed, Parsed::Record(..)) {
+                // Damage is judged on everything up to the segment's end; a record on what it
+                // claims to need, and at least a window.
+                let mut want = match parsed {
+                    Parsed::Invalid(_) => usize::MAX,
+                    _ => record::declared_len(rest).unwrap_or(0).saturating_sub(rest.len()).max(READ_WINDOW),
+                };
+                let from = self.cursor.offset + rest.len() as u64;
+                if let Some(stop) = stop.filter(|s| s.segment == segment.first_id && s.offset > from)
+                    && !matches!(parsed, Parsed::Invalid(_))
+                {
+                    want = want.min((stop.offset - from) as usize).max(1);
+                }
+                let path = segment.path.clone();
+                self.cursor.buf.drain(..self.cursor.pos);
                 self.cursor.pos = 0;
+                let got = self.storage.read_at(&path, from, &mut self.cursor.buf, want)?;
+                at_end = got < want;
+                continue;
             }
             let rest = &self.cursor.buf[self.cursor.pos..];
-            match record::parse(rest) {
+            match parsed {
                 Parsed::Record(r, len) => {
                     let item = (r.id >= self.floor && !self.acked.contains(&r.id)).then(|| Item::Record {
                         id: r.id,
@@ -336,6 +393,7 @@ impl Wal {
                     }
                     self.cursor =
                         Cursor { segment: self.cursor.segment + 1, last_id: self.cursor.last_id, ..Cursor::default() };
+                    at_end = false;
                 }
                 Parsed::Invalid(reason) => {
                     let min_id = self.cursor.last_id.map_or(segment.first_id, |l| l + 1);
@@ -367,6 +425,44 @@ impl Wal {
         }
     }
 
+    /// Where the last successful [`Wal::append`] put its record.
+    pub fn last_placement(&self) -> Option<Placement> {
+        self.last_placement
+    }
+
+    /// The highest id the reader has passed.
+    pub fn read_up_to(&self) -> Option<u64> {
+        self.cursor.last_id
+    }
+
+    /// Moves the reader past the record at `at` without reading it, if that record is exactly
+    /// the next one to read and nothing is read ahead; the caller then hands out the contents
+    /// it kept. Returns whether it did (otherwise read with [`Wal::read_next`]).
+    pub fn pass_over(&mut self, at: Placement) -> bool {
+        if self.cursor.pos != self.cursor.buf.len() || at.id < self.floor || self.acked.contains(&at.id) {
+            return false;
+        }
+        let Some(current) = self.segments.get(self.cursor.segment) else { return false };
+        let here = current.first_id == at.segment && self.cursor.offset == at.offset;
+        // At the very end of a finished segment, and the record opens the next one.
+        let next = !here
+            && at.offset == 0
+            && self.cursor.offset == current.bytes
+            && self.segments.get(self.cursor.segment + 1).is_some_and(|s| s.first_id == at.segment);
+        if !here && !next {
+            return false;
+        }
+        if next {
+            self.cursor =
+                Cursor { segment: self.cursor.segment + 1, last_id: self.cursor.last_id, ..Cursor::default() };
+        }
+        self.cursor.buf.clear();
+        self.cursor.pos = 0;
+        self.cursor.offset += at.len;
+        self.cursor.last_id = Some(at.id.max(self.cursor.last_id.unwrap_or(0)));
+        true
+    }
+
     fn advance(&mut self, n: usize) {
         self.cursor.pos += n;
         self.cursor.offset += n as u64;
@@ -395,6 +491,11 @@ impl Wal {
         }
         self.drop_acked_segments()?;
         self.persist_acks()
+    }
+
+    /// Whether acknowledgements wait for [`Wal::persist_acks`].
+    pub fn acks_unpersisted(&self) -> bool {
+        self.floor != self.persisted_floor
     }
 
     /// Persists the acknowledgement floor (atomic replace).

@@ -7,14 +7,18 @@
 //!                              after the fsync                       acknowledged when safe
 //! ```
 //!
+//! While the sink keeps up, the writer's chunks (finalizers taken out) come back to it as they
+//! were, instead of being read back and decoded: every record is written and fsynced all the
+//! same, and the log is read only after a restart or when the sink falls behind.
+//!
 //! Events count as *stored* for their sources only after the fsync that covers them. A record
 //! leaves the disk only when the sink delivered or dead-lettered every event in it. Records
 //! stored by an earlier run are counted as received when they are read. Damaged bytes go to
 //! the sink's dead-letter queue (reason `buffer_corrupt`), raw (base64), and reading goes on.
 //!
-//! `DiskInput::recv` is cancel safe (the sink driver uses it in `select!`) except while it
-//! hands damaged bytes to the dead-letter queue: cancelled then, those bytes are read again
-//! after a restart.
+//! Reading and decoding run on their own task, a little ahead of the sink; `DiskInput::recv`
+//! only takes a decoded record and gives it its notifier, and is cancel safe (the sink driver
+//! uses it in `select!`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::future::BoxFuture;
 use sluice_buffers::MemoryReceiver;
-use sluice_buffers::disk::{ChannelOptions, DiskReceiver, DiskSender, Fs, Item, WalOptions, channel};
+use sluice_buffers::disk::{ChannelOptions, DiskReceiver, DiskSender, Fs, Item, Received, WalOptions, channel};
 use sluice_core::ack::{BatchFinalizers, BatchNotifier, EventFinalizer, Outcome};
 use sluice_core::component::ChunkReceiver;
 use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
@@ -76,12 +80,14 @@ pub fn start(
             }
         }
     });
-    let first_new_id = rx.first_new_id;
-    Ok((DiskInput { rx, acks, first_new_id, ledger, dead_letter }, writer))
+    let (ready_tx, ready) = mpsc::channel(READ_AHEAD);
+    let reader = Reader { first_new_id: rx.first_new_id, rx, acks: acks.clone(), ledger: ledger.clone(), dead_letter };
+    tokio::spawn(reader.run(ready_tx));
+    Ok((DiskInput { ready, acks, ledger }, writer))
 }
 
 /// Moves chunks from the memory channel into the log.
-async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<ComponentLedger>) {
+async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender<Chunk>, ledger: Arc<ComponentLedger>) {
     while let Some(mut chunk) = input.recv().await {
         while !chunk.is_empty() {
             let rest = if chunk.len() > MAX_RECORD_EVENTS { chunk.split_off(MAX_RECORD_EVENTS) } else { Vec::new() };
@@ -92,7 +98,7 @@ async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<Com
             }
             let mut payload = Vec::with_capacity(n * 256);
             codec::encode_chunk(&chunk, &mut payload);
-            drop(std::mem::replace(&mut chunk, rest));
+            let kept = std::mem::replace(&mut chunk, rest);
             let ledger = ledger.clone();
             let done = Box::new(move |stored: bool| {
                 if stored {
@@ -108,23 +114,68 @@ async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender, ledger: Arc<Com
                     );
                 }
             });
-            if let Err(done) = tx.send(n as u16, std::mem::take(&mut payload), done).await {
+            if let Err(done) = tx.send(n as u16, std::mem::take(&mut payload), Some(kept), done).await {
                 done(false);
             }
         }
     }
 }
 
-/// The sink's input when its buffer is on disk.
-pub struct DiskInput {
-    rx: DiskReceiver,
+/// A record made ready for the sink: decoded, not yet counted or tracked.
+struct Ready {
+    id: u64,
+    chunk: Chunk,
+    /// Stored by an earlier run: new to this one's ledger.
+    earlier_run: bool,
+}
+
+/// How many decoded records wait for the sink: decoding runs ahead of it, on another task.
+const READ_AHEAD: usize = 8;
+
+/// Reads and decodes records ahead of the sink, and quarantines damage. Ends when the log is
+/// read to its end or the sink's input is gone.
+struct Reader {
+    rx: DiskReceiver<Chunk>,
     acks: mpsc::UnboundedSender<(u64, Outcome)>,
     first_new_id: u64,
     ledger: Arc<ComponentLedger>,
     dead_letter: Arc<dyn DeadLetterQueue>,
 }
 
-impl DiskInput {
+impl Reader {
+    async fn run(mut self, out: mpsc::Sender<Ready>) {
+        loop {
+            let received = tokio::select! {
+                received = self.rx.recv() => received,
+                () = out.closed() => return,
+            };
+            let ready = match received {
+                None => return,
+                Some(Received::Kept { id, value }) => Ready { id, chunk: value, earlier_run: false },
+                Some(Received::Read(Item::Record { id, payload, .. })) => {
+                    let payload = bytes::Bytes::from(payload);
+                    match codec::decode_chunk(&payload) {
+                        Ok(chunk) => Ready { id, chunk, earlier_run: id < self.first_new_id },
+                        Err(err) => {
+                            self.quarantine(&payload, format!("record {id}"), &err.to_string(), id..id + 1).await;
+                            continue;
+                        }
+                    }
+                }
+                Some(Received::Read(Item::Corrupt { segment, offset, bytes, reason, lost })) => {
+                    let where_ = format!("{} offset {offset}", segment.display());
+                    self.quarantine(&bytes, where_, reason, lost).await;
+                    continue;
+                }
+            };
+            // A record not handed out (the sink stopped) was never acknowledged: it stays on
+            // disk for the next start.
+            if out.send(ready).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Sends damaged bytes to the dead-letter queue; once they are stored there, the ids they
     /// swallowed are acknowledged.
     async fn quarantine(&self, bytes: &[u8], where_: String, reason: &str, lost: std::ops::Range<u64>) {
@@ -157,33 +208,26 @@ impl DiskInput {
     }
 }
 
+/// The sink's input when its buffer is on disk.
+pub struct DiskInput {
+    ready: mpsc::Receiver<Ready>,
+    acks: mpsc::UnboundedSender<(u64, Outcome)>,
+    ledger: Arc<ComponentLedger>,
+}
+
 impl ChunkReceiver for DiskInput {
     fn recv(&mut self) -> BoxFuture<'_, Option<Chunk>> {
         Box::pin(async move {
-            loop {
-                match self.rx.recv().await? {
-                    Item::Record { id, payload, .. } => match codec::decode_chunk(&payload) {
-                        Ok(mut chunk) => {
-                            if id < self.first_new_id {
-                                // Stored by an earlier run: new to this one's ledger.
-                                self.ledger.accept(chunk.len());
-                            }
-                            let notifier = BatchNotifier::with_channel(self.acks.clone(), id);
-                            for event in &mut chunk {
-                                event.set_finalizer(EventFinalizer::new(notifier.clone()));
-                            }
-                            return Some(chunk);
-                        }
-                        Err(err) => {
-                            self.quarantine(&payload, format!("record {id}"), &err.to_string(), id..id + 1).await;
-                        }
-                    },
-                    Item::Corrupt { segment, offset, bytes, reason, lost } => {
-                        let where_ = format!("{} offset {offset}", segment.display());
-                        self.quarantine(&bytes, where_, reason, lost).await;
-                    }
-                }
+            let Ready { id, mut chunk, earlier_run } = self.ready.recv().await?;
+            if earlier_run {
+                self.ledger.accept(chunk.len());
             }
+            // One notifier per record: it is acknowledged once all its events are safe.
+            let notifier = BatchNotifier::with_channel(self.acks.clone(), id);
+            for event in &mut chunk {
+                event.set_finalizer(EventFinalizer::new(notifier.clone()));
+            }
+            Some(chunk)
         })
     }
 }
