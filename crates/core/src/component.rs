@@ -300,6 +300,11 @@ pub trait SinkConfig: Send + Sync + Debug {
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         Vec::new()
     }
+    /// Sinks that deliver to another system over the network: the most encoded bytes one
+    /// batch holds. `None` for local sinks (files, the console). Used by `validate`.
+    fn remote_batch_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A parsed component config of any kind.

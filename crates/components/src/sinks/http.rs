@@ -147,7 +147,14 @@ enum Framing {
     Delimited(Option<u8>),
 }
 
+/// Vector's http sink default for `batch.max_bytes`.
+const DEFAULT_BATCH_BYTES: usize = 10_000_000;
+
 impl SinkConfig for HttpSinkConfig {
+    fn remote_batch_bytes(&self) -> Option<u64> {
+        Some(self.batch.max_bytes.unwrap_or(DEFAULT_BATCH_BYTES) as u64)
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = self.encoding.check();
         issues.extend(self.framing().err());
@@ -199,7 +206,7 @@ impl Sink for HttpSink {
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
             let HttpSink { config, uri, method, headers, templated, framing, cx } = *self;
-            let settings = DriverSettings::new(&config.batch, &config.request, (None, 10_000_000, 1.0));
+            let settings = DriverSettings::new(&config.batch, &config.request, (None, DEFAULT_BATCH_BYTES, 1.0));
             let service = HttpService {
                 client: Client::builder(TokioExecutor::new()).build_http(),
                 encoder: config.encoding.build(),

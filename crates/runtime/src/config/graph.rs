@@ -203,6 +203,7 @@ pub(super) fn check(
     }
     check_buffer_dirs(&raw, &globals, diagnostics);
     lint_drop_newest_in_fan_outs(&raw, &resolved, diagnostics);
+    lint_remote_sinks(&raw, &resolved, diagnostics);
 
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
@@ -251,10 +252,13 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
                     .field("acknowledgements"),
                 ));
             }
-            if c.buffer.buffer_type == BufferType::Disk && c.buffer.max_size.is_none_or(|s| s == 0) {
+            if let Some(disk) = c.buffer.disk_stage()
+                && disk.max_size.is_none_or(|s| s == 0)
+            {
+                let field = if c.buffer.overflow.is_some() { "buffer[1].max_size" } else { "buffer.max_size" };
                 diagnostics.push(here(
                     Diagnostic::error("a disk buffer needs `max_size`, in bytes")
-                        .field("buffer.max_size")
+                        .field(field)
                         .suggest(Some("for example `max_size = 268435488` (256 MiB, Vector's minimum)".to_owned())),
                 ));
             }
@@ -298,13 +302,54 @@ fn lint_drop_newest_in_fan_outs(raw: &[RawComponent], inputs: &[Vec<OutputRef>],
     }
 }
 
+/// Sinks that deliver over the network: one that keeps its queue only in memory and whose
+/// `.dead_letter` output nobody reads is worth a second look; a disk buffer smaller than one
+/// batch never lets a batch fill.
+fn lint_remote_sinks(raw: &[RawComponent], inputs: &[Vec<OutputRef>], diagnostics: &mut Vec<Diagnostic>) {
+    for c in raw.iter().filter(|c| c.kind == ComponentKind::Sink) {
+        let Some(AnyConfig::Sink(config)) = &c.config else { continue };
+        let Some(batch_bytes) = config.remote_batch_bytes() else { continue };
+        let here = |d: Diagnostic| d.in_file(Some(c.file.clone())).component(c.kind, &c.id);
+        match c.buffer.disk_stage() {
+            None => {
+                let dead_letter = OutputRef { component: c.id.clone(), port: Some("dead_letter".to_owned()) };
+                if !inputs.iter().flatten().any(|p| *p == dead_letter) {
+                    diagnostics.push(here(
+                        Diagnostic::warning(format!(
+                            "this sink sends to another system and queues only in memory: after a crash, what it held comes back only from sources that re-send unacknowledged events; and nothing reads `{}.dead_letter`, so rejected events wait in `data_dir/dead_letter/` for `sluice dlq replay`",
+                            c.id
+                        ))
+                        .field("buffer.type")
+                        .suggest(Some(
+                            "use `buffer.type = \"disk\"` (or a disk overflow stage), or read its `.dead_letter` output in a sink".to_owned(),
+                        )),
+                    ));
+                }
+            }
+            Some(disk) => {
+                if let Some(max_size) = disk.max_size.filter(|m| *m > 0 && *m < batch_bytes) {
+                    let field = if c.buffer.overflow.is_some() { "buffer[1].max_size" } else { "buffer.max_size" };
+                    diagnostics.push(here(
+                        Diagnostic::warning(format!(
+                            "the disk buffer holds {max_size} bytes, less than one batch ({batch_bytes} bytes of `batch.max_bytes`): batches leave on their timeout, never full"
+                        ))
+                        .field(field)
+                        .suggest(Some(format!("make `max_size` at least {batch_bytes}, or lower `batch.max_bytes`"))),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Disk buffers: two sinks may not share a directory, and a directory under
 /// `data_dir/buffer/` that no sink owns (a renamed sink) is reported, since its events would
 /// never be delivered.
 fn check_buffer_dirs(raw: &[RawComponent], globals: &Globals, diagnostics: &mut Vec<Diagnostic>) {
     let mut owners: BTreeMap<&str, &RawComponent> = BTreeMap::new();
-    for c in raw.iter().filter(|c| c.kind == ComponentKind::Sink && c.buffer.buffer_type == BufferType::Disk) {
-        let id = c.buffer.id.as_deref().unwrap_or(&c.id);
+    for c in raw.iter().filter(|c| c.kind == ComponentKind::Sink) {
+        let Some(disk) = c.buffer.disk_stage() else { continue };
+        let id = disk.id.as_deref().unwrap_or(&c.id);
         if let Some(first) = owners.insert(id, c) {
             diagnostics.push(
                 Diagnostic::error(format!("the disk buffer `{id}` is also the buffer of sink `{}`", first.id))

@@ -10,7 +10,7 @@ use sluice_core::ledger::ComponentKind;
 
 use super::diagnostic::{Diagnostic, closest, suggestion_from_serde};
 use super::interpolate::interpolate;
-use super::schema::{self, BufferConfig, GlobalRaw, HealthcheckRaw, WildcardMatching};
+use super::schema::{self, BufferConfig, BufferType, GlobalRaw, HealthcheckRaw, WhenFull, WildcardMatching};
 use super::{Globals, LoadOptions};
 
 /// A component after phase one. `config` is `None` when it failed to parse (already reported).
@@ -354,14 +354,9 @@ fn parse_component(
     let mut buffer = BufferConfig::default();
     if kind == ComponentKind::Sink {
         if let Some(value) = body.remove("buffer") {
-            match serde_path_to_error::deserialize::<_, BufferConfig>(value) {
+            match parse_buffer(id, value) {
                 Ok(parsed) => buffer = parsed,
-                Err(err) => {
-                    let path = format!("buffer.{}", err.path()).trim_end_matches(".").to_owned();
-                    let message = err.into_inner().to_string();
-                    let suggestion = suggestion_from_serde(&message);
-                    diagnostics.push(here(Diagnostic::error(message).field(path).suggest(suggestion)));
-                }
+                Err(diagnostic) => diagnostics.push(here(*diagnostic)),
             }
         }
         if let Some(value) = body.remove("healthcheck")
@@ -395,4 +390,65 @@ fn parse_component(
         buffer,
         acknowledgements,
     })
+}
+
+/// A `buffer` table, or Vector's list of stages (`[[sinks.x.buffer]]`): memory, then the
+/// disk stage it overflows to.
+fn parse_buffer(id: &str, value: Value) -> Result<BufferConfig, Box<Diagnostic>> {
+    let stages = match value {
+        Value::Array(stages) => stages,
+        table => vec![table],
+    };
+    let count = stages.len();
+    let mut parsed = Vec::with_capacity(count);
+    for (i, stage) in stages.into_iter().enumerate() {
+        let prefix = if count > 1 { format!("buffer[{i}]") } else { "buffer".to_owned() };
+        match serde_path_to_error::deserialize::<_, BufferConfig>(stage) {
+            Ok(config) => parsed.push(config),
+            Err(err) => {
+                let path = format!("{prefix}.{}", err.path()).trim_end_matches(".").to_owned();
+                let message = err.into_inner().to_string();
+                let suggestion = suggestion_from_serde(&message);
+                return Err(Box::new(Diagnostic::error(message).field(path).suggest(suggestion)));
+            }
+        }
+    }
+    let mut stages = parsed.into_iter();
+    let Some(mut first) = stages.next() else {
+        return Err(Box::new(Diagnostic::error("an empty list of buffer stages").field("buffer")));
+    };
+    let second = stages.next();
+    if stages.next().is_some() {
+        return Err(Box::new(
+            Diagnostic::error("at most two buffer stages: memory, then the disk buffer it overflows to")
+                .field("buffer"),
+        ));
+    }
+    match (first.when_full, second) {
+        (WhenFull::Overflow, None) => {
+            Err(Box::new(Diagnostic::error("`when_full = \"overflow\"` needs a second buffer stage to overflow to")
+                .field("buffer.when_full")
+                .suggest(Some(format!(
+                    "write the buffer as two `[[sinks.{id}.buffer]]` stages: this one, then one with `type = \"disk\"` and `max_size`"
+                )))))
+        }
+        (WhenFull::Overflow, Some(second))
+            if first.buffer_type != BufferType::Memory || second.buffer_type != BufferType::Disk =>
+        {
+            Err(Box::new(Diagnostic::error("sluice overflows from a memory stage to a disk stage only")
+                .field("buffer[1].type")
+                .suggest(Some("make the first stage `type = \"memory\"` and the second `type = \"disk\"`".to_owned()))))
+        }
+        (WhenFull::Overflow, Some(second)) if second.when_full == WhenFull::Overflow => {
+            Err(Box::new(Diagnostic::error("the last buffer stage has nothing to overflow to").field("buffer[1].when_full")))
+        }
+        (WhenFull::Overflow, Some(second)) => {
+            first.overflow = Some(Box::new(second));
+            Ok(first)
+        }
+        (_, Some(_)) => Err(Box::new(Diagnostic::error("a second buffer stage is used only with `when_full = \"overflow\"`")
+            .field("buffer[0].when_full")
+            .suggest(Some("set `when_full = \"overflow\"` on the first stage".to_owned())))),
+        (_, None) => Ok(first),
+    }
 }

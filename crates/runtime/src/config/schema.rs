@@ -81,6 +81,8 @@ pub enum WhenFull {
     Block,
     /// Drop the incoming events, counted as discarded (`buffer_full`).
     DropNewest,
+    /// Memory first, then the next stage (a disk buffer), Vector's `[[sinks.x.buffer]]` list.
+    Overflow,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -118,6 +120,20 @@ pub struct BufferConfig {
     /// again. Default 30.
     #[serde(default = "default_stall_timeout_secs")]
     pub stall_timeout_secs: f64,
+    /// The stage events go to when this one is full and `when_full = "overflow"` (the second
+    /// table of Vector's `[[sinks.x.buffer]]` list).
+    #[serde(skip)]
+    pub overflow: Option<Box<BufferConfig>>,
+}
+
+impl BufferConfig {
+    /// The stage kept on disk, if any: this one, or its overflow.
+    pub fn disk_stage(&self) -> Option<&BufferConfig> {
+        match self.buffer_type {
+            BufferType::Disk => Some(self),
+            BufferType::Memory => self.overflow.as_deref().filter(|o| o.buffer_type == BufferType::Disk),
+        }
+    }
 }
 
 pub const fn default_stall_timeout_secs() -> f64 {
@@ -142,6 +158,7 @@ impl Default for BufferConfig {
             id: None,
             sync_interval_ms: default_sync_interval_ms(),
             stall_timeout_secs: default_stall_timeout_secs(),
+            overflow: None,
         }
     }
 }

@@ -231,3 +231,41 @@ impl ChunkReceiver for DiskInput {
         })
     }
 }
+
+/// A sink's input with `when_full = "overflow"`: its memory stage and the disk stage that took
+/// what memory had no room for, read side by side (order across the two is not kept).
+pub struct Overflowing {
+    memory: Option<Box<dyn ChunkReceiver>>,
+    disk: Option<DiskInput>,
+}
+
+impl Overflowing {
+    pub fn new(memory: Box<dyn ChunkReceiver>, disk: DiskInput) -> Self {
+        Self { memory: Some(memory), disk: Some(disk) }
+    }
+}
+
+impl ChunkReceiver for Overflowing {
+    /// Cancel safe: both stages' `recv` are.
+    fn recv(&mut self) -> BoxFuture<'_, Option<Chunk>> {
+        Box::pin(async move {
+            loop {
+                let (from_memory, chunk) = match (self.memory.as_mut(), self.disk.as_mut()) {
+                    (None, None) => return None,
+                    (Some(memory), None) => (true, memory.recv().await),
+                    (None, Some(disk)) => (false, disk.recv().await),
+                    (Some(memory), Some(disk)) => tokio::select! {
+                        chunk = memory.recv() => (true, chunk),
+                        chunk = disk.recv() => (false, chunk),
+                    },
+                };
+                match chunk {
+                    Some(chunk) => return Some(chunk),
+                    // That stage is finished; the other goes on.
+                    None if from_memory => self.memory = None,
+                    None => self.disk = None,
+                }
+            }
+        })
+    }
+}

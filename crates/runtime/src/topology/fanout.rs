@@ -26,6 +26,8 @@ pub type DeadLetterSlot = Arc<OnceLock<Arc<dyn DeadLetterQueue>>>;
 
 pub struct Consumer {
     pub tx: MemorySender<Chunk>,
+    /// `when_full = "overflow"`: the disk stage's input, used when `tx` is full.
+    pub overflow: Option<MemorySender<Chunk>>,
     pub ledger: Arc<ComponentLedger>,
     pub when_full: WhenFull,
     /// Sinks: their dead-letter queue, for isolation (G4).
@@ -41,6 +43,7 @@ impl Consumer {
     pub fn new(tx: MemorySender<Chunk>, ledger: Arc<ComponentLedger>, when_full: WhenFull) -> Self {
         Self {
             tx,
+            overflow: None,
             ledger,
             when_full,
             dead_letter: None,
@@ -48,6 +51,17 @@ impl Consumer {
             full_since: None,
             stalled: false,
         }
+    }
+
+    /// Sends what `tx` has no room for to `overflow` (`when_full = "overflow"`).
+    pub fn overflowing_to(mut self, overflow: MemorySender<Chunk>) -> Self {
+        self.overflow = Some(overflow);
+        self
+    }
+
+    /// The stage a blocking placement waits on: the overflow stage when there is one.
+    fn last_stage(&self) -> &MemorySender<Chunk> {
+        self.overflow.as_ref().unwrap_or(&self.tx)
     }
 
     /// Lets this consumer be isolated when it stalls while a sibling accepts.
@@ -100,9 +114,10 @@ impl Fanout {
     }
 
     /// Places a copy in a blocking consumer that may be isolated: waits at most until its
-    /// buffer has been full for `stall_timeout`, then diverts.
+    /// buffer (its last stage) has been full for `stall_timeout`, then diverts.
     async fn place_isolated(consumer: &mut Consumer, copy: Chunk, n: usize) -> Placed {
-        match consumer.tx.try_send(copy, n) {
+        let tried = consumer.last_stage().try_send(copy, n);
+        match tried {
             Ok(()) => {
                 consumer.set_stalled(false);
                 consumer.full_since = None;
@@ -114,7 +129,8 @@ impl Fanout {
                 let since = *consumer.full_since.get_or_insert_with(tokio::time::Instant::now);
                 let deadline =
                     since.checked_add(consumer.stall_timeout).unwrap_or(since + Duration::from_secs(86_400 * 365));
-                match consumer.tx.send_until(copy, n, deadline).await {
+                let sent = consumer.last_stage().send_until(copy, n, deadline).await;
+                match sent {
                     Ok(()) => {
                         consumer.full_since = None;
                         Placed::Sent
@@ -126,6 +142,29 @@ impl Fanout {
                     }
                 }
             }
+        }
+    }
+
+    /// Places a copy in a consumer that blocks when full (its last stage): isolated after
+    /// `stall_timeout` when `isolate`. Returns the copy if the consumer is gone.
+    async fn place_blocking(consumer: &mut Consumer, copy: Chunk, n: usize, isolate: bool) -> Option<Chunk> {
+        if !isolate {
+            return consumer.last_stage().send(copy, n).await.err();
+        }
+        match Self::place_isolated(consumer, copy, n).await {
+            Placed::Sent => None,
+            Placed::Rejected(copy) => Some(copy),
+            Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()) {
+                Some(dead_letter) => {
+                    let message = format!(
+                        "the sink made no progress for {}s while its siblings accepted events",
+                        consumer.stall_timeout.as_secs_f64()
+                    );
+                    dead_letter.submit(copy, Failure::now(DeadLetterReason::Stalled, message, None)).await;
+                    None
+                }
+                None => consumer.last_stage().send(copy, n).await.err(),
+            },
         }
     }
 
@@ -153,22 +192,14 @@ impl Fanout {
             // reference counting on the usual path).
             let isolate = siblings_accept && consumer.dead_letter.as_ref().is_some_and(|slot| slot.get().is_some());
             let rejected = match consumer.when_full {
-                WhenFull::Block if isolate => match Self::place_isolated(consumer, copy, n).await {
-                    Placed::Sent => None,
-                    Placed::Rejected(copy) => Some(copy),
-                    Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()) {
-                        Some(dead_letter) => {
-                            let message = format!(
-                                "the sink made no progress for {}s while its siblings accepted events",
-                                consumer.stall_timeout.as_secs_f64()
-                            );
-                            dead_letter.submit(copy, Failure::now(DeadLetterReason::Stalled, message, None)).await;
-                            None
-                        }
-                        None => consumer.tx.send(copy, n).await.err(),
-                    },
+                WhenFull::Block => Self::place_blocking(consumer, copy, n, isolate).await,
+                // Memory first; what it has no room for goes to the disk stage, which blocks
+                // (and is isolated) like any buffer.
+                WhenFull::Overflow => match consumer.tx.try_send(copy, n) {
+                    Ok(()) => None,
+                    Err(TrySendError::Closed(copy)) => Some(copy),
+                    Err(TrySendError::Full(copy)) => Self::place_blocking(consumer, copy, n, isolate).await,
                 },
-                WhenFull::Block => consumer.tx.send(copy, n).await.err(),
                 WhenFull::DropNewest => match consumer.tx.try_send(copy, n) {
                     Ok(()) => None,
                     Err(TrySendError::Closed(copy)) => Some(copy),

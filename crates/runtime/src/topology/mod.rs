@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sluice_buffers::{MemoryReceiver, memory};
+use sluice_buffers::{MemoryReceiver, MemorySender, memory};
 use sluice_core::Chunk;
 use sluice_core::ack::Outcome;
 use sluice_core::component::{
@@ -169,6 +169,8 @@ pub async fn run(
     // Input buffers of transforms and sinks.
     let mut receivers: BTreeMap<String, MemoryReceiver<Chunk>> = BTreeMap::new();
     let mut senders = BTreeMap::new();
+    // `when_full = "overflow"`: the disk stage's input, next to the memory stage.
+    let mut overflows: BTreeMap<String, (MemorySender<Chunk>, MemoryReceiver<Chunk>)> = BTreeMap::new();
     for c in &components {
         let capacity = match c.kind {
             ComponentKind::Source => continue,
@@ -181,6 +183,9 @@ pub async fn run(
         }
         senders.insert(c.id.clone(), (tx, c.buffer.when_full));
         receivers.insert(c.id.clone(), rx);
+        if let Some(stage) = c.buffer.overflow.as_deref() {
+            overflows.insert(c.id.clone(), memory::<Chunk>(stage.max_events));
+        }
     }
     // Each sink's dead-letter queue, filled in when the sink is built; fan-outs divert a
     // stalled sink's events there (G4).
@@ -199,7 +204,10 @@ pub async fn run(
                 .filter(|d| d.inputs.contains(&port))
                 .filter_map(|d| {
                     senders.get(&d.id).map(|(tx, when_full)| {
-                        let consumer = Consumer::new(tx.clone(), ledger_of(&d.id), *when_full);
+                        let mut consumer = Consumer::new(tx.clone(), ledger_of(&d.id), *when_full);
+                        if let Some((overflow, _)) = overflows.get(&d.id) {
+                            consumer = consumer.overflowing_to(overflow.clone());
+                        }
                         match dlq_slots.get(&d.id) {
                             Some(slot) => consumer.isolated(
                                 slot.clone(),
@@ -290,29 +298,43 @@ pub async fn run(
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;
                 };
-                let input: Box<dyn ChunkReceiver> = if c.buffer.buffer_type == BufferType::Disk {
-                    let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, &c.buffer);
-                    match disk::start(&dir, &c.buffer, rx, cx.ledger.clone(), cx.dead_letter.clone()) {
-                        Ok((input, writer)) => {
-                            let handle = others.spawn(async move {
-                                writer.await;
-                                Ok(())
-                            });
-                            names.insert(handle.id(), format!("{} (disk buffer)", c.id));
-                            Box::new(input)
-                        }
-                        Err(err) => {
-                            errors.push(format!(
-                                "sink \"{}\": cannot open its disk buffer {}: {err}",
-                                c.id,
-                                dir.display()
-                            ));
-                            continue;
-                        }
-                    }
-                } else {
-                    Box::new(BufferInput { rx, ack_on_arrival: !c.acknowledgements })
+                // The memory stage, unless the whole buffer is on disk; then the disk stage.
+                let memory_input = BufferInput { rx, ack_on_arrival: !c.acknowledgements };
+                let (disk_rx, memory_input) = match (c.buffer.buffer_type, overflows.remove(&c.id)) {
+                    (BufferType::Disk, _) => (Some(memory_input.rx), None),
+                    (_, Some((_, overflow_rx))) => (Some(overflow_rx), Some(memory_input)),
+                    (_, None) => (None, Some(memory_input)),
                 };
+                let input: Box<dyn ChunkReceiver> =
+                    if let (Some(disk_rx), Some(stage)) = (disk_rx, c.buffer.disk_stage()) {
+                        let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, stage);
+                        match disk::start(&dir, stage, disk_rx, cx.ledger.clone(), cx.dead_letter.clone()) {
+                            Ok((input, writer)) => {
+                                let handle = others.spawn(async move {
+                                    writer.await;
+                                    Ok(())
+                                });
+                                names.insert(handle.id(), format!("{} (disk buffer)", c.id));
+                                match memory_input {
+                                    Some(memory) => Box::new(disk::Overflowing::new(Box::new(memory), input)),
+                                    None => Box::new(input),
+                                }
+                            }
+                            Err(err) => {
+                                errors.push(format!(
+                                    "sink \"{}\": cannot open its disk buffer {}: {err}",
+                                    c.id,
+                                    dir.display()
+                                ));
+                                continue;
+                            }
+                        }
+                    } else {
+                        match memory_input {
+                            Some(memory) => Box::new(memory),
+                            None => continue,
+                        }
+                    };
                 match config.build(cx) {
                     Ok(sink) => {
                         let handle = others.spawn(sink.run(SinkInput::new(input)));
@@ -327,6 +349,7 @@ pub async fn run(
     // slots must go too: a sink's dead-letter queue holds the senders of its `.dead_letter`
     // consumers.)
     drop(senders);
+    drop(overflows);
     drop(dlq_slots);
     if !errors.is_empty() {
         trigger.trigger();
