@@ -7,6 +7,13 @@ lines on stdin, and prints events/s, MiB/s, CPU seconds and peak RSS (from wait4
 sluice process is measured). Every run is checked: the sink must have received every event,
 the ledger must balance and the exit code must be 0.
 
+The `fanout_*` scenarios measure isolation (G4): stdin → a file sink and an http sink to a
+healthy local intake, without (`fanout_healthy`) and with (`fanout_one_stuck`) a third http
+sink whose destination accepts connections and never answers. There, events/s is N over the
+time until both healthy sinks delivered all N (read from `/metrics` every 20 ms), and
+`after stall` is the healthy sinks' rate from the moment the stuck sink was diverted
+(`component_stalled` = 1) to the end; the stuck sink's events must all be in its DLQ.
+
     cargo build --release
     python3 scripts/bench-e2e.py --events 2000000 --runs 3
 """
@@ -15,11 +22,14 @@ import argparse
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +121,42 @@ buffer.max_size = 536870912
 """,
 }
 
+FANOUT = """
+data_dir = "{dir}"
+api.enabled = true
+api.address = "127.0.0.1:{api_port}"
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.archive]
+type = "file"
+inputs = ["in"]
+path = "{dir}/archive.log"
+encoding.codec = "text"
+
+[sinks.good]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{port}/"
+encoding.codec = "text"
+batch.max_events = 1000
+"""
+
+STUCK = """
+[sinks.stuck]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{silent_port}/"
+encoding.codec = "text"
+batch.max_events = 1000
+request.concurrency = 2
+request.timeout_secs = 600
+buffer.stall_timeout_secs = 1
+"""
+
+SCENARIOS["fanout_healthy"] = FANOUT
+SCENARIOS["fanout_one_stuck"] = FANOUT + STUCK
+
 INTAKE = """
 [sources.in]
 type = "http_server"
@@ -186,21 +232,87 @@ def stop_intake(proc, d: str, events: int):
         sys.exit(f"intake received {received} of {events} events")
 
 
+def silent_listener():
+    """Accepts connections and never answers; returns (port, stop)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+        for conn in held:
+            conn.close()
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], stop
+
+
+def poll_metrics(api_port: int, samples: list, done: threading.Event):
+    """Records (seconds, {sink: sent}, stalled) every 20 ms from /metrics."""
+    start = time.perf_counter()
+    while not done.is_set():
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=1).read().decode()
+        except OSError:
+            time.sleep(0.02)
+            continue
+        sent, stalled = {}, False
+        for line in text.splitlines():
+            if line.startswith("component_sent_events_total{") and 'component_kind="sink"' in line:
+                sink = line.split('component_id="')[1].split('"')[0]
+                sent[sink] = float(line.rsplit(" ", 1)[1])
+            if line.startswith("component_stalled{") and line.rsplit(" ", 1)[1] == "1":
+                stalled = True
+        samples.append((time.perf_counter() - start, sent, stalled))
+        time.sleep(0.02)
+
+
+def healthy_times(samples: list, events: int, wall: float):
+    """(seconds until archive and good delivered everything, rate after the stall or None).
+    When the process ended before a sample saw everything delivered, its end counts."""
+    done = next((t for t, sent, _ in samples
+                 if sent.get("archive", 0) >= events and sent.get("good", 0) >= events), wall)
+    stall = next(((t, min(sent.get("archive", 0), sent.get("good", 0))) for t, sent, stalled in samples if stalled),
+                 None)
+    after = (events - stall[1]) / (done - stall[0]) if done and stall and done > stall[0] else None
+    return done, after
+
+
 def run(binary: Path, scenario: str, data: Path, acks: bool, events: int):
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         port = free_port()
         intake = start_intake(binary, d, port) if "{port}" in SCENARIOS[scenario] else None
+        silent_port, silent_stop = silent_listener() if "{silent_port}" in SCENARIOS[scenario] else (0, None)
+        api_port = free_port()
         config.write_text(SCENARIOS[scenario].format(
-            dir=d, enrich=ENRICH, port=port, acks="" if acks else "acknowledgements = false\n"))
+            dir=d, enrich=ENRICH, port=port, silent_port=silent_port, api_port=api_port,
+            acks="" if acks else "acknowledgements = false\n"))
         ledger_path = Path(d) / "ledger.json"
+        samples, polled = [], threading.Event()
+        if "{api_port}" in SCENARIOS[scenario]:
+            threading.Thread(target=poll_metrics, args=(api_port, samples, polled), daemon=True).start()
         with open(data, "rb") as stdin:
             start = time.perf_counter()
             proc = subprocess.Popen(
-                [str(binary), "--config", str(config), "--ledger-json", str(ledger_path), "--quiet"],
+                [str(binary), "--config", str(config), "--ledger-json", str(ledger_path), "--quiet",
+                 "--graceful-shutdown-limit-secs", "3"],
                 stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
+        polled.set()
+        if silent_stop:
+            silent_stop.set()
+        after = None
+        if samples:
+            wall, after = healthy_times(samples, events, wall)
         stderr = proc.stderr.read().decode(errors="replace")
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
@@ -210,7 +322,7 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int):
             sys.exit(f"{scenario}: ledger does not balance: {ledger}")
         if intake:
             stop_intake(intake, d, events)
-        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ledger
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ledger, after
 
 
 def main():
@@ -241,11 +353,15 @@ def main():
             rss = max(r[2] for r in results)
             sinks = [c for c in results[0][3]["components"] if c["kind"] == "sink"]
             for c in sinks:
-                if c["sent"] != args.events:
-                    sys.exit(f"{scenario}: sink {c['id']} sent {c['sent']} of {args.events}")
+                # The stuck sink of `fanout_one_stuck` delivers nothing: all of it is in its DLQ.
+                handled = c["dead_lettered"] if c["id"] == "stuck" else c["sent"]
+                if handled != args.events:
+                    sys.exit(f"{scenario}: sink {c['id']} handled {handled} of {args.events}: {c}")
             best = min(r[0] for r in results)
+            afters = [r[4] for r in results if r[4]]
+            after = f"   after stall {statistics.median(afters):,.0f} events/s" if afters else ""
             print(f"{scenario:<28}{'on' if acks else 'off':>5}{args.events / wall:>12,.0f}"
-                  f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}{args.events / best:>12,.0f}")
+                  f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}{args.events / best:>12,.0f}{after}")
 
 
 if __name__ == "__main__":

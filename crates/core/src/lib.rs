@@ -15,6 +15,7 @@ pub mod codec;
 pub mod component;
 pub mod dead_letter;
 pub mod event;
+pub mod json;
 pub mod ledger;
 pub mod log_limit;
 pub mod metric;

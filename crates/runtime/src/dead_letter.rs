@@ -24,14 +24,16 @@ use sluice_core::LogEvent;
 use sluice_core::ack::Outcome;
 use sluice_core::dead_letter::{DeadLetterQueue, Failure};
 use sluice_core::event::{DeadLetterRecord, resolve_all};
+use sluice_core::json;
 use sluice_core::ledger::ComponentLedger;
 use sluice_core::log_limit::LogLimit;
-use vrl::value::Value;
 
 use crate::topology::fanout::Fanout;
 
+/// The fields an envelope shares with every other event of its submission: serialized once
+/// per submission, then each event's own fields follow (see [`SinkDeadLetter::envelopes`]).
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Head<'a> {
     version: u32,
     sink_id: &'a str,
     sink_type: &'a str,
@@ -42,10 +44,6 @@ struct Envelope<'a> {
     first_failure: DateTime<Utc>,
     last_failure: DateTime<Utc>,
     dead_lettered_at: DateTime<Utc>,
-    source_id: &'a str,
-    event: &'a Value,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    history: &'a [DeadLetterRecord],
 }
 
 /// One sink's dead-letter queue.
@@ -98,28 +96,37 @@ impl SinkDeadLetter {
         })
     }
 
+    /// One envelope line per event. The shared head is serialized once; each event's body is
+    /// written by the direct JSON writer (the same bytes serde would give, faster: a stalled
+    /// sink's whole stream can pass through here).
     fn envelopes(&self, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
-        let mut lines = Vec::with_capacity(events.len() * 512);
-        let now = Utc::now();
+        let head = Head {
+            version: ENVELOPE_VERSION,
+            sink_id: &self.sink_id,
+            sink_type: &self.sink_type,
+            reason: &record.reason,
+            message: &record.message,
+            status: record.status,
+            attempts: record.attempts,
+            first_failure: record.first_failure,
+            last_failure: record.last_failure,
+            dead_lettered_at: Utc::now(),
+        };
+        let mut head = serde_json::to_vec(&head).unwrap_or_default();
+        head.pop(); // the closing brace: each event's fields follow.
+        let mut lines = Vec::with_capacity(events.len() * (head.len() + 512));
         for event in events {
-            let envelope = Envelope {
-                version: ENVELOPE_VERSION,
-                sink_id: &self.sink_id,
-                sink_type: &self.sink_type,
-                reason: &record.reason,
-                message: &record.message,
-                status: record.status,
-                attempts: record.attempts,
-                first_failure: record.first_failure,
-                last_failure: record.last_failure,
-                dead_lettered_at: now,
-                source_id: event.source_id(),
-                event: event.value(),
-                history: event.dead_letters(),
-            };
-            if serde_json::to_writer(&mut lines, &envelope).is_ok() {
-                lines.push(b'\n');
+            lines.extend_from_slice(&head);
+            lines.extend_from_slice(b",\"source_id\":");
+            json::write_str(&mut lines, event.source_id());
+            lines.extend_from_slice(b",\"event\":");
+            json::write_value(&mut lines, event.value());
+            let history = event.dead_letters();
+            if !history.is_empty() {
+                lines.extend_from_slice(b",\"history\":");
+                let _ = serde_json::to_writer(&mut lines, history);
             }
+            lines.extend_from_slice(b"}\n");
         }
         lines
     }
@@ -195,5 +202,53 @@ impl SinkDeadLetter {
             error,
             "Cannot store dead-lettered events on disk; counted as failed."
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::event::EventMetadata;
+    use sluice_core::ledger::ComponentKind;
+
+    use super::*;
+
+    #[test]
+    fn envelopes_are_one_json_object_per_event_with_every_field() {
+        let ledger = Arc::new(ComponentLedger::new("out".to_owned(), ComponentKind::Sink, "http"));
+        let dlq = SinkDeadLetter::new("out", "http", ledger, Fanout::default(), Path::new("/nonexistent"));
+        let body: vrl::value::Value =
+            serde_json::from_str(r#"{"message":"quote \" and \\ and \n","n":7,"nested":{"a":[1,2.5,null,true]}}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let mut earlier = LogEvent::from_value(body.clone(), EventMetadata::new("in", Utc::now()));
+        let record = DeadLetterRecord {
+            reason: "permanent".into(),
+            message: "403 \"forbidden\"".into(),
+            status: Some(403),
+            sink_id: "out".into(),
+            sink_type: "http".into(),
+            attempts: 2,
+            first_failure: Utc::now(),
+            last_failure: Utc::now(),
+        };
+        earlier.push_dead_letter(record.clone());
+        let plain = LogEvent::from_value(body.clone(), EventMetadata::new("in", Utc::now()));
+        let lines = dlq.envelopes(&[plain, earlier], &record);
+        let parsed: Vec<serde_json::Value> = String::from_utf8_lossy(&lines)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(parsed.len(), 2);
+        for envelope in &parsed {
+            assert_eq!(envelope["version"], ENVELOPE_VERSION);
+            assert_eq!(envelope["sink_id"], "out");
+            assert_eq!(envelope["reason"], "permanent");
+            assert_eq!(envelope["message"], "403 \"forbidden\"");
+            assert_eq!(envelope["status"], 403);
+            assert_eq!(envelope["attempts"], 2);
+            assert_eq!(envelope["source_id"], "in");
+            assert_eq!(envelope["event"], serde_json::to_value(&body).unwrap_or_default());
+        }
+        assert!(parsed[0].get("history").is_none(), "no history, no field");
+        assert_eq!(parsed[1]["history"][0]["reason"], "permanent");
     }
 }

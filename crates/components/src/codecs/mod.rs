@@ -3,7 +3,7 @@
 
 pub mod decoding;
 pub mod encoding;
-pub mod json;
+pub use sluice_core::json;
 
 pub use decoding::{DecodingConfig, Framer, FramingConfig};
 pub use encoding::{Encoder, EncodingConfig, SinkFraming};

@@ -24,6 +24,56 @@ use crate::config::WhenFull;
 /// Where a sink's events go when it stalls; set once the sink is built.
 pub type DeadLetterSlot = Arc<OnceLock<Arc<dyn DeadLetterQueue>>>;
 
+/// The tasks writing stalled sinks' copies to their dead-letter queues; the topology awaits
+/// them in its drain.
+#[derive(Clone, Default)]
+pub struct Diversions(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Diversions {
+    fn push(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.0.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Waits for every diversion task (they end once their fan-outs are gone).
+    pub async fn join(&self) {
+        loop {
+            let next = self.0.lock().ok().and_then(|mut tasks| tasks.pop());
+            match next {
+                Some(task) => {
+                    let _ = task.await;
+                }
+                None => return,
+            }
+        }
+    }
+
+    pub fn abort(&self) {
+        if let Ok(tasks) = self.0.lock() {
+            tasks.iter().for_each(|t| t.abort());
+        }
+    }
+}
+
+/// Chunks queued for one stalled sink's dead-letter queue.
+const DIVERSION_QUEUE_CHUNKS: usize = 32;
+/// Most events written (and fsynced) at once by a diversion task.
+const DIVERSION_BATCH_EVENTS: usize = 16_384;
+
+/// Writes a stalled sink's copies to its dead-letter queue, several chunks per write (and
+/// fsync), so the fan-out hands them over and goes on with the siblings.
+async fn divert(mut rx: tokio::sync::mpsc::Receiver<Chunk>, dead_letter: Arc<dyn DeadLetterQueue>, message: String) {
+    while let Some(mut events) = rx.recv().await {
+        while events.len() < DIVERSION_BATCH_EVENTS
+            && let Ok(more) = rx.try_recv()
+        {
+            events.extend(more);
+        }
+        dead_letter.submit(events, Failure::now(DeadLetterReason::Stalled, message.clone(), None)).await;
+    }
+}
+
 pub struct Consumer {
     pub tx: MemorySender<Chunk>,
     /// `when_full = "overflow"`: the disk stage's input, used when `tx` is full.
@@ -35,6 +85,9 @@ pub struct Consumer {
     pub stall_timeout: Duration,
     /// Since when this consumer's buffer has been found full.
     full_since: Option<tokio::time::Instant>,
+    /// While stalled: the queue of the task writing its copies to its dead-letter queue.
+    diversion: Option<tokio::sync::mpsc::Sender<Chunk>>,
+    diversions: Diversions,
     /// Diverted: its events go to its dead-letter queue until its buffer takes them again.
     stalled: bool,
 }
@@ -49,6 +102,8 @@ impl Consumer {
             dead_letter: None,
             stall_timeout: Duration::MAX,
             full_since: None,
+            diversion: None,
+            diversions: Diversions::default(),
             stalled: false,
         }
     }
@@ -65,10 +120,30 @@ impl Consumer {
     }
 
     /// Lets this consumer be isolated when it stalls while a sibling accepts.
-    pub fn isolated(mut self, dead_letter: DeadLetterSlot, stall_timeout: Duration) -> Self {
+    pub fn isolated(mut self, dead_letter: DeadLetterSlot, stall_timeout: Duration, diversions: Diversions) -> Self {
         self.dead_letter = Some(dead_letter);
         self.stall_timeout = stall_timeout;
+        self.diversions = diversions;
         self
+    }
+
+    /// Hands a stalled sink's copy to the task that writes it to its dead-letter queue
+    /// (started on the first one).
+    async fn divert(&mut self, copy: Chunk, dead_letter: &Arc<dyn DeadLetterQueue>) {
+        let message = format!(
+            "the sink made no progress for {}s while its siblings accepted events",
+            self.stall_timeout.as_secs_f64()
+        );
+        let tx = self.diversion.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(DIVERSION_QUEUE_CHUNKS);
+            self.diversions.push(tokio::spawn(divert(rx, dead_letter.clone(), message.clone())));
+            tx
+        });
+        if let Err(failed) = tx.send(copy).await {
+            // The task is gone (aborted at the shutdown limit): write it here.
+            self.diversion = None;
+            dead_letter.submit(failed.0, Failure::now(DeadLetterReason::Stalled, message, None)).await;
+        }
     }
 
     fn set_stalled(&mut self, stalled: bool) {
@@ -154,13 +229,9 @@ impl Fanout {
         match Self::place_isolated(consumer, copy, n).await {
             Placed::Sent => None,
             Placed::Rejected(copy) => Some(copy),
-            Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()) {
+            Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()).cloned() {
                 Some(dead_letter) => {
-                    let message = format!(
-                        "the sink made no progress for {}s while its siblings accepted events",
-                        consumer.stall_timeout.as_secs_f64()
-                    );
-                    dead_letter.submit(copy, Failure::now(DeadLetterReason::Stalled, message, None)).await;
+                    consumer.divert(copy, &dead_letter).await;
                     None
                 }
                 None => consumer.last_stage().send(copy, n).await.err(),

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Graph, OutputRef, schema::BufferType};
 use crate::dead_letter::SinkDeadLetter;
-use fanout::{Consumer, DeadLetterSlot, Fanout};
+use fanout::{Consumer, DeadLetterSlot, Diversions, Fanout};
 
 /// Events a transform's input channel holds.
 const TRANSFORM_INPUT_EVENTS: usize = 2048;
@@ -194,6 +194,7 @@ pub async fn run(
         .filter(|c| c.kind == ComponentKind::Sink)
         .map(|c| (c.id.clone(), DeadLetterSlot::default()))
         .collect();
+    let diversions = Diversions::default();
     // One fan-out per output port, built before the components are consumed.
     let mut fanouts: BTreeMap<OutputRef, Fanout> = BTreeMap::new();
     for c in &components {
@@ -212,6 +213,7 @@ pub async fn run(
                             Some(slot) => consumer.isolated(
                                 slot.clone(),
                                 Duration::from_secs_f64(d.buffer.stall_timeout_secs.clamp(0.0, 1e9)),
+                                diversions.clone(),
                             ),
                             None => consumer,
                         }
@@ -396,6 +398,8 @@ pub async fn run(
         while let Some(result) = others.join_next_with_id().await {
             record(result);
         }
+        // Stalled sinks' copies still on their way to the dead-letter queue.
+        diversions.join().await;
     })
     .await;
     let timed_out = drained.is_err();
@@ -407,6 +411,7 @@ pub async fn run(
         sluice_core::ack::mark_aborting();
         sources.abort_all();
         others.abort_all();
+        diversions.abort();
         while sources.join_next().await.is_some() {}
         while others.join_next().await.is_some() {}
     }
