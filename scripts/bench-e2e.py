@@ -339,15 +339,17 @@ def main():
           f"median of {args.runs} runs; {os.cpu_count()} CPUs")
     print(f"{'scenario':<28}{'acks':>5}{'events/s':>12}{'MiB/s':>9}{'CPU s':>8}{'wall s':>8}{'RSS MiB':>9}"
           f"{'best ev/s':>12}")
-    for scenario in args.scenario or list(SCENARIOS):
-        modes = [True, False] if args.acks_off else [True]
-        # Runs alternate between the modes so drift on a shared machine hits both alike.
-        by_mode = {acks: [] for acks in modes}
-        for _ in range(args.runs):
+    scenarios = args.scenario or list(SCENARIOS)
+    modes = [True, False] if args.acks_off else [True]
+    # Runs alternate between scenarios and modes so drift on a shared machine hits all alike.
+    by_mode = {(scenario, acks): [] for scenario in scenarios for acks in modes}
+    for _ in range(args.runs):
+        for scenario in scenarios:
             for acks in modes:
-                by_mode[acks].append(run(args.binary, scenario, data, acks, args.events))
+                by_mode[(scenario, acks)].append(run(args.binary, scenario, data, acks, args.events))
+    for scenario in scenarios:
         for acks in modes:
-            results = by_mode[acks]
+            results = by_mode[(scenario, acks)]
             wall = statistics.median(r[0] for r in results)
             cpu = statistics.median(r[1] for r in results)
             rss = max(r[2] for r in results)

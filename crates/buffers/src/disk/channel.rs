@@ -36,7 +36,7 @@ const READ_BATCH_BYTES: usize = 4 << 20;
 
 /// The acknowledgement floor is persisted at most this often (and always before a segment is
 /// removed, and at close): after a crash, at most this much delivery is repeated.
-pub const PERSIST_ACKS_EVERY: Duration = Duration::from_millis(100);
+pub const PERSIST_ACKS_EVERY: Duration = Duration::from_millis(20);
 
 /// Called once a record is durable (`true`) or could not be stored (`false`).
 pub type Done = Box<dyn FnOnce(bool) + Send>;
