@@ -96,6 +96,22 @@ async fn send_all(
     waits
 }
 
+/// Stores `input` in a fresh buffer in `dir` (nobody reads it) and closes it; returns the time
+/// until every event was reported stored.
+async fn store(dir: &std::path::Path, input: &[Chunk]) -> Duration {
+    let (tx, rx) = memory::<Chunk>(CHUNK * 2);
+    let (disk_input, writer) = open(dir, rx);
+    let writer = tokio::spawn(writer);
+    let started = Instant::now();
+    for mut wait in send_all(&tx, input).await {
+        assert!(wait.wait().await.is_safe(), "stored");
+    }
+    let elapsed = started.elapsed();
+    drop((tx, disk_input));
+    let _ = writer.await;
+    elapsed
+}
+
 /// Reads `events` events and settles them (delivered).
 async fn drain(input: &mut disk::DiskInput, events: usize) {
     let mut seen = 0;
@@ -150,19 +166,7 @@ fn buffers(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-                total += runtime.block_on(async {
-                    let (tx, rx) = memory::<Chunk>(CHUNK * 2);
-                    let (disk_input, writer) = open(dir.path(), rx);
-                    let writer = tokio::spawn(writer);
-                    let started = Instant::now();
-                    for mut wait in send_all(&tx, &input).await {
-                        assert!(wait.wait().await.is_safe(), "stored");
-                    }
-                    let elapsed = started.elapsed();
-                    drop((tx, disk_input));
-                    let _ = writer.await;
-                    elapsed
-                });
+                total += runtime.block_on(store(dir.path(), &input));
             }
             total
         });
@@ -201,14 +205,7 @@ fn buffers(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
                 total += runtime.block_on(async {
                     // A first run stores the backlog and stops without reading it.
-                    let (tx, rx) = memory::<Chunk>(CHUNK * 2);
-                    let (disk_input, writer) = open(dir.path(), rx);
-                    let writer = tokio::spawn(writer);
-                    for mut wait in send_all(&tx, &input).await {
-                        assert!(wait.wait().await.is_safe(), "stored");
-                    }
-                    drop((tx, disk_input));
-                    let _ = writer.await;
+                    store(dir.path(), &input).await;
                     // The restart reads it all from disk.
                     let (tx, rx) = memory::<Chunk>(CHUNK * 2);
                     let (mut disk_input, writer) = open(dir.path(), rx);

@@ -6,27 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::intake::Intake;
-use common::{Case, assert_ledger_balanced, component, free_port, terminate, wait_for_port};
-
-/// POSTs `body`; the status, or `None` if there is no answer within `timeout`.
-fn post_within(port: u16, body: &[u8], timeout: Duration) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    let head =
-        format!("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(body).ok()?;
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(&response).split(' ').nth(1).and_then(|s| s.parse().ok())
-}
+use common::{Case, assert_ledger_balanced, component, free_port, post_within, terminate, wait_for_port};
 
 fn start(config: &std::path::Path, ledger: Option<&std::path::Path>, port: u16) -> Child {
     let mut command = common::sluice();
@@ -92,7 +77,7 @@ max_size = 67108864
                 for r in 0..25 {
                     let ids: Vec<String> = (0..20).map(|i| format!("t{t}-r{r:02}-e{i:02}")).collect();
                     let body: String = ids.iter().map(|id| format!("{id}\n")).collect();
-                    if post_within(port, body.as_bytes(), Duration::from_secs(2)) == Some(200)
+                    if post_within(port, "/", body.as_bytes(), Duration::from_secs(2)) == Some(200)
                         && let Ok(mut acked) = acked.lock()
                     {
                         acked.extend(ids);

@@ -127,8 +127,13 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
 
 /// Like [`post`], but `None` when the connection fails (the server is down or died).
 pub fn try_post(port: u16, path: &str, body: &[u8]) -> Option<u16> {
+    post_within(port, path, body, Duration::from_secs(60))
+}
+
+/// The status of a POST, or `None` when the connection fails or no answer comes in `timeout`.
+pub fn post_within(port: u16, path: &str, body: &[u8], timeout: Duration) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
