@@ -42,6 +42,25 @@ pub fn intern(id: &str) -> &'static str {
     leaked
 }
 
+/// An estimate of the memory `value` takes, for buffers limited in bytes: the bytes of its
+/// strings and keys plus a fixed overhead per value.
+fn estimated_bytes(value: &Value) -> usize {
+    const OVERHEAD: usize = 32;
+    let inner: usize = match value {
+        Value::Bytes(bytes) => bytes.len(),
+        Value::String(text) => text.len(),
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + estimated_bytes(v)).sum(),
+        Value::Array(items) => items.iter().map(estimated_bytes).sum(),
+        _ => 0,
+    };
+    OVERHEAD + inner
+}
+
+/// The estimated memory of a chunk's events (see [`estimated_bytes`]).
+pub fn chunk_bytes(events: &[LogEvent]) -> usize {
+    events.iter().map(|e| estimated_bytes(e.value())).sum()
+}
+
 /// One failure recorded on an event that went to a dead-letter destination.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetterRecord {
@@ -389,5 +408,20 @@ mod tests {
         event.insert("k", Value::from(1));
         assert_eq!(event.get("message"), Some(&Value::from("raw")));
         assert_eq!(event.get("k"), Some(&Value::from(1)));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn estimated_bytes_count_strings_keys_and_an_overhead_per_value() {
+        let event = LogEvent::from_value(Value::from("x".repeat(100)), EventMetadata::new("in", Utc::now()));
+        assert_eq!(chunk_bytes(&[event]), 132);
+        let object: Value = serde_json::from_str(r#"{"ab":"xyz","n":[1,2]}"#).unwrap_or(Value::Null);
+        let event = LogEvent::from_value(object, EventMetadata::new("in", Utc::now()));
+        // object 32 + "ab" 2 + (32 + 3) + "n" 1 + (32 + 32 + 32)
+        assert_eq!(chunk_bytes(&[event]), 166);
     }
 }

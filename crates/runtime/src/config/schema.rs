@@ -103,7 +103,8 @@ pub struct BufferConfig {
     /// Events the memory buffer holds. Default 500.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// Bytes a disk buffer holds. Required for `type = "disk"`.
+    /// Bytes a disk buffer holds (required for `type = "disk"`). On a memory buffer, a limit in
+    /// (estimated) bytes of events instead of `max_events`.
     pub max_size: Option<u64>,
     /// Default `block`.
     #[serde(default)]
@@ -127,6 +128,11 @@ pub struct BufferConfig {
 }
 
 impl BufferConfig {
+    /// A memory buffer limited in bytes (`max_size`) rather than in events.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        (self.buffer_type == BufferType::Memory).then_some(self.max_size).flatten().filter(|b| *b > 0)
+    }
+
     /// The stage kept on disk, if any: this one, or its overflow.
     pub fn disk_stage(&self) -> Option<&BufferConfig> {
         match self.buffer_type {

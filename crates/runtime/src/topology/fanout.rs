@@ -76,6 +76,8 @@ async fn divert(mut rx: tokio::sync::mpsc::Receiver<Chunk>, dead_letter: Arc<dyn
 
 pub struct Consumer {
     pub tx: MemorySender<Chunk>,
+    /// `tx` (and `overflow`) count estimated bytes, not events (`max_size` on a memory buffer).
+    pub weigh_bytes: bool,
     /// `when_full = "overflow"`: the disk stage's input, used when `tx` is full.
     pub overflow: Option<MemorySender<Chunk>>,
     pub ledger: Arc<ComponentLedger>,
@@ -96,6 +98,7 @@ impl Consumer {
     pub fn new(tx: MemorySender<Chunk>, ledger: Arc<ComponentLedger>, when_full: WhenFull) -> Self {
         Self {
             tx,
+            weigh_bytes: false,
             overflow: None,
             ledger,
             when_full,
@@ -106,6 +109,12 @@ impl Consumer {
             diversions: Diversions::default(),
             stalled: false,
         }
+    }
+
+    /// Counts what its buffer holds in estimated bytes (`max_size` on a memory buffer).
+    pub fn weighed_in_bytes(mut self) -> Self {
+        self.weigh_bytes = true;
+        self
     }
 
     /// Sends what `tx` has no room for to `overflow` (`when_full = "overflow"`).
@@ -190,8 +199,8 @@ impl Fanout {
 
     /// Places a copy in a blocking consumer that may be isolated: waits at most until its
     /// buffer (its last stage) has been full for `stall_timeout`, then diverts.
-    async fn place_isolated(consumer: &mut Consumer, copy: Chunk, n: usize) -> Placed {
-        let tried = consumer.last_stage().try_send(copy, n);
+    async fn place_isolated(consumer: &mut Consumer, copy: Chunk, units: usize) -> Placed {
+        let tried = consumer.last_stage().try_send(copy, units);
         match tried {
             Ok(()) => {
                 consumer.set_stalled(false);
@@ -204,7 +213,7 @@ impl Fanout {
                 let since = *consumer.full_since.get_or_insert_with(tokio::time::Instant::now);
                 let deadline =
                     since.checked_add(consumer.stall_timeout).unwrap_or(since + Duration::from_secs(86_400 * 365));
-                let sent = consumer.last_stage().send_until(copy, n, deadline).await;
+                let sent = consumer.last_stage().send_until(copy, units, deadline).await;
                 match sent {
                     Ok(()) => {
                         consumer.full_since = None;
@@ -222,11 +231,11 @@ impl Fanout {
 
     /// Places a copy in a consumer that blocks when full (its last stage): isolated after
     /// `stall_timeout` when `isolate`. Returns the copy if the consumer is gone.
-    async fn place_blocking(consumer: &mut Consumer, copy: Chunk, n: usize, isolate: bool) -> Option<Chunk> {
+    async fn place_blocking(consumer: &mut Consumer, copy: Chunk, units: usize, isolate: bool) -> Option<Chunk> {
         if !isolate {
-            return consumer.last_stage().send(copy, n).await.err();
+            return consumer.last_stage().send(copy, units).await.err();
         }
-        match Self::place_isolated(consumer, copy, n).await {
+        match Self::place_isolated(consumer, copy, units).await {
             Placed::Sent => None,
             Placed::Rejected(copy) => Some(copy),
             Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()).cloned() {
@@ -234,7 +243,7 @@ impl Fanout {
                     consumer.divert(copy, &dead_letter).await;
                     None
                 }
-                None => consumer.last_stage().send(copy, n).await.err(),
+                None => consumer.last_stage().send(copy, units).await.err(),
             },
         }
     }
@@ -254,6 +263,12 @@ impl Fanout {
         // Isolation needs a sibling that still accepts; with none, back-pressure is lossless.
         let healthy = self.consumers.iter().filter(|c| !c.stalled).count();
         let mut full_warned = self.full_warned;
+        // Buffers limited in bytes weigh the chunk (estimated once, only if one needs it).
+        let bytes = self
+            .consumers
+            .iter()
+            .any(|c| c.weigh_bytes)
+            .then(|| original.as_deref().map_or(0, sluice_core::event::chunk_bytes));
         for (i, consumer) in self.consumers.iter_mut().enumerate() {
             let copy =
                 if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
@@ -262,16 +277,20 @@ impl Fanout {
             // The dead-letter queue is looked up only when a copy is diverted (no per-chunk
             // reference counting on the usual path).
             let isolate = siblings_accept && consumer.dead_letter.as_ref().is_some_and(|slot| slot.get().is_some());
+            let units = match bytes {
+                Some(bytes) if consumer.weigh_bytes => bytes,
+                _ => n,
+            };
             let rejected = match consumer.when_full {
-                WhenFull::Block => Self::place_blocking(consumer, copy, n, isolate).await,
+                WhenFull::Block => Self::place_blocking(consumer, copy, units, isolate).await,
                 // Memory first; what it has no room for goes to the disk stage, which blocks
                 // (and is isolated) like any buffer.
-                WhenFull::Overflow => match consumer.tx.try_send(copy, n) {
+                WhenFull::Overflow => match consumer.tx.try_send(copy, units) {
                     Ok(()) => None,
                     Err(TrySendError::Closed(copy)) => Some(copy),
-                    Err(TrySendError::Full(copy)) => Self::place_blocking(consumer, copy, n, isolate).await,
+                    Err(TrySendError::Full(copy)) => Self::place_blocking(consumer, copy, units, isolate).await,
                 },
-                WhenFull::DropNewest => match consumer.tx.try_send(copy, n) {
+                WhenFull::DropNewest => match consumer.tx.try_send(copy, units) {
                     Ok(()) => None,
                     Err(TrySendError::Closed(copy)) => Some(copy),
                     Err(TrySendError::Full(copy)) => {
@@ -324,5 +343,52 @@ impl ChunkSender for Fanout {
 
     fn has_consumers(&self) -> bool {
         !self.consumers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_buffers::memory;
+    use sluice_core::LogEvent;
+    use sluice_core::event::EventMetadata;
+    use sluice_core::ledger::ComponentKind;
+    use vrl::value::Value;
+
+    use super::*;
+
+    fn chunk(events: usize) -> Chunk {
+        (0..events)
+            .map(|_| LogEvent::from_value(Value::from("x".repeat(100)), EventMetadata::new("in", chrono::Utc::now())))
+            .collect()
+    }
+
+    /// Chunks of 10 events of ~130 estimated bytes go into a buffer of 10,000: counted in
+    /// events, all 20 chunks fit; counted in bytes, 7 fit and the rest are dropped (counted).
+    #[tokio::test]
+    async fn a_buffer_limited_in_bytes_holds_what_its_bytes_allow() {
+        let per_chunk = sluice_core::event::chunk_bytes(&chunk(10));
+        assert!((1000..2000).contains(&per_chunk), "{per_chunk}");
+        for bytes in [false, true] {
+            let (tx, mut rx) = memory::<Chunk>(10_000);
+            let ledger = Arc::new(ComponentLedger::new("out".to_owned(), ComponentKind::Sink, "blackhole"));
+            let mut consumer = Consumer::new(tx, ledger.clone(), WhenFull::DropNewest);
+            if bytes {
+                consumer = consumer.weighed_in_bytes();
+            }
+            let mut fanout = Fanout::new(vec![consumer]);
+            for _ in 0..20 {
+                fanout.send_all(chunk(10)).await;
+            }
+            drop(fanout);
+            let mut queued = 0;
+            while let Some(chunk) = rx.recv().await {
+                queued += chunk.len();
+                resolve_all(chunk, Outcome::Delivered);
+            }
+            let snapshot = ledger.snapshot();
+            let expected = if bytes { 10_000 / per_chunk * 10 } else { 200 };
+            assert_eq!(queued, expected, "weighed in bytes: {bytes}");
+            assert_eq!(snapshot.discarded.get("buffer_full").copied().unwrap_or(0), 200 - expected as u64);
+        }
     }
 }

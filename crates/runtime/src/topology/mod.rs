@@ -32,6 +32,9 @@ use crate::config::{Graph, OutputRef, schema::BufferType};
 use crate::dead_letter::SinkDeadLetter;
 use fanout::{Consumer, DeadLetterSlot, Diversions, Fanout};
 
+/// Estimated bytes queued between a memory stage limited in bytes and its disk stage's writer.
+const OVERFLOW_HANDOFF_BYTES: usize = 4 << 20;
+
 /// Events a transform's input channel holds.
 const TRANSFORM_INPUT_EVENTS: usize = 2048;
 
@@ -175,16 +178,19 @@ pub async fn run(
         let capacity = match c.kind {
             ComponentKind::Source => continue,
             ComponentKind::Transform => TRANSFORM_INPUT_EVENTS,
-            ComponentKind::Sink => c.buffer.max_events,
+            ComponentKind::Sink => c.buffer.memory_bytes().map_or(c.buffer.max_events, |b| b as usize),
         };
         let (tx, rx) = memory::<Chunk>(capacity);
-        if c.kind == ComponentKind::Sink {
+        // The buffer gauges count events: a buffer limited in bytes has none.
+        if c.kind == ComponentKind::Sink && c.buffer.memory_bytes().is_none() {
             ledger_of(&c.id).set_buffer_probe(Box::new(tx.gauge()));
         }
         senders.insert(c.id.clone(), (tx, c.buffer.when_full));
         receivers.insert(c.id.clone(), rx);
         if let Some(stage) = c.buffer.overflow.as_deref() {
-            overflows.insert(c.id.clone(), memory::<Chunk>(stage.max_events));
+            // The hand-off to the disk stage's writer, weighed like the memory stage.
+            let capacity = if c.buffer.memory_bytes().is_some() { OVERFLOW_HANDOFF_BYTES } else { stage.max_events };
+            overflows.insert(c.id.clone(), memory::<Chunk>(capacity));
         }
     }
     // Each sink's dead-letter queue, filled in when the sink is built; fan-outs divert a
@@ -206,6 +212,9 @@ pub async fn run(
                 .filter_map(|d| {
                     senders.get(&d.id).map(|(tx, when_full)| {
                         let mut consumer = Consumer::new(tx.clone(), ledger_of(&d.id), *when_full);
+                        if d.buffer.memory_bytes().is_some() {
+                            consumer = consumer.weighed_in_bytes();
+                        }
                         if let Some((overflow, _)) = overflows.get(&d.id) {
                             consumer = consumer.overflowing_to(overflow.clone());
                         }
