@@ -38,7 +38,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BufferCommand {
-    /// Per buffer: records and events waiting, bytes, damaged ranges, torn tails. Reads only.
+    /// Per buffer: records and events waiting, bytes, damaged ranges, torn tails. Reads only,
+    /// unless `--repair`.
     Check {
         #[command(flatten)]
         place: DlqPlace,
@@ -48,6 +49,11 @@ pub enum BufferCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Move damaged bytes to the owning sink's disk DLQ (reason `buffer_corrupt`) and
+        /// rewrite damaged segments with their valid records only. Refused while a sluice
+        /// uses the buffer.
+        #[arg(long)]
+        repair: bool,
     },
 }
 

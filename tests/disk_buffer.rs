@@ -181,12 +181,12 @@ buffer.max_size = 1000000
 /// A buffer left by an earlier run with a damaged record in the middle and a torn tail: the
 /// good records are delivered, the damaged bytes are in the dead-letter queue with reason
 /// `buffer_corrupt`, and nothing crashes.
-#[test]
-fn a_damaged_buffer_delivers_the_good_records_and_quarantines_the_rest() {
+/// A buffer from an "earlier run" under `data/buffer/out`: six one-event records `good N`;
+/// record 2's payload is damaged and record 5 is cut in half (a crash mid-write).
+fn damaged_buffer(case: &Case) -> std::path::PathBuf {
     use sluice_buffers::disk::record;
     use sluice_core::event::{EventMetadata, LogEvent};
 
-    let case = Case::new();
     let dir = case.path("data/buffer/out");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let mut data = Vec::new();
@@ -201,13 +201,14 @@ fn a_damaged_buffer_delivers_the_good_records_and_quarantines_the_rest() {
         starts.push(data.len());
         record::encode(&mut data, id, 1, &payload);
     }
-    // Damage record 2's payload, and cut record 5 in half (a crash mid-write).
     data[starts[2] + record::HEADER + 3] ^= 0xff;
     data.truncate(starts[5] + (data.len() - starts[5]) / 2);
     std::fs::write(dir.join("segment-00000000000000000000.wal"), &data).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
 
-    let config = case.config(
-        r#"
+/// stdin (empty) → a file sink with a disk buffer under `{dir}/data`.
+const DRAIN_BUFFER: &str = r#"
 data_dir = "{dir}/data"
 
 [sources.in]
@@ -220,18 +221,15 @@ path = "{dir}/out.log"
 encoding.codec = "text"
 buffer.type = "disk"
 buffer.max_size = 10000000
-"#,
-    );
-    let output = case.run_with_stdin(&config, b"");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let written = std::fs::read_to_string(case.path("out.log")).unwrap_or_default();
-    assert_eq!(written.lines().collect::<Vec<_>>(), vec!["good 0", "good 1", "good 3", "good 4"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Damaged bytes in the disk buffer"), "{stderr}");
-    let dlq: Vec<serde_json::Value> = std::fs::read_dir(case.path("data/dead_letter/out"))
+"#;
+
+/// Every envelope in the sink's disk DLQ.
+fn dead_letters(case: &Case, sink: &str) -> Vec<serde_json::Value> {
+    std::fs::read_dir(case.path(&format!("data/dead_letter/{sink}")))
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
         .flat_map(|e| {
             std::fs::read_to_string(e.path())
                 .unwrap_or_default()
@@ -239,18 +237,116 @@ buffer.max_size = 10000000
                 .map(|l| serde_json::from_str(l).unwrap_or_default())
                 .collect::<Vec<_>>()
         })
-        .collect();
+        .collect()
+}
+
+fn no_segment_left(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map(|d| d.flatten().all(|e| !e.path().to_string_lossy().ends_with(".wal"))).unwrap_or(true)
+}
+
+#[test]
+fn a_damaged_buffer_delivers_the_good_records_and_quarantines_the_rest() {
+    let case = Case::new();
+    let dir = damaged_buffer(&case);
+    let config = case.config(DRAIN_BUFFER);
+    let output = case.run_with_stdin(&config, b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let written = std::fs::read_to_string(case.path("out.log")).unwrap_or_default();
+    assert_eq!(written.lines().collect::<Vec<_>>(), vec!["good 0", "good 1", "good 3", "good 4"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Damaged bytes in the disk buffer"), "{stderr}");
+    let dlq = dead_letters(&case, "out");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(dlq[0]["reason"], "buffer_corrupt");
     assert!(dlq[0]["event"]["buffer_corrupt"]["location"].as_str().unwrap_or_default().contains("segment-"));
     let ledger = case.ledger();
     common::assert_ledger_balanced(&ledger);
-    assert!(
-        std::fs::read_dir(&dir)
-            .map(|d| d.flatten().all(|e| !e.path().to_string_lossy().ends_with(".wal")))
-            .unwrap_or(true),
-        "a drained buffer leaves no segment"
+    assert!(no_segment_left(&dir), "a drained buffer leaves no segment");
+}
+
+/// `buffer check --repair` moves the damage to the owning sink's DLQ before sluice starts;
+/// sluice then delivers the good records and finds nothing left to quarantine.
+#[test]
+fn buffer_check_repair_quarantines_the_damage_before_start() {
+    let case = Case::new();
+    let dir = damaged_buffer(&case);
+    let config = case.config(DRAIN_BUFFER);
+    let output = common::sluice()
+        .args(["buffer", "check", "--repair", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "healthy after the repair: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
     );
+    assert!(text.contains("repaired: 1 damaged ranges"), "{text}");
+    assert!(text.contains("4 records (4 events) waiting"), "{text}");
+    let dlq = dead_letters(&case, "out");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!((dlq[0]["reason"].as_str(), dlq[0]["sink_type"].as_str()), (Some("buffer_corrupt"), Some("file")));
+
+    let output = case.run_with_stdin(&config, b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let written = std::fs::read_to_string(case.path("out.log")).unwrap_or_default();
+    assert_eq!(written.lines().collect::<Vec<_>>(), vec!["good 0", "good 1", "good 3", "good 4"]);
+    assert!(!stderr.contains("Damaged bytes"), "nothing was left to quarantine: {stderr}");
+    assert_eq!(dead_letters(&case, "out").len(), 1, "no second copy of the damage");
+    common::assert_ledger_balanced(&case.ledger());
+    assert!(no_segment_left(&dir), "the removed id did not hold the buffer back");
+}
+
+/// A buffer directory belongs to one process: a second sluice on the same data_dir and a
+/// repair are refused while the first runs, naming its pid.
+#[test]
+fn a_buffer_in_use_is_neither_opened_twice_nor_repaired() {
+    let case = Case::new();
+    let port = free_port();
+    let config_for = |port: u16| {
+        format!(
+            r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{port}"
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{{dir}}/out.log"
+encoding.codec = "text"
+buffer.type = "disk"
+buffer.max_size = 10000000
+"#
+        )
+    };
+    let first = case.config(&config_for(port));
+    let running = case.spawn(&first);
+    wait_for_port(port, Duration::from_secs(30));
+    let second = case.path("second.toml");
+    std::fs::write(&second, config_for(free_port()).replace("{dir}", &case.path("").display().to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = common::sluice().arg("--config").arg(&second).output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a second sluice must not share the buffer: {stderr}");
+    let pid = format!("in use by another process (pid {})", running.id());
+    assert!(stderr.contains(&pid), "{stderr}");
+
+    let output = common::sluice()
+        .args(["buffer", "check", "--repair", "--config"])
+        .arg(&first)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&pid), "{}", String::from_utf8_lossy(&output.stderr));
+    let output =
+        common::sluice().args(["buffer", "check", "--config"]).arg(&first).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("in use by a running sluice"));
+    let (code, stderr) = terminate(running);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// `sluice buffer check` reports what a buffer holds and its damage, and changes nothing.
@@ -274,4 +370,78 @@ fn buffer_check_reports_the_fixture_damage_without_changing_it() {
     assert!(text.contains("3 records (3 events) waiting, acknowledged below id 1, 1 damaged ranges"), "{text}");
     assert!(text.contains("checksum mismatch"), "{text}");
     assert_eq!(std::fs::read(dir.join("segment-00000000000000000000.wal")).unwrap_or_default(), before);
+}
+
+/// A record damaged on disk while sluice runs (after it was stored, before the sink read it):
+/// its event goes to the DLQ raw, every other event is delivered, and the ledger still
+/// balances (the damaged record's event was counted once, when it arrived).
+#[test]
+fn damage_to_a_record_of_the_same_run_keeps_the_ledger_balanced() {
+    use std::os::unix::fs::FileExt;
+
+    use sluice_buffers::disk::record::{self, Parsed};
+
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let intake = Intake::start(move |_, _, _| if flag.load(Ordering::Relaxed) { 200 } else { 503 });
+    let case = Case::new();
+    let port = free_port();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{port}"
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{}/"
+encoding.codec = "text"
+batch.max_events = 1
+request.concurrency = 1
+request.retry_initial_backoff_secs = 0.2
+buffer.type = "disk"
+buffer.max_size = 10000000
+"#,
+        intake.port
+    ));
+    let running = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(30));
+    // One record per request; the sink is stuck on the first while the destination is down.
+    for i in 0..300 {
+        assert_eq!(try_post(port, "/", format!("event {i}").as_bytes()), Some(200));
+    }
+    let segment = case.path("data/buffer/out/segment-00000000000000000000.wal");
+    let data = std::fs::read(&segment).unwrap_or_default();
+    let mut at = 0;
+    let mut starts = Vec::new();
+    while let Parsed::Record(_, len) = record::parse(&data[at..]) {
+        starts.push(at);
+        at += len;
+    }
+    assert_eq!(starts.len(), 300, "every record is on disk");
+    // Record 250 is far past what the reader reads ahead.
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap_or_else(|e| panic!("{e}"));
+    let target = (starts[250] + record::HEADER + 2) as u64;
+    let byte = [data[starts[250] + record::HEADER + 2] ^ 0xff];
+    file.write_all_at(&byte, target).unwrap_or_else(|e| panic!("{e}"));
+    up.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while intake.accepted_lines().len() < 299 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, stderr) = terminate(running);
+    let lines: BTreeSet<String> = intake.accepted_lines().into_iter().collect();
+    assert_eq!(lines.len(), 299, "{stderr}");
+    assert!(!lines.contains("event 250"), "the damaged record was not delivered");
+    assert!(stderr.contains("Damaged bytes in the disk buffer"), "{stderr}");
+    assert_eq!(dead_letters(&case, "out").len(), 1);
+    let ledger = case.ledger();
+    common::assert_ledger_balanced(&ledger);
+    let out = common::component(&ledger, "out");
+    assert_eq!(
+        (out["received"].as_u64(), out["sent"].as_u64(), out["dead_lettered"].as_u64()),
+        (Some(300), Some(299), Some(1))
+    );
+    assert_eq!(code, Some(0), "{stderr}");
 }

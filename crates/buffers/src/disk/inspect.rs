@@ -41,6 +41,8 @@ pub struct BufferReport {
     pub pending_records: u64,
     pub pending_events: u64,
     pub bytes: u64,
+    /// A running sluice holds the buffer (its last segment may be mid-write).
+    pub in_use: bool,
 }
 
 impl BufferReport {
@@ -56,7 +58,8 @@ pub fn inspect(dir: &Path) -> std::io::Result<BufferReport> {
         String::from_utf8_lossy(&d).strip_prefix("sluice-buffer-acked v1").and_then(|r| r.trim().parse().ok())
     });
     let floor = acked_floor.unwrap_or(0);
-    let mut report = BufferReport { dir: dir.display().to_string(), acked_floor, ..BufferReport::default() };
+    let in_use = super::storage::in_use(dir);
+    let mut report = BufferReport { dir: dir.display().to_string(), acked_floor, in_use, ..BufferReport::default() };
     for path in fs.list(dir, ".wal")? {
         let mut data = Vec::new();
         fs.read_at(&path, 0, &mut data, usize::MAX)?;

@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod inspect;
 pub mod record;
+pub mod repair;
 pub mod storage;
 pub mod wal;
 

@@ -14,9 +14,15 @@ pub trait AppendFile: Send {
     fn sync(&mut self) -> std::io::Result<()>;
 }
 
+/// Held while one process uses a buffer directory; released when dropped.
+pub type DirLock = Box<dyn std::any::Any + Send + Sync>;
+
 /// File operations of the disk buffer.
 pub trait Storage: Send + Sync {
     fn create_dir(&self, dir: &Path) -> std::io::Result<()>;
+    /// Takes `dir` for this process: fails with `WouldBlock`, naming the holder, while another
+    /// process (a second sluice, `sluice buffer check --repair`) holds it.
+    fn lock(&self, dir: &Path) -> std::io::Result<DirLock>;
     /// Creates a new file (it must not exist) for appending; its name is durable on return.
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn AppendFile>>;
     /// Appends to `buf` at most `max` bytes of `path` from `offset` (fewer only at its end);
@@ -31,6 +37,17 @@ pub trait Storage: Send + Sync {
     fn remove(&self, path: &Path) -> std::io::Result<()>;
     /// Replaces `path` with `data` atomically and durably.
     fn write_atomic(&self, path: &Path, data: &[u8]) -> std::io::Result<()>;
+}
+
+/// The file in a buffer directory whose `flock` says which process uses it.
+pub const LOCK_FILE: &str = "lock";
+
+/// Whether a process holds `dir`'s lock now (checked without taking it for long or writing).
+pub fn in_use(dir: &Path) -> bool {
+    match File::open(dir.join(LOCK_FILE)) {
+        Ok(file) => matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
 }
 
 /// The real file system.
@@ -58,6 +75,30 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 impl Storage for Fs {
     fn create_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    }
+
+    fn lock(&self, dir: &Path) -> std::io::Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let mut file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("{} is in use by another process{holder}", dir.display()),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(err),
+        }
+        // Who holds it, for the message above (advisory: the lock itself is the flock).
+        file.set_len(0)?;
+        file.write_all(std::process::id().to_string().as_bytes())?;
+        Ok(Box::new(file))
     }
 
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn AppendFile>> {
@@ -153,6 +194,25 @@ pub mod mem {
     struct State {
         files: BTreeMap<PathBuf, MemFile>,
         faults: Faults,
+        /// Directories taken, with the generation of the lock that took each.
+        locked: BTreeMap<PathBuf, u64>,
+        generation: u64,
+    }
+
+    /// A directory taken by [`Storage::lock`]; released on drop (a crash releases it too).
+    struct MemLock {
+        dir: PathBuf,
+        generation: u64,
+        state: Arc<Mutex<State>>,
+    }
+
+    impl Drop for MemLock {
+        fn drop(&mut self) {
+            let mut state = lock(&self.state);
+            if state.locked.get(&self.dir) == Some(&self.generation) {
+                state.locked.remove(&self.dir);
+            }
+        }
     }
 
     #[derive(Debug, Default, Clone)]
@@ -213,6 +273,8 @@ pub mod mem {
                 file.synced = keep;
             }
             state.faults = Faults::default();
+            // The crashed process's locks went with it.
+            state.locked.clear();
         }
 
         /// Flips the bits of one byte of a file.
@@ -236,6 +298,16 @@ pub mod mem {
     impl Storage for Mem {
         fn create_dir(&self, _dir: &Path) -> std::io::Result<()> {
             Ok(())
+        }
+        fn lock(&self, dir: &Path) -> std::io::Result<DirLock> {
+            let mut state = lock(&self.state);
+            if state.locked.contains_key(dir) {
+                return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "in use by another process"));
+            }
+            state.generation += 1;
+            let generation = state.generation;
+            state.locked.insert(dir.to_path_buf(), generation);
+            Ok(Box::new(MemLock { dir: dir.to_path_buf(), generation, state: self.state.clone() }))
         }
         fn create(&self, path: &Path) -> std::io::Result<Box<dyn AppendFile>> {
             let mut state = lock(&self.state);

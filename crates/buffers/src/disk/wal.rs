@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{self, Parsed};
-use super::storage::{AppendFile, Storage};
+use super::storage::{AppendFile, DirLock, Storage};
 
-const SUFFIX: &str = ".wal";
+/// The file name ending of segments.
+pub const SEGMENT_SUFFIX: &str = ".wal";
 const ACKED: &str = "acked";
 const ACKED_HEADER: &str = "sluice-buffer-acked v1";
 /// Bytes the reader reads ahead at a time (more when one record is larger). Unit tests use a
@@ -68,6 +69,9 @@ pub enum Item {
         bytes: Vec<u8>,
         reason: &'static str,
         lost: std::ops::Range<u64>,
+        /// Events in the lost ids that this process appended (and so already counted as
+        /// received): 0 for damage left by an earlier run.
+        lost_events_this_run: u64,
     },
 }
 
@@ -132,20 +136,26 @@ pub struct Wal {
     last_placement: Option<Placement>,
     /// The record being appended (reused).
     scratch: Vec<u8>,
+    /// Keeps the directory to this process (a second sluice, or a repair, cannot open it).
+    _lock: DirLock,
+    /// (id, events) of records this process appended that the reader has not passed yet.
+    appended: std::collections::VecDeque<(u64, u16)>,
 }
 
 fn segment_name(first_id: u64) -> String {
-    format!("segment-{first_id:020}{SUFFIX}")
+    format!("segment-{first_id:020}{SEGMENT_SUFFIX}")
 }
 
-fn first_id_of(path: &Path) -> Option<u64> {
-    path.file_name()?.to_str()?.strip_prefix("segment-")?.strip_suffix(SUFFIX)?.parse().ok()
+/// The first record id a segment file's name gives.
+pub(crate) fn first_id_of(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_prefix("segment-")?.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()
 }
 
 impl Wal {
     /// Opens (or creates) the buffer in `dir`.
     pub fn open(dir: &Path, storage: Arc<dyn Storage>, options: WalOptions) -> std::io::Result<Self> {
         storage.create_dir(dir)?;
+        let lock = storage.lock(dir)?;
         let floor = match storage.read(&dir.join(ACKED))? {
             None => 0,
             Some(data) => {
@@ -160,7 +170,7 @@ impl Wal {
             }
         };
         let mut segments = Vec::new();
-        for path in storage.list(dir, SUFFIX)? {
+        for path in storage.list(dir, SEGMENT_SUFFIX)? {
             let Some(first_id) = first_id_of(&path) else { continue };
             let bytes = storage.len(&path)?;
             segments.push(Segment { path, first_id, last_id: None, bytes });
@@ -203,6 +213,8 @@ impl Wal {
             stats: WalStats::default(),
             last_placement: None,
             scratch: Vec::new(),
+            _lock: lock,
+            appended: std::collections::VecDeque::new(),
         };
         wal.drop_acked_segments()?;
         Ok(wal)
@@ -238,6 +250,9 @@ impl Wal {
         record::encode(&mut bytes, id, events, payload);
         let result = self.append_record(id, &bytes);
         self.scratch = bytes;
+        if result.is_ok() {
+            self.appended.push_back((id, events));
+        }
         result
     }
 
@@ -344,6 +359,20 @@ impl Wal {
     /// [`Wal::read_next`], reading ahead no further than `stop` (a record the caller holds and
     /// will [`Wal::pass_over`]).
     pub fn read_next_before(&mut self, stop: Option<Placement>) -> std::io::Result<Option<Item>> {
+        let item = self.read_next_inner(stop);
+        self.forget_passed();
+        item
+    }
+
+    /// Drops the bookkeeping of this run's records the reader has passed.
+    fn forget_passed(&mut self) {
+        let Some(read) = self.cursor.last_id else { return };
+        while self.appended.front().is_some_and(|(id, _)| *id <= read) {
+            self.appended.pop_front();
+        }
+    }
+
+    fn read_next_inner(&mut self, stop: Option<Placement>) -> std::io::Result<Option<Item>> {
         // Whether the bytes read ahead reach the segment's end (as of this call).
         let mut at_end = false;
         loop {
@@ -374,6 +403,16 @@ impl Wal {
             let rest = &self.cursor.buf[self.cursor.pos..];
             match parsed {
                 Parsed::Record(r, len) => {
+                    // Ids are consecutive; ids missing before this record were removed by
+                    // `sluice buffer check --repair` (their bytes went to the DLQ): nothing is
+                    // left of them to deliver.
+                    let expected = self.cursor.last_id.map_or(self.floor, |l| l + 1).max(self.floor);
+                    for id in expected..r.id {
+                        self.acked.insert(id);
+                    }
+                    while self.acked.remove(&self.floor) {
+                        self.floor += 1;
+                    }
                     let item = (r.id >= self.floor && !self.acked.contains(&r.id)).then(|| Item::Record {
                         id: r.id,
                         events: r.events,
@@ -406,12 +445,19 @@ impl Wal {
                         _ => segment.last_id.map_or(min_id, |l| l + 1),
                     };
                     let lost = min_id..lost_end.max(min_id);
+                    let lost_events_this_run = self
+                        .appended
+                        .iter()
+                        .filter(|(id, _)| lost.contains(id))
+                        .map(|(_, events)| u64::from(*events))
+                        .sum();
                     let item = Item::Corrupt {
                         segment: segment.path.clone(),
                         offset: self.cursor.offset,
                         bytes: rest[..end].to_vec(),
                         reason,
                         lost: lost.clone(),
+                        lost_events_this_run,
                     };
                     if let Some(last) = lost.end.checked_sub(1).filter(|_| !lost.is_empty()) {
                         self.cursor.last_id = Some(last);
@@ -460,6 +506,7 @@ impl Wal {
         self.cursor.pos = 0;
         self.cursor.offset += at.len;
         self.cursor.last_id = Some(at.id.max(self.cursor.last_id.unwrap_or(0)));
+        self.forget_passed();
         true
     }
 

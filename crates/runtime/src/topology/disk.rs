@@ -152,19 +152,22 @@ impl Reader {
             let ready = match received {
                 None => return,
                 Some(Received::Kept { id, value }) => Ready { id, chunk: value, earlier_run: false },
-                Some(Received::Read(Item::Record { id, payload, .. })) => {
+                Some(Received::Read(Item::Record { id, payload, events })) => {
                     let payload = bytes::Bytes::from(payload);
                     match codec::decode_chunk(&payload) {
                         Ok(chunk) => Ready { id, chunk, earlier_run: id < self.first_new_id },
                         Err(err) => {
-                            self.quarantine(&payload, format!("record {id}"), &err.to_string(), id..id + 1).await;
+                            // Written by this run: its events were counted when they arrived.
+                            let this_run = if id < self.first_new_id { 0 } else { events };
+                            let where_ = format!("record {id}");
+                            self.quarantine(&payload, where_, &err.to_string(), id..id + 1, u64::from(this_run)).await;
                             continue;
                         }
                     }
                 }
-                Some(Received::Read(Item::Corrupt { segment, offset, bytes, reason, lost })) => {
+                Some(Received::Read(Item::Corrupt { segment, offset, bytes, reason, lost, lost_events_this_run })) => {
                     let where_ = format!("{} offset {offset}", segment.display());
-                    self.quarantine(&bytes, where_, reason, lost).await;
+                    self.quarantine(&bytes, where_, reason, lost, lost_events_this_run).await;
                     continue;
                 }
             };
@@ -178,18 +181,18 @@ impl Reader {
 
     /// Sends damaged bytes to the dead-letter queue; once they are stored there, the ids they
     /// swallowed are acknowledged.
-    async fn quarantine(&self, bytes: &[u8], where_: String, reason: &str, lost: std::ops::Range<u64>) {
-        let mut detail = ObjectMap::new();
-        detail.insert("location".into(), Value::from(where_.as_str()));
-        detail.insert("error".into(), Value::from(reason));
-        detail.insert("bytes".into(), Value::from(bytes.len() as i64));
-        let mut body = ObjectMap::new();
-        body.insert("message".into(), Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)));
-        body.insert("buffer_corrupt".into(), Value::Object(detail));
+    ///
+    /// Ledger: damage left by an earlier run is one new event (the raw bytes), received and
+    /// dead-lettered. Damage to `this_run` events (already received, in flight) settles them:
+    /// the raw event stands for them, so it is not received again, and the rest of them are
+    /// counted with it.
+    async fn quarantine(&self, bytes: &[u8], where_: String, reason: &str, lost: std::ops::Range<u64>, this_run: u64) {
         let (notifier, mut outcome) = BatchNotifier::with_receiver();
-        let event = LogEvent::from_value(Value::Object(body), EventMetadata::new(self.ledger.id(), chrono::Utc::now()))
-            .with_finalizer(EventFinalizer::new(notifier));
-        self.ledger.accept(1);
+        let (event, failure) = corrupt_event(self.ledger.id(), bytes, &where_, reason);
+        let event = event.with_finalizer(EventFinalizer::new(notifier));
+        if this_run == 0 {
+            self.ledger.accept(1);
+        }
         self.ledger.error("buffer_corrupt", "receiving");
         tracing::error!(
             component_id = self.ledger.id(),
@@ -198,14 +201,34 @@ impl Reader {
             bytes = bytes.len(),
             "Damaged bytes in the disk buffer; moved to the dead-letter queue, reading goes on."
         );
-        let failure = Failure::now(DeadLetterReason::BufferCorrupt, format!("{reason} at {where_}"), None);
         self.dead_letter.submit(vec![event], failure).await;
-        if outcome.wait().await.is_safe() {
+        let stored = outcome.wait().await.is_safe();
+        let rest = this_run.saturating_sub(1) as usize;
+        if stored {
+            self.ledger.dead_lettered(rest, DeadLetterReason::BufferCorrupt.as_str());
             for id in lost {
                 let _ = self.acks.send((id, Outcome::Stored));
             }
+        } else {
+            self.ledger.errored(rest);
         }
     }
+}
+
+/// Damaged bytes of a disk buffer as a dead-letter event (reason `buffer_corrupt`): the raw
+/// bytes in `message` (base64), with `buffer_corrupt.location`, `.error` and `.bytes`. The
+/// reader and `sluice buffer check --repair` both quarantine damage this way.
+pub fn corrupt_event(sink_id: &str, bytes: &[u8], location: &str, reason: &str) -> (LogEvent, Failure) {
+    let mut detail = ObjectMap::new();
+    detail.insert("location".into(), Value::from(location));
+    detail.insert("error".into(), Value::from(reason));
+    detail.insert("bytes".into(), Value::from(bytes.len() as i64));
+    let mut body = ObjectMap::new();
+    body.insert("message".into(), Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)));
+    body.insert("buffer_corrupt".into(), Value::Object(detail));
+    let event = LogEvent::from_value(Value::Object(body), EventMetadata::new(sink_id, chrono::Utc::now()));
+    let failure = Failure::now(DeadLetterReason::BufferCorrupt, format!("{reason} at {location}"), None);
+    (event, failure)
 }
 
 /// The sink's input when its buffer is on disk.
