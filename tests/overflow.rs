@@ -65,6 +65,7 @@ type = "disk"
 max_size = 67108864
 "#
     ));
+    let api = common::enable_api(&config);
     let child = start(&config, None, port);
     // Eight senders, 25 requests of 20 events each. Requests whose events stay in memory (or in
     // the sink's retrying requests) get no answer while the destination is down; the rest
@@ -92,6 +93,14 @@ max_size = 67108864
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
     println!("{} of 4000 events acknowledged while the destination was down", acked.len());
     assert!(acked.len() >= 3000, "what memory could not hold was stored on disk and acknowledged: {}", acked.len());
+    // The buffer gauges show both stages: events in memory and on disk, bytes on disk.
+    let metrics = common::get(api, "/metrics");
+    let labels = r#"{component_id="out",component_kind="sink",component_type="http"}"#;
+    let gauge = |name: &str| common::sample(&metrics, &format!("{name}{labels}")).unwrap_or(-1.0);
+    assert!(gauge("buffer_size_events") >= acked.len() as f64, "{metrics}");
+    assert_eq!(gauge("buffer_max_size_events"), 100.0, "the memory stage's capacity");
+    assert!(gauge("buffer_size_bytes") > acked.len() as f64 * 20.0, "{metrics}");
+    assert_eq!(gauge("buffer_max_size_bytes"), 67108864.0);
 
     let mut child = child;
     let _ = child.kill();

@@ -59,8 +59,19 @@ pub struct ComponentLedger {
     no_progress: std::sync::atomic::AtomicBool,
 }
 
-/// Reads a buffer's (events queued, capacity) when metrics are collected.
-pub type BufferProbe = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// What a sink's buffer holds now and can hold; `None` where the buffer does not count in
+/// that unit (a memory buffer limited in bytes has no event capacity; a memory buffer has no
+/// bytes on disk).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferLevel {
+    pub events: Option<u64>,
+    pub max_events: Option<u64>,
+    pub bytes: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Reads a sink's buffer level when metrics are collected.
+pub type BufferProbe = Box<dyn Fn() -> BufferLevel + Send + Sync>;
 
 impl std::fmt::Debug for ComponentLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,8 +218,10 @@ impl ComponentLedger {
             errored: self.errored.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             errors,
-            buffer_events: buffer.map(|b| b.0),
-            buffer_max_events: buffer.map(|b| b.1),
+            buffer_events: buffer.and_then(|b| b.events),
+            buffer_max_events: buffer.and_then(|b| b.max_events),
+            buffer_bytes: buffer.and_then(|b| b.bytes),
+            buffer_max_bytes: buffer.and_then(|b| b.max_bytes),
             dead_letter_queue_events: gauge(&self.dlq_events),
             dead_letter_queue_bytes: gauge(&self.dlq_bytes),
             stalled: self.stalled.load(Ordering::Relaxed) || self.no_progress.load(Ordering::Relaxed),
@@ -243,6 +256,11 @@ pub struct ComponentSnapshot {
     pub buffer_events: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_max_events: Option<u64>,
+    /// Sinks: bytes in the buffer (on disk, or estimated in memory) and its limit in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_max_bytes: Option<u64>,
     /// Sinks: events and bytes in the disk DLQ, once measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue_events: Option<u64>,

@@ -20,6 +20,8 @@ pub enum MetricName {
     ComponentInFlightEvents,
     BufferSizeEvents,
     BufferMaxSizeEvents,
+    BufferSizeBytes,
+    BufferMaxSizeBytes,
     DeadLetterQueueEvents,
     DeadLetterQueueBytes,
     ComponentStalled,
@@ -54,6 +56,8 @@ impl MetricName {
             Self::ComponentInFlightEvents => "component_in_flight_events",
             Self::BufferSizeEvents => "buffer_size_events",
             Self::BufferMaxSizeEvents => "buffer_max_size_events",
+            Self::BufferSizeBytes => "buffer_size_bytes",
+            Self::BufferMaxSizeBytes => "buffer_max_size_bytes",
             Self::DeadLetterQueueEvents => "component_dead_letter_queue_events",
             Self::DeadLetterQueueBytes => "component_dead_letter_queue_bytes",
             Self::ComponentStalled => "component_stalled",
@@ -66,6 +70,8 @@ impl MetricName {
             Self::ComponentInFlightEvents
             | Self::BufferSizeEvents
             | Self::BufferMaxSizeEvents
+            | Self::BufferSizeBytes
+            | Self::BufferMaxSizeBytes
             | Self::DeadLetterQueueEvents
             | Self::DeadLetterQueueBytes
             | Self::ComponentStalled => MetricKind::Gauge,
@@ -84,8 +90,12 @@ impl MetricName {
             Self::ComponentErroredEventsTotal => "Events that failed for good with nowhere durable to go.",
             Self::ComponentErrorsTotal => "Errors, by type and stage.",
             Self::ComponentInFlightEvents => "Events inside the component now (buffered, batched or being sent).",
-            Self::BufferSizeEvents => "Events in the sink's input buffer now.",
+            Self::BufferSizeEvents => "Events in the sink's buffer now (memory and disk stages).",
             Self::BufferMaxSizeEvents => "Capacity of the sink's input buffer, in events.",
+            Self::BufferSizeBytes => {
+                "Bytes in the sink's buffer now: its disk records, or the estimated size of a memory buffer limited in bytes."
+            }
+            Self::BufferMaxSizeBytes => "Capacity of the sink's buffer in bytes (`max_size`).",
             Self::DeadLetterQueueEvents => {
                 "Events stored in the sink's disk dead-letter queue (measured every 30 s, grown on each write)."
             }
@@ -148,6 +158,8 @@ impl LedgerSnapshot {
             let gauges = [
                 (MetricName::BufferSizeEvents, c.buffer_events),
                 (MetricName::BufferMaxSizeEvents, c.buffer_max_events),
+                (MetricName::BufferSizeBytes, c.buffer_bytes),
+                (MetricName::BufferMaxSizeBytes, c.buffer_max_bytes),
                 (MetricName::DeadLetterQueueEvents, c.dead_letter_queue_events),
                 (MetricName::DeadLetterQueueBytes, c.dead_letter_queue_bytes),
             ];

@@ -32,7 +32,11 @@ mod tests {
         let sink = Arc::new(ComponentLedger::new("out", ComponentKind::Sink, "http"));
         sink.accept(2);
         sink.dead_lettered(2, "permanent");
-        sink.set_buffer_probe(Box::new(|| (3, 500)));
+        sink.set_buffer_probe(Box::new(|| sluice_core::ledger::BufferLevel {
+            events: Some(3),
+            max_events: Some(500),
+            ..Default::default()
+        }));
         sink.set_dead_letter_queue_size(2, 900);
         sink.grow_dead_letter_queue(1, 100);
         ledger.register(sink);

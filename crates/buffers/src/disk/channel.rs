@@ -20,6 +20,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -62,7 +63,32 @@ type Reply<T> = oneshot::Sender<Option<Vec<Received<T>>>>;
 
 enum Control<T> {
     Read(Reply<T>),
-    Ack(u64),
+    /// A record id and how many events it held.
+    Ack(u64, u16),
+}
+
+/// What a disk buffer holds now, for the buffer gauges: events and bytes of records not yet
+/// acknowledged. Kept by the log's task; events of records found at open are counted from
+/// their headers.
+#[derive(Debug, Default)]
+pub struct Level {
+    events: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Level {
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    fn add_events(&self, n: u64) {
+        self.events.fetch_add(n, Ordering::Relaxed);
+    }
+    fn remove_events(&self, n: u64) {
+        let _ = self.events.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
 }
 
 /// Settings of one disk buffer.
@@ -93,6 +119,8 @@ pub struct DiskReceiver<T> {
     ready: VecDeque<Received<T>>,
     /// The first id appended by this process: older records were stored by an earlier run.
     pub first_new_id: u64,
+    /// What the buffer holds now.
+    pub level: Arc<Level>,
 }
 
 /// Acknowledges records; clone it freely.
@@ -107,10 +135,10 @@ impl<T> Clone for DiskAcker<T> {
 }
 
 impl<T> DiskAcker<T> {
-    /// Acknowledges a record (delivered or dead-lettered), or an id lost in a damaged range
-    /// once its bytes are stored elsewhere.
-    pub fn ack(&self, id: u64) {
-        let _ = self.control.send(Control::Ack(id));
+    /// Acknowledges a record of `events` events (delivered or dead-lettered), or an id lost
+    /// in a damaged range once its bytes are stored elsewhere.
+    pub fn ack(&self, id: u64, events: u16) {
+        let _ = self.control.send(Control::Ack(id, events));
     }
 }
 
@@ -167,17 +195,21 @@ pub fn open<T: Send + 'static>(
 ) -> std::io::Result<(DiskSender<T>, DiskReceiver<T>, Task)> {
     let wal = Wal::open(dir, storage, options.wal)?;
     let first_new_id = wal.next_id();
+    let level = Arc::new(Level::default());
+    level.add_events(wal.events_at_open());
+    level.bytes.store(wal.size(), Ordering::Relaxed);
     let (tx, appends) = mpsc::channel(64);
     let (control, control_rx) = mpsc::unbounded_channel();
-    let state = State { wal, kept: VecDeque::new(), acks_persisted: tokio::time::Instant::now() };
+    let state = State { wal, kept: VecDeque::new(), acks_persisted: tokio::time::Instant::now(), level: level.clone() };
     let task = Box::pin(run(state, appends, control_rx, options.sync_interval));
-    Ok((DiskSender { tx }, DiskReceiver { control, pending: None, ready: VecDeque::new(), first_new_id }, task))
+    let rx = DiskReceiver { control, pending: None, ready: VecDeque::new(), first_new_id, level };
+    Ok((DiskSender { tx }, rx, task))
 }
 
 /// Work gathered for one trip to the blocking pool.
 struct Batch<T> {
     appends: Vec<Append<T>>,
-    acks: Vec<u64>,
+    acks: Vec<(u64, u16)>,
     sync: bool,
 }
 
@@ -186,6 +218,7 @@ struct State<T> {
     wal: Wal,
     kept: VecDeque<(Placement, T)>,
     acks_persisted: tokio::time::Instant,
+    level: Arc<Level>,
 }
 
 async fn run<T: Send + 'static>(
@@ -210,7 +243,7 @@ async fn run<T: Send + 'static>(
         tokio::select! {
             command = control.recv(), if !control_gone => match command {
                 Some(Control::Read(reply)) => parked = Some(reply),
-                Some(Control::Ack(id)) => batch.acks.push(id),
+                Some(Control::Ack(id, events)) => batch.acks.push((id, events)),
                 None => control_gone = true,
             },
             append = appends.recv(), if !senders_gone && !retry => match append {
@@ -235,7 +268,7 @@ async fn run<T: Send + 'static>(
         while let Ok(command) = control.try_recv() {
             match command {
                 Control::Read(reply) => parked = Some(reply),
-                Control::Ack(id) => batch.acks.push(id),
+                Control::Ack(id, events) => batch.acks.push((id, events)),
             }
         }
         if !retry {
@@ -305,10 +338,11 @@ struct Applied<T> {
 }
 
 fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Applied<T>) {
-    let State { wal, kept, acks_persisted } = &mut state;
+    let State { wal, kept, acks_persisted, level } = &mut state;
     let mut out =
         Applied { appended: Vec::new(), failed: Vec::new(), waiting: Vec::new(), synced: None, items: Vec::new() };
-    for id in batch.acks {
+    for (id, events) in batch.acks {
+        level.remove_events(u64::from(events));
         if let Err(err) = wal.ack(id) {
             tracing::error!(error = %err, "Cannot remove acknowledged records from the disk buffer; they stay on disk.");
         }
@@ -321,6 +355,7 @@ fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Appl
         }
         match wal.append(append.events, &append.payload) {
             Ok(_) => {
+                level.add_events(u64::from(append.events));
                 if let (Some(value), Some(at)) = (append.keep, wal.last_placement())
                     && kept.len() < KEEP_RECORDS
                 {
@@ -338,6 +373,7 @@ fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Appl
     if batch.sync {
         out.synced = Some(wal.sync().is_ok());
     }
+    level.bytes.store(wal.size(), Ordering::Relaxed);
     if acks_persisted.elapsed() >= PERSIST_ACKS_EVERY {
         *acks_persisted = tokio::time::Instant::now();
         if let Err(err) = wal.persist_acks() {

@@ -12,6 +12,6 @@ pub mod wal;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{ChannelOptions, DiskAcker, DiskReceiver, DiskSender, Done, KEEP_RECORDS, Received, Task};
+pub use channel::{ChannelOptions, DiskAcker, DiskReceiver, DiskSender, Done, KEEP_RECORDS, Level, Received, Task};
 pub use storage::{Fs, Storage};
 pub use wal::{AppendError, Item, Placement, Wal, WalOptions, WalStats};

@@ -81,6 +81,30 @@ pub fn parse(data: &[u8]) -> Parsed<'_> {
     Parsed::Record(Record { id: u64::from_le_bytes(id), events, payload: &data[HEADER..HEADER + len] }, HEADER + len)
 }
 
+/// What a record's header says, unchecked (its checksum covers the payload too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub id: u64,
+    pub events: u16,
+    /// The whole record's length.
+    pub len: usize,
+}
+
+/// Reads the header at the start of `data`: `None` when it is short, of another version, or
+/// claims an impossible length.
+pub fn parse_header(data: &[u8]) -> Option<Header> {
+    if data.len() < HEADER || data[8] != VERSION {
+        return None;
+    }
+    let len = u32_at(data, 0) as usize;
+    if len > MAX_PAYLOAD {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&data[12..20]);
+    Some(Header { id: u64::from_le_bytes(id), events: u16::from_le_bytes([data[10], data[11]]), len: HEADER + len })
+}
+
 /// The whole length a record starting with `data` claims, once its length field is there.
 pub fn declared_len(data: &[u8]) -> Option<usize> {
     (data.len() >= 4).then(|| HEADER + u32_at(data, 0) as usize)

@@ -453,7 +453,7 @@ mod channel {
             let (id, byte, kept) = unpack(rx.recv().await);
             assert!(!kept);
             got.push(byte);
-            rx.acker().ack(id);
+            rx.acker().ack(id, 1);
         }
         assert_eq!(got, (0..10).collect::<Vec<u8>>());
         drop(tx);
@@ -507,7 +507,7 @@ mod channel {
         while got.len() < 20 {
             let (id, byte, _) = unpack(rx.recv().await);
             got.push(byte);
-            rx.acker().ack(id);
+            rx.acker().ack(id, 1);
         }
         let _ = writer.await;
         assert_eq!(got, (0..20).collect::<Vec<u8>>(), "every record, in order, through a buffer of ~2 records");
@@ -544,7 +544,7 @@ mod channel {
         drop(tx);
         for i in 0..count {
             assert_eq!(unpack(rx.recv().await), (u64::from(i), i, false));
-            rx.acker().ack(u64::from(i));
+            rx.acker().ack(u64::from(i), 1);
         }
         assert!(rx.recv().await.is_none());
         drop(rx);
@@ -563,7 +563,7 @@ mod channel {
         }
         for _ in 0..3 {
             let (id, _, _) = unpack(rx.recv().await);
-            rx.acker().ack(id);
+            rx.acker().ack(id, 1);
         }
         let floor = || mem.file(&dir().join("acked")).map(|d| String::from_utf8_lossy(&d).into_owned());
         tokio::time::sleep(channel::PERSIST_ACKS_EVERY * 3).await;
@@ -667,4 +667,18 @@ mod repair {
         assert!(failed.is_err());
         assert_eq!(mem.file(&segment), before, "the damaged segment is left as it was");
     }
+}
+
+#[test]
+fn events_waiting_are_counted_from_headers_at_open() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    let first = wal.append(2, b"aa").unwrap_or_else(|e| panic!("{e}"));
+    wal.append(3, b"bbb").unwrap_or_else(|e| panic!("{e}"));
+    wal.append(4, b"cccc").unwrap_or_else(|e| panic!("{e}"));
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    wal.ack(first).unwrap_or_else(|e| panic!("{e}"));
+    wal.persist_acks().unwrap_or_else(|e| panic!("{e}"));
+    drop(wal);
+    assert_eq!(open(&mem).events_at_open(), 7, "records below the floor do not count");
 }

@@ -140,6 +140,8 @@ pub struct Wal {
     _lock: DirLock,
     /// (id, events) of records this process appended that the reader has not passed yet.
     appended: std::collections::VecDeque<(u64, u16)>,
+    /// Events in the records at or above the floor found at open (for the buffer gauge).
+    events_at_open: u64,
 }
 
 fn segment_name(first_id: u64) -> String {
@@ -194,6 +196,10 @@ impl Wal {
             storage.remove(&empty.path)?;
         }
         let next_id = segments.iter().filter_map(|s| s.last_id).max().map_or(floor, |l| (l + 1).max(floor));
+        let mut events_at_open = 0;
+        for segment in &segments {
+            events_at_open += count_events(storage.as_ref(), &segment.path, floor)?;
+        }
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let mut wal = Self {
             dir: dir.to_path_buf(),
@@ -215,9 +221,16 @@ impl Wal {
             scratch: Vec::new(),
             _lock: lock,
             appended: std::collections::VecDeque::new(),
+            events_at_open,
         };
         wal.drop_acked_segments()?;
         Ok(wal)
+    }
+
+    /// Events waiting in the records found at open (records at or above the floor; counted
+    /// from record headers, up to the first damaged one of each segment).
+    pub fn events_at_open(&self) -> u64 {
+        self.events_at_open
     }
 
     /// The id the next append gets.
@@ -582,6 +595,24 @@ impl Wal {
             }
         }
         Ok(())
+    }
+}
+
+/// Events in the records of `path` whose id is at least `floor`, from their headers alone
+/// (no payload is read); stops at the first header that makes no sense.
+fn count_events(storage: &dyn Storage, path: &Path, floor: u64) -> std::io::Result<u64> {
+    let (mut offset, mut events) = (0u64, 0u64);
+    let mut header = Vec::with_capacity(record::HEADER);
+    loop {
+        header.clear();
+        if storage.read_at(path, offset, &mut header, record::HEADER)? < record::HEADER {
+            return Ok(events);
+        }
+        let Some(header) = record::parse_header(&header) else { return Ok(events) };
+        if header.id >= floor {
+            events += u64::from(header.events);
+        }
+        offset += header.len as u64;
     }
 }
 

@@ -27,12 +27,12 @@ use std::time::Duration;
 use base64::Engine;
 use futures::future::BoxFuture;
 use sluice_buffers::MemoryReceiver;
-use sluice_buffers::disk::{ChannelOptions, DiskReceiver, DiskSender, Fs, Item, Received, WalOptions, channel};
+use sluice_buffers::disk::{ChannelOptions, DiskReceiver, DiskSender, Fs, Item, Level, Received, WalOptions, channel};
 use sluice_core::ack::{BatchFinalizers, BatchNotifier, EventFinalizer, Outcome};
 use sluice_core::component::ChunkReceiver;
 use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
 use sluice_core::event::EventMetadata;
-use sluice_core::ledger::ComponentLedger;
+use sluice_core::ledger::{BufferLevel, BufferProbe, ComponentLedger};
 use sluice_core::{Chunk, LogEvent, codec};
 use tokio::sync::mpsc;
 use vrl::value::{ObjectMap, Value};
@@ -73,17 +73,51 @@ pub fn start(
     let (acks, mut outcomes) = mpsc::unbounded_channel::<(u64, Outcome)>();
     let acker = rx.acker();
     tokio::spawn(async move {
-        while let Some((id, outcome)) = outcomes.recv().await {
+        while let Some((tag, outcome)) = outcomes.recv().await {
             // A failed record stays on disk and is read again after a restart.
             if outcome.is_safe() {
-                acker.ack(id);
+                let (id, events) = untag(tag);
+                acker.ack(id, events);
             }
         }
     });
+    let level = rx.level.clone();
     let (ready_tx, ready) = mpsc::channel(READ_AHEAD);
     let reader = Reader { first_new_id: rx.first_new_id, rx, acks: acks.clone(), ledger: ledger.clone(), dead_letter };
     tokio::spawn(reader.run(ready_tx));
-    Ok((DiskInput { ready, acks, ledger }, writer))
+    Ok((DiskInput { ready, acks, ledger, level }, writer))
+}
+
+/// A record's acknowledgement tag: its id and its event count (at most `u16::MAX`, so ids
+/// have 48 bits: 2.8e14 records).
+fn tag(id: u64, events: usize) -> u64 {
+    (id << 16) | (events.min(MAX_RECORD_EVENTS) as u64)
+}
+
+fn untag(tag: u64) -> (u64, u16) {
+    (tag >> 16, (tag & 0xffff) as u16)
+}
+
+/// The buffer gauges of a sink with a disk stage: events in its memory stage (or hand-off)
+/// and on disk, bytes on disk, and the capacities that apply.
+pub fn probe(
+    level: Arc<Level>,
+    stage: &BufferConfig,
+    memory: impl Fn() -> (u64, u64) + Send + Sync + 'static,
+    overflow: bool,
+    memory_counts_events: bool,
+) -> BufferProbe {
+    let max_bytes = stage.max_size;
+    Box::new(move || {
+        let (queued, max) = memory();
+        let in_memory = if memory_counts_events { queued } else { 0 };
+        BufferLevel {
+            events: Some(in_memory + level.events()),
+            max_events: (overflow && memory_counts_events).then_some(max),
+            bytes: Some(level.bytes()),
+            max_bytes,
+        }
+    })
 }
 
 /// Moves chunks from the memory channel into the log.
@@ -206,8 +240,11 @@ impl Reader {
         let rest = this_run.saturating_sub(1) as usize;
         if stored {
             self.ledger.dead_lettered(rest, DeadLetterReason::BufferCorrupt.as_str());
+            // This run's events in the range leave the gauge with the first id.
+            let mut events = this_run as usize;
             for id in lost {
-                let _ = self.acks.send((id, Outcome::Stored));
+                let _ = self.acks.send((tag(id, events), Outcome::Stored));
+                events = 0;
             }
         } else {
             self.ledger.errored(rest);
@@ -236,6 +273,14 @@ pub struct DiskInput {
     ready: mpsc::Receiver<Ready>,
     acks: mpsc::UnboundedSender<(u64, Outcome)>,
     ledger: Arc<ComponentLedger>,
+    level: Arc<Level>,
+}
+
+impl DiskInput {
+    /// What the disk buffer holds now.
+    pub fn level(&self) -> Arc<Level> {
+        self.level.clone()
+    }
 }
 
 impl ChunkReceiver for DiskInput {
@@ -246,7 +291,7 @@ impl ChunkReceiver for DiskInput {
                 self.ledger.accept(chunk.len());
             }
             // One notifier per record: it is acknowledged once all its events are safe.
-            let notifier = BatchNotifier::with_channel(self.acks.clone(), id);
+            let notifier = BatchNotifier::with_channel(self.acks.clone(), tag(id, chunk.len()));
             for event in &mut chunk {
                 event.set_finalizer(EventFinalizer::new(notifier.clone()));
             }

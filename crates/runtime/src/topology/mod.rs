@@ -24,7 +24,7 @@ use sluice_core::component::{
     TransformOutputs,
 };
 use sluice_core::event::resolve_all;
-use sluice_core::ledger::{ComponentKind, ComponentLedger, Ledger, LedgerSnapshot};
+use sluice_core::ledger::{BufferLevel, ComponentKind, ComponentLedger, Ledger, LedgerSnapshot};
 use sluice_core::shutdown::shutdown_pair;
 use tokio::task::JoinSet;
 
@@ -174,6 +174,8 @@ pub async fn run(
     let mut senders = BTreeMap::new();
     // `when_full = "overflow"`: the disk stage's input, next to the memory stage.
     let mut overflows: BTreeMap<String, (MemorySender<Chunk>, MemoryReceiver<Chunk>)> = BTreeMap::new();
+    // Sinks' memory stages, read by the buffer gauges.
+    let mut memory_gauges = BTreeMap::new();
     for c in &components {
         let capacity = match c.kind {
             ComponentKind::Source => continue,
@@ -181,9 +183,21 @@ pub async fn run(
             ComponentKind::Sink => c.buffer.memory_bytes().map_or(c.buffer.max_events, |b| b as usize),
         };
         let (tx, rx) = memory::<Chunk>(capacity);
-        // The buffer gauges count events: a buffer limited in bytes has none.
-        if c.kind == ComponentKind::Sink && c.buffer.memory_bytes().is_none() {
-            ledger_of(&c.id).set_buffer_probe(Box::new(tx.gauge()));
+        if c.kind == ComponentKind::Sink {
+            memory_gauges.insert(c.id.clone(), tx.gauge());
+            // Sinks with a disk stage get their probe once the disk buffer is open.
+            if c.buffer.disk_stage().is_none() {
+                let gauge = tx.gauge();
+                let in_bytes = c.buffer.memory_bytes().is_some();
+                ledger_of(&c.id).set_buffer_probe(Box::new(move || {
+                    let (queued, max) = gauge();
+                    if in_bytes {
+                        BufferLevel { bytes: Some(queued), max_bytes: Some(max), ..BufferLevel::default() }
+                    } else {
+                        BufferLevel { events: Some(queued), max_events: Some(max), ..BufferLevel::default() }
+                    }
+                }));
+            }
         }
         senders.insert(c.id.clone(), (tx, c.buffer.when_full));
         receivers.insert(c.id.clone(), rx);
@@ -321,6 +335,17 @@ pub async fn run(
                         let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, stage);
                         match disk::start(&dir, stage, disk_rx, cx.ledger.clone(), cx.dead_letter.clone()) {
                             Ok((input, writer)) => {
+                                if let Some(memory) = memory_gauges.remove(&c.id) {
+                                    let overflow = c.buffer.buffer_type == BufferType::Memory;
+                                    let counts_events = c.buffer.memory_bytes().is_none();
+                                    cx.ledger.set_buffer_probe(disk::probe(
+                                        input.level(),
+                                        stage,
+                                        memory,
+                                        overflow,
+                                        counts_events,
+                                    ));
+                                }
                                 let handle = others.spawn(async move {
                                     writer.await;
                                     Ok(())
