@@ -14,6 +14,10 @@ time until both healthy sinks delivered all N (read from `/metrics` every 20 ms)
 `after stall` is the healthy sinks' rate from the moment the stuck sink was diverted
 (`component_stalled` = 1) to the end; the stuck sink's events must all be in its DLQ.
 
+With `--rate N` stdin is fed at N lines per second instead of as fast as sluice reads: the
+`fanout_*` scenarios then compare the healthy sinks' rate at an offered load below what the
+machine can do, where a diverted sink's extra work is not taken from its siblings.
+
     cargo build --release
     python3 scripts/bench-e2e.py --events 2000000 --runs 3
 """
@@ -285,7 +289,26 @@ def healthy_times(samples: list, events: int, wall: float):
     return done, after
 
 
-def run(binary: Path, scenario: str, data: Path, acks: bool, events: int):
+def feed(pipe, data: Path, rate: int):
+    """Writes the lines of `data` to `pipe` at `rate` lines per second (10 ms slices)."""
+    import itertools
+    per_slice = max(1, rate // 100)
+    start = time.perf_counter()
+    try:
+        with open(data, "rb") as f:
+            for i in itertools.count():
+                block = b"".join(itertools.islice(f, per_slice))
+                if not block:
+                    break
+                pipe.write(block)
+                pause = start + (i + 1) / 100 - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+    finally:
+        pipe.close()
+
+
+def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: int = 0):
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         port = free_port()
@@ -304,7 +327,9 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int):
             proc = subprocess.Popen(
                 [str(binary), "--config", str(config), "--ledger-json", str(ledger_path), "--quiet",
                  "--graceful-shutdown-limit-secs", "3"],
-                stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdin=subprocess.PIPE if rate else stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if rate:
+                threading.Thread(target=feed, args=(proc.stdin, data, rate), daemon=True).start()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
         polled.set()
@@ -332,11 +357,14 @@ def main():
     parser.add_argument("--binary", type=Path, default=ROOT / "target" / "release" / "sluice")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--acks-off", action="store_true", help="also run each scenario with acknowledgements off")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="feed stdin at this many lines per second instead of as fast as sluice reads")
     args = parser.parse_args()
     data = generate(args.events)
     size = data.stat().st_size
+    offered = f"; offered at {args.rate:,} lines/s" if args.rate else ""
     print(f"{args.events} events, {size / args.events:.0f} bytes/line, {size / 2**20:.0f} MiB; "
-          f"median of {args.runs} runs; {os.cpu_count()} CPUs")
+          f"median of {args.runs} runs; {os.cpu_count()} CPUs{offered}")
     print(f"{'scenario':<28}{'acks':>5}{'events/s':>12}{'MiB/s':>9}{'CPU s':>8}{'wall s':>8}{'RSS MiB':>9}"
           f"{'best ev/s':>12}")
     scenarios = args.scenario or list(SCENARIOS)
@@ -346,7 +374,7 @@ def main():
     for _ in range(args.runs):
         for scenario in scenarios:
             for acks in modes:
-                by_mode[(scenario, acks)].append(run(args.binary, scenario, data, acks, args.events))
+                by_mode[(scenario, acks)].append(run(args.binary, scenario, data, acks, args.events, args.rate))
     for scenario in scenarios:
         for acks in modes:
             results = by_mode[(scenario, acks)]

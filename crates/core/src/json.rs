@@ -43,6 +43,7 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
+    // `bytes[start..i]` is clean and not copied yet.
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -53,25 +54,38 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
             i += 8;
             continue;
         }
+        copy_run(buf, &bytes[start..i]);
         let end = (i + 8).min(bytes.len());
-        for (j, &b) in bytes[i..end].iter().enumerate() {
-            let escape = ESCAPE[b as usize];
-            if escape == 0 {
-                continue;
+        for &b in &bytes[i..end] {
+            match ESCAPE[b as usize] {
+                0 => buf.push(b),
+                b'u' => {
+                    buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]])
+                }
+                escape => {
+                    buf.push(b'\\');
+                    buf.push(escape);
+                }
             }
-            let at = i + j;
-            buf.extend_from_slice(&bytes[start..at]);
-            if escape == b'u' {
-                buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
-            } else {
-                buf.extend_from_slice(&[b'\\', escape]);
-            }
-            start = at + 1;
         }
+        start = end;
         i = end;
     }
-    buf.extend_from_slice(&bytes[start..]);
+    copy_run(buf, &bytes[start..]);
     buf.push(b'"');
+}
+
+/// Copies a clean run: byte by byte when short (text full of quotes, such as JSON carried in
+/// a string, would otherwise call `memcpy` for every few bytes), in one copy when long.
+#[inline]
+fn copy_run(buf: &mut Vec<u8>, run: &[u8]) {
+    if run.len() < 16 {
+        for &b in run {
+            buf.push(b);
+        }
+    } else {
+        buf.extend_from_slice(run);
+    }
 }
 
 /// Appends `value` as compact JSON.

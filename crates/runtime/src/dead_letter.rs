@@ -54,6 +54,9 @@ pub struct SinkDeadLetter {
     output: tokio::sync::Mutex<Fanout>,
     disk: Arc<DiskDlq>,
     log_limit: LogLimit,
+    /// The envelope buffer of the last disk write, reused (a stalled sink's whole stream can
+    /// pass through here; fresh multi-megabyte buffers cost page faults).
+    spare: std::sync::Mutex<Vec<u8>>,
 }
 
 impl SinkDeadLetter {
@@ -65,6 +68,7 @@ impl SinkDeadLetter {
             output: tokio::sync::Mutex::new(output),
             disk: Arc::new(DiskDlq::new(dlq::sink_dir(data_dir, sink_id))),
             log_limit: LogLimit::default(),
+            spare: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -100,6 +104,13 @@ impl SinkDeadLetter {
     /// written by the direct JSON writer (the same bytes serde would give, faster: a stalled
     /// sink's whole stream can pass through here).
     fn envelopes(&self, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
+        let mut lines = self.spare.lock().map(|mut spare| std::mem::take(&mut *spare)).unwrap_or_default();
+        lines.clear();
+        self.write_envelopes(&mut lines, events, record);
+        lines
+    }
+
+    fn write_envelopes(&self, lines: &mut Vec<u8>, events: &[LogEvent], record: &DeadLetterRecord) {
         let head = Head {
             version: ENVELOPE_VERSION,
             sink_id: &self.sink_id,
@@ -114,21 +125,20 @@ impl SinkDeadLetter {
         };
         let mut head = serde_json::to_vec(&head).unwrap_or_default();
         head.pop(); // the closing brace: each event's fields follow.
-        let mut lines = Vec::with_capacity(events.len() * (head.len() + 512));
+        lines.reserve(events.len() * (head.len() + 512));
         for event in events {
             lines.extend_from_slice(&head);
             lines.extend_from_slice(b",\"source_id\":");
-            json::write_str(&mut lines, event.source_id());
+            json::write_str(lines, event.source_id());
             lines.extend_from_slice(b",\"event\":");
-            json::write_value(&mut lines, event.value());
+            json::write_value(lines, event.value());
             let history = event.dead_letters();
             if !history.is_empty() {
                 lines.extend_from_slice(b",\"history\":");
-                let _ = serde_json::to_writer(&mut lines, history);
+                let _ = serde_json::to_writer(&mut *lines, history);
             }
             lines.extend_from_slice(b"}\n");
         }
-        lines
     }
 }
 
@@ -162,20 +172,35 @@ impl DeadLetterQueue for SinkDeadLetter {
                 );
             }
             let looped = events.iter().any(|e| e.dead_letters().iter().any(|r| r.sink_id == self.sink_id));
-            let lines = self.envelopes(&events, &record);
-            for event in &mut events {
-                event.push_dead_letter(record.clone());
-            }
             let mut output = self.output.lock().await;
             if !output.is_empty() && !looped {
+                // Downstream, the failure travels in each event's history.
+                for event in &mut events {
+                    event.push_dead_letter(record.clone());
+                }
                 self.ledger.dead_lettered(n, failure.reason.as_str());
                 output.send_all(events).await;
                 return;
             }
             drop(output);
+            // On disk, the envelope carries the failure and the earlier history.
+            let lines = self.envelopes(&events, &record);
             let disk = self.disk.clone();
             let bytes = lines.len() as u64;
-            let written = tokio::task::spawn_blocking(move || disk.append(&lines)).await;
+            let written = tokio::task::spawn_blocking(move || {
+                let result = disk.append(&lines);
+                (result, lines)
+            })
+            .await;
+            let written = written.map(|(result, lines)| {
+                // Keep the buffer for the next write unless one event made it huge.
+                if lines.capacity() <= 64 << 20
+                    && let Ok(mut spare) = self.spare.lock()
+                {
+                    *spare = lines;
+                }
+                result
+            });
             match written {
                 Ok(Ok(())) => {
                     resolve_all(events, Outcome::Stored);
