@@ -8,8 +8,8 @@ use crate::sinks::{
     prometheus_exporter::PrometheusExporterConfig,
 };
 use crate::sources::{
-    dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, http_server::HttpServerConfig,
-    internal_metrics::InternalMetricsConfig, socket::SocketConfig, stdin::StdinConfig,
+    dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, file::FileSourceConfig,
+    http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, socket::SocketConfig, stdin::StdinConfig,
 };
 use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
 
@@ -29,6 +29,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Generated events in common log formats",
             parse: parse_source::<DemoLogsConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "file",
+            aliases: &[],
+            summary: "Lines of files, tailed; positions move only for acknowledged lines",
+            parse: parse_source::<FileSourceConfig>,
         },
         ComponentSpec {
             kind: Source,

@@ -179,6 +179,20 @@ pub struct SourceContext {
     pub globals: Arc<GlobalOptions>,
     /// Every component's counters, read-only (`internal_metrics` reports them).
     pub pipeline: crate::ledger::Ledger,
+    /// Becomes `true` once every component of the topology is built (see [`wait_ready`]).
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    /// Where events the source cannot turn into good events go (oversized lines), with
+    /// their reason: the disk DLQ under `data_dir/dead_letter/<source id>/`.
+    pub dead_letter: Arc<dyn crate::dead_letter::DeadLetterQueue>,
+}
+
+/// Waits until the whole topology is built: sources that share work between them (several
+/// file sources reading one set of files) start together.
+///
+/// # Cancel safety
+/// Cancel safe.
+pub async fn wait_ready(ready: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = ready.wait_for(|r| *r).await;
 }
 
 /// A running source: finishes when its input ends or shutdown is signalled.

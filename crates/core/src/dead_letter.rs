@@ -26,6 +26,8 @@ pub enum DeadLetterReason {
     Stalled,
     /// A disk buffer record failed its checksum.
     BufferCorrupt,
+    /// A source's input longer than its limit (a file line over `max_line_bytes`).
+    Oversized,
 }
 
 impl DeadLetterReason {
@@ -36,6 +38,7 @@ impl DeadLetterReason {
             Self::EncodeError => "encode_error",
             Self::Stalled => "stalled",
             Self::BufferCorrupt => "buffer_corrupt",
+            Self::Oversized => "oversized_line",
         }
     }
 }

@@ -150,6 +150,12 @@ impl LegacyTemplate {
         Self { object, message_index, metadata, host: host.cloned() }
     }
 
+    /// Sets a field every event made from now on carries (`file`, `kubernetes.*`...).
+    pub fn set_field(&mut self, key: &str, value: Value) {
+        self.object.insert(KeyString::from(key), value);
+        self.message_index = self.object.keys().position(|k| k.as_str() == fields::MESSAGE).unwrap_or(0);
+    }
+
     /// An event whose `message` is `message`.
     pub fn event(&self, message: Bytes) -> LogEvent {
         let mut object = self.object.clone();

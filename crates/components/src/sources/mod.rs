@@ -3,10 +3,12 @@
 
 pub mod dead_letter;
 pub mod demo_logs;
+pub mod file;
 pub mod http_server;
 pub mod internal_metrics;
 pub mod socket;
 pub mod stdin;
+pub(crate) mod tailing;
 
 use std::sync::Arc;
 

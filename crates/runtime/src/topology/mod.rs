@@ -254,12 +254,20 @@ pub async fn run(
     let mut others = JoinSet::new();
     let mut errors = Vec::new();
     let mut names = BTreeMap::new();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     for c in components {
         let id: Arc<str> = Arc::from(c.id.as_str());
         let own_ledger = ledger_of(&c.id);
         match c.config {
             AnyConfig::Source(config) => {
                 let port = OutputRef { component: c.id.clone(), port: None };
+                let dead_letter = Arc::new(SinkDeadLetter::new(
+                    &c.id,
+                    c.type_name,
+                    own_ledger.clone(),
+                    Fanout::default(),
+                    &globals.options.data_dir,
+                ));
                 let out = SourceSender::new(Box::new(fanout_for(&port)), own_ledger);
                 let cx = SourceContext {
                     id: id.clone(),
@@ -268,6 +276,8 @@ pub async fn run(
                     acknowledgements: c.acknowledgements && config.can_acknowledge(),
                     globals: globals.options.clone(),
                     pipeline: ledger.clone(),
+                    ready: ready.clone(),
+                    dead_letter,
                 };
                 match config.build(cx) {
                     Ok(task) => {
@@ -394,6 +404,7 @@ pub async fn run(
         housekeeping.iter().for_each(|c| c.abort());
         return Err(errors);
     }
+    let _ = ready_tx.send(true);
     tracing::info!(components = names.len(), "Pipeline started.");
     housekeeping.push(tokio::spawn(watchdog::run(ledger.clone(), watchdog::EVERY, watchdog::THRESHOLD)));
 

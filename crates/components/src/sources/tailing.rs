@@ -1,0 +1,161 @@
+//! What the `file` and `kubernetes_logs` sources share: the hand-off from the tail service's
+//! thread to the source's task, and the task that forwards events and dead letters.
+//!
+//! ```text
+//! tail thread: Reader::pieces ─► Outbox (chunks of ≤ CHUNK events) ─► bounded queue ─► forward task ─► SourceSender
+//!                                        └─ oversized lines ─────────────────────────────────► the source's DLQ
+//! ```
+//!
+//! Every event leaves the thread with a finalizer from [`Acks::finalizer`], so the file's
+//! position moves only once it is acknowledged. An event that cannot be handed over (the
+//! source is stopping) is resolved as failed: its lines stay before the checkpoint and are
+//! read again after a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sluice_core::Chunk;
+use sluice_core::ack::{EventFinalizer, Outcome};
+use sluice_core::component::{SourceContext, wait_ready};
+use sluice_core::dead_letter::{DeadLetterReason, Failure};
+use sluice_core::event::{EventMetadata, LogEvent, resolve_all};
+use sluice_file_tail::lines::Piece;
+use sluice_file_tail::tail::{Acks, Subscription};
+use tokio::sync::mpsc;
+use vrl::value::{ObjectMap, Value};
+
+/// Most events per chunk handed to the pipeline.
+pub const CHUNK: usize = 512;
+/// Chunks queued between the tail thread and the source's task.
+const QUEUE: usize = 8;
+
+/// What the tail thread hands to the source's task.
+pub enum Out {
+    Events(Chunk),
+    /// Lines that cannot be events (longer than `max_line_bytes`), for the DLQ.
+    DeadLetters(Chunk),
+}
+
+/// The tail thread's end of the hand-off.
+pub struct Outbox {
+    tx: mpsc::Sender<Out>,
+    chunk: Chunk,
+    source_id: Arc<str>,
+}
+
+impl Outbox {
+    pub fn new(source_id: Arc<str>) -> (Self, mpsc::Receiver<Out>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { tx, chunk: Vec::with_capacity(CHUNK), source_id }, rx)
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 1
+    }
+
+    /// Adds events that share `finalizer` (each gets a clone; the original is released).
+    pub fn push(&mut self, events: impl IntoIterator<Item = LogEvent>, finalizer: EventFinalizer) {
+        for mut event in events {
+            event.set_finalizer(finalizer.clone());
+            self.chunk.push(event);
+            if self.chunk.len() >= CHUNK {
+                self.flush();
+            }
+        }
+        finalizer.release_unused();
+    }
+
+    /// Hands the gathered chunk over (waits for room: the tail thread checked there was).
+    pub fn flush(&mut self) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        self.send(Out::Events(chunk));
+    }
+
+    /// An oversized line for the DLQ: its first bytes, where it was and how long it was.
+    pub fn oversized(&mut self, path: &Path, piece: &Piece, finalizer: EventFinalizer) {
+        let Piece::Oversized { start, head, len, .. } = piece else {
+            finalizer.release_unused();
+            return;
+        };
+        let mut body = ObjectMap::new();
+        body.insert("message".into(), Value::Bytes(head.clone()));
+        body.insert("file".into(), Value::from(path.to_string_lossy().as_ref()));
+        body.insert("offset".into(), Value::from(*start as i64));
+        body.insert("line_bytes".into(), Value::from(*len as i64));
+        let event = LogEvent::from_value(Value::Object(body), EventMetadata::new(&self.source_id, chrono::Utc::now()))
+            .with_finalizer(finalizer);
+        self.flush();
+        self.send(Out::DeadLetters(vec![event]));
+    }
+
+    fn send(&self, out: Out) {
+        if let Err(err) = self.tx.blocking_send(out) {
+            // The source is stopping: these lines were not handed on; they are read again
+            // after a restart (their position never passes them).
+            let (Out::Events(events) | Out::DeadLetters(events)) = err.0;
+            resolve_all(events, Outcome::Failed);
+        }
+    }
+}
+
+/// Settles the lines of a call that made no event (everything held by a multiline message).
+pub fn settle_or(acks: &mut Acks<'_>, file: u64, end: u64, made: bool) {
+    if !made {
+        acks.settle(file, end);
+    }
+}
+
+/// The source's task: starts the subscription once the topology is built, forwards chunks
+/// and dead letters, and on shutdown stops it, lets the pipeline drain, and waits until the
+/// last positions are written.
+pub async fn forward(
+    cx: SourceContext,
+    mut subscription: Subscription,
+    mut rx: mpsc::Receiver<Out>,
+    max_line_bytes: usize,
+) -> Result<(), ()> {
+    let SourceContext { mut out, mut shutdown, mut ready, dead_letter, .. } = cx;
+    tokio::select! {
+        () = wait_ready(&mut ready) => subscription.start(),
+        () = shutdown.wait() => {}
+    }
+    let mut stopping = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.wait(), if !stopping => {
+                stopping = true;
+                subscription.stop();
+                continue;
+            }
+            next = rx.recv() => next,
+        };
+        match next {
+            Some(Out::Events(chunk)) => {
+                if out.send(chunk).await.is_err() && !stopping {
+                    stopping = true;
+                    subscription.stop();
+                }
+            }
+            Some(Out::DeadLetters(events)) => {
+                let n = events.len();
+                out.ledger().accept(n);
+                out.ledger().error("oversized_line", "receiving");
+                let failure = Failure::now(
+                    DeadLetterReason::Oversized,
+                    format!("line longer than max_line_bytes ({max_line_bytes}); its first bytes are kept"),
+                    None,
+                );
+                dead_letter.submit(events, failure).await;
+            }
+            None => break,
+        }
+    }
+    // Downstream drains once this sender is gone; the positions follow the outcomes.
+    drop(out);
+    subscription.finished().await;
+    Ok(())
+}
