@@ -34,6 +34,58 @@ pub enum Command {
     /// Inspect sinks' disk buffers.
     #[command(subcommand)]
     Buffer(BufferCommand),
+    /// Inspect and edit the file checkpoint store (`data_dir/checkpoints/`).
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// Every stored position: fingerprint, position, path, source, when it changed.
+    List {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The checkpoint of one file: a path (fingerprinted now, as the default `checksum`
+    /// strategy does) or a fingerprint as `list` prints it.
+    Show {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// A file path, or `checksum:<hex>` / `dev_inode:<dev>:<inode>`.
+        target: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drops positions (those files are read from their start next time). Refused while a
+    /// sluice uses the store.
+    Forget {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Fingerprints as `list` prints them.
+        fingerprints: Vec<String>,
+        /// Every position last read by this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Every position whose path matches this glob.
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Adopts Vector's file checkpoints (`DIR/<source_id>/checkpoints.json`), so files
+    /// Vector read are not read again. Refused while a sluice uses the store.
+    Import {
+        #[command(flatten)]
+        place: DlqPlace,
+        /// Vector's `data_dir`.
+        #[arg(long, value_name = "DIR")]
+        vector_data_dir: PathBuf,
+        /// Only these Vector source ids (default: all).
+        #[arg(long)]
+        source: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Some(cli::Command::List) => commands::list::run(),
         Some(cli::Command::Dlq(command)) => commands::dlq::run(&command),
         Some(cli::Command::Buffer(command)) => commands::buffer::run(&command),
+        Some(cli::Command::Checkpoints(command)) => commands::checkpoints::run(&command),
         Some(cli::Command::Run(args)) => commands::run::run(&args),
         None => commands::run::run(&cli.run),
     };

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what they share.
 
 pub mod buffer;
+pub mod checkpoints;
 pub mod dlq;
 pub mod list;
 pub mod replay;

@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the real `sluice` binary.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod intake;
 
 use std::io::{Read, Write};

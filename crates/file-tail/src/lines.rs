@@ -81,6 +81,11 @@ impl Splitter {
         self.start + self.buf.len() as u64
     }
 
+    /// Where the bytes held start: everything before was given out.
+    pub fn given_up_to(&self) -> u64 {
+        self.start
+    }
+
     /// Bytes held that are not a whole line yet.
     pub fn held(&self) -> usize {
         self.buf.len()

@@ -485,7 +485,16 @@ impl Tail {
             return (w.dev_ino == dev_ino).then_some(id);
         }
         let size = meta.len();
+        // The same content under another file: a copy (`copytruncate`) of a file whose
+        // watcher gave up when it was truncated. Everything before its read position was
+        // handed on already.
+        let handed_on =
+            self.watchers.values().filter(|w| w.fingerprint == fp && w.done).map(Watcher::given_up_to).max();
         let stored = if options.ignore_checkpoints { None } else { self.store.get(&fp).map(|c| c.position) };
+        let stored = match (stored, handed_on) {
+            (Some(s), Some(h)) => Some(s.max(h)),
+            (s, h) => s.or(h),
+        };
         let was_truncated = self.truncated.remove(&(path.to_path_buf(), dev_ino.1));
         let old = options.ignore_older.is_some_and(|limit| {
             meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_some_and(|age| age > limit)

@@ -99,6 +99,11 @@ impl Watcher {
         self.splitter.read_position()
     }
 
+    /// Where the lines given out so far end (what the splitter holds comes after).
+    pub fn given_up_to(&self) -> u64 {
+        self.splitter.given_up_to()
+    }
+
     /// The file's size on disk now, and whether it is still linked (not deleted).
     pub fn stat(&self) -> Option<(u64, bool)> {
         match self.handle.as_ref()? {

@@ -1,0 +1,77 @@
+//! Helpers for tests of the file-reading sources.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Appends lines `<name>-l<n>` (n zero-padded to 5 digits) for `n` in `range` to `path`.
+pub fn append(path: &Path, name: &str, range: std::ops::Range<usize>) {
+    let mut text = String::with_capacity(range.len() * 16);
+    for n in range {
+        text.push_str(&format!("{name}-l{n:05}\n"));
+    }
+    append_bytes(path, text.as_bytes());
+}
+
+pub fn append_bytes(path: &Path, bytes: &[u8]) {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap_or_else(|e| panic!("{e}"));
+    file.write_all(bytes).unwrap_or_else(|e| panic!("{e}"));
+}
+
+pub fn lines_in(path: &Path) -> usize {
+    std::fs::read(path).map(|d| d.iter().filter(|b| **b == b'\n').count()).unwrap_or(0)
+}
+
+/// Waits until `path` holds at least `n` lines; returns how many it holds.
+pub fn wait_lines(path: &Path, n: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let have = lines_in(path);
+        if have >= n || Instant::now() > deadline {
+            return have;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `done()` holds (polling), up to `timeout`; returns whether it did.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// How many times each line appears across `paths`.
+pub fn counts(paths: &[PathBuf]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for path in paths {
+        for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+            *out.entry(line.to_owned()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Every envelope in a component's disk DLQ.
+pub fn dead_letters(data_dir: &Path, id: &str) -> Vec<serde_json::Value> {
+    std::fs::read_dir(data_dir.join("dead_letter").join(id))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -1,0 +1,201 @@
+//! The `file` source through the binary, file by file: rotation by rename and by
+//! copytruncate, truncation, deletion while reading, oversized lines, CRLF, a last line
+//! without its newline, multiline messages and UTF-16.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use common::files::{append, append_bytes, counts, dead_letters, lines_in, wait_lines, wait_until};
+use common::{Case, assert_ledger_balanced, terminate};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A case with `logs/` and a config reading `include` into `out.log` (text), plus `extra`
+/// settings for the source.
+fn setup(include: &str, extra: &str) -> (Case, PathBuf) {
+    let case = Case::new();
+    std::fs::create_dir_all(case.path("logs")).unwrap_or_else(|e| panic!("{e}"));
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "file"
+include = ["{{dir}}/logs/{include}"]
+glob_minimum_cooldown_ms = 50
+{extra}
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{{dir}}/out.log"
+encoding.codec = "text"
+"#
+    ));
+    (case, config)
+}
+
+fn stop(child: Child) {
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+fn out(case: &Case) -> Vec<String> {
+    std::fs::read_to_string(case.path("out.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+fn exactly_once(case: &Case, expected: usize) {
+    let seen = counts(&[case.path("out.log")]);
+    let dup: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dup.is_empty(), "delivered twice: {dup:?}");
+    assert_eq!(seen.len(), expected);
+}
+
+/// Rename and create: the old file is renamed away (out of the glob) and its writer keeps
+/// appending for a moment; a new file takes the name. Every line of both, once.
+#[test]
+fn rotation_by_rename_and_create_reads_both_files_to_the_end() {
+    let (case, config) = setup("app.log", "");
+    let log = case.path("logs/app.log");
+    append(&log, "old", 0..1000);
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 1000, WAIT), 1000);
+    let rotated = case.path("logs/app.log.1");
+    std::fs::rename(&log, &rotated).unwrap_or_else(|e| panic!("{e}"));
+    append(&rotated, "old", 1000..1500);
+    append(&log, "new", 0..700);
+    assert!(wait_until(WAIT, || counts(&[case.path("out.log")]).len() == 2200));
+    stop(child);
+    exactly_once(&case, 2200);
+    assert_ledger_balanced(&case.ledger());
+}
+
+/// copytruncate: the file is copied to `app.log.1` (matched too) and truncated in place;
+/// lines the copy holds that were not read yet are read from it, at the stored position, and
+/// the truncated file's new content from its start.
+#[test]
+fn copytruncate_loses_nothing_and_repeats_nothing() {
+    let (case, config) = setup("app.log*", "");
+    let log = case.path("logs/app.log");
+    append(&log, "first", 0..1000);
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 1000, WAIT), 1000);
+    // Written after sluice's last read, before the copy: only the copy has these.
+    append(&log, "first", 1000..1200);
+    std::fs::copy(&log, case.path("logs/app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(0)).unwrap_or_else(|e| panic!("{e}"));
+    append(&log, "second", 0..300);
+    assert!(wait_until(WAIT, || counts(&[case.path("out.log")]).len() == 1500), "{}", lines_in(&case.path("out.log")));
+    stop(child);
+    exactly_once(&case, 1500);
+}
+
+/// A file truncated in place (no copy) is read again from its start: its new lines arrive.
+#[test]
+fn a_truncated_file_is_read_from_its_start() {
+    let (case, config) = setup("*.log", "");
+    let log = case.path("logs/a.log");
+    append(&log, "before", 0..100);
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 100, WAIT), 100);
+    std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+    append(&log, "after", 0..10);
+    assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 110));
+    stop(child);
+    assert_eq!(out(&case)[100..].first().map(String::as_str), Some("after-l00000"));
+}
+
+/// A file deleted while sluice reads it is read to its end all the same, its last line
+/// (without a newline) included.
+#[test]
+fn a_file_deleted_while_read_is_read_to_its_end() {
+    let (case, config) = setup("*.log", "max_read_bytes = 4096");
+    let log = case.path("logs/big.log");
+    append(&log, "big", 0..50_000);
+    append_bytes(&log, b"no newline at the end");
+    let child = case.spawn(&config);
+    assert!(wait_lines(&case.path("out.log"), 1, WAIT) >= 1);
+    std::fs::remove_file(&log).unwrap_or_else(|e| panic!("{e}"));
+    assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 50_001), "{}", lines_in(&case.path("out.log")));
+    stop(child);
+    exactly_once(&case, 50_001);
+    assert_eq!(out(&case).last().map(String::as_str), Some("no newline at the end"));
+}
+
+/// A line over `max_line_bytes` goes to the source's DLQ with its first bytes and its
+/// length; the lines around it are delivered; the position passes it once it is stored.
+#[test]
+fn an_oversized_line_goes_to_the_dlq_and_reading_goes_on() {
+    let (case, config) = setup("*.log", "max_line_bytes = 64");
+    let log = case.path("logs/a.log");
+    let long = "x".repeat(500);
+    append_bytes(&log, format!("short 1\n{long}\nshort 2\n").as_bytes());
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
+    stop(child);
+    assert_eq!(out(&case), vec!["short 1", "short 2"]);
+    let dlq = dead_letters(&case.path("data"), "in");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["reason"], "oversized_line");
+    assert_eq!(dlq[0]["event"]["line_bytes"], 500);
+    assert_eq!(dlq[0]["event"]["offset"], 8);
+    assert_eq!(dlq[0]["event"]["message"].as_str().map(str::len), Some(64));
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert_eq!(common::component(&ledger, "in")["dead_lettered"], 1);
+    let store = std::fs::read_to_string(case.path("data/checkpoints/checkpoints.json")).unwrap_or_default();
+    assert!(store.contains(&format!("\"position\":{}", 8 + 501 + 8)), "{store}");
+}
+
+/// CRLF files with `line_delimiter = "\r\n"`; a last line without its delimiter waits for it.
+#[test]
+fn crlf_lines_and_a_last_line_that_waits_for_its_delimiter() {
+    let (case, config) = setup("*.log", "line_delimiter = \"\\r\\n\"");
+    let log = case.path("logs/a.log");
+    append_bytes(&log, b"one\r\ntwo\r\nthr");
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(out(&case), vec!["one", "two"], "the partial line is held");
+    append_bytes(&log, b"ee\r\n");
+    assert_eq!(wait_lines(&case.path("out.log"), 3, WAIT), 3);
+    stop(child);
+    assert_eq!(out(&case), vec!["one", "two", "three"]);
+}
+
+/// Vector's multiline `continue_through`: a Java stack trace is one event; a message still
+/// open is given out after `timeout_ms`.
+#[test]
+fn multiline_joins_a_stack_trace_and_times_out_an_open_message() {
+    let (case, config) = setup(
+        "*.log",
+        "multiline.start_pattern = '^[^\\s]'\nmultiline.condition_pattern = '^[\\s]+'\nmultiline.mode = \"continue_through\"\nmultiline.timeout_ms = 200",
+    );
+    let log = case.path("logs/a.log");
+    append_bytes(&log, b"Exception in thread main\n  at a.b(C.java:1)\n  at d.e(F.java:2)\nnext line\n");
+    let child = case.spawn(&config);
+    assert!(wait_until(WAIT, || std::fs::read_to_string(case.path("out.log"))
+        .unwrap_or_default()
+        .contains("next line")));
+    stop(child);
+    let text = std::fs::read_to_string(case.path("out.log")).unwrap_or_default();
+    assert_eq!(text, "Exception in thread main\n  at a.b(C.java:1)\n  at d.e(F.java:2)\nnext line\n");
+    // Two events: the trace (three lines in one message) and the timed-out last one.
+    assert_eq!(common::component(&case.ledger(), "out")["sent"], 2);
+}
+
+/// UTF-16LE with a byte-order mark: lines arrive as UTF-8.
+#[test]
+fn utf16_files_are_decoded() {
+    let (case, config) = setup("*.log", "encoding.charset = \"utf-16le\"");
+    let mut bytes = vec![0xff, 0xfe];
+    for unit in "héllo\nwörld\n".encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    append_bytes(&case.path("logs/a.log"), &bytes);
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
+    stop(child);
+    assert_eq!(out(&case), vec!["héllo", "wörld"]);
+}
