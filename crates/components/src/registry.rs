@@ -9,7 +9,8 @@ use crate::sinks::{
 };
 use crate::sources::{
     dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, file::FileSourceConfig,
-    http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, socket::SocketConfig, stdin::StdinConfig,
+    http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, kubernetes_logs::KubernetesLogsConfig,
+    socket::SocketConfig, stdin::StdinConfig,
 };
 use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
 
@@ -50,6 +51,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "sluice's own counters and gauges as metric events",
             parse: parse_source::<InternalMetricsConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "kubernetes_logs",
+            aliases: &[],
+            summary: "Pod logs of the node (CRI and Docker formats), partial lines merged",
+            parse: parse_source::<KubernetesLogsConfig>,
         },
         ComponentSpec {
             kind: Source,

@@ -28,6 +28,8 @@ pub enum DeadLetterReason {
     BufferCorrupt,
     /// A source's input longer than its limit (a file line over `max_line_bytes`).
     Oversized,
+    /// A source's input that is not in the format the source reads.
+    ParseError,
 }
 
 impl DeadLetterReason {
@@ -39,6 +41,7 @@ impl DeadLetterReason {
             Self::Stalled => "stalled",
             Self::BufferCorrupt => "buffer_corrupt",
             Self::Oversized => "oversized_line",
+            Self::ParseError => "parse_error",
         }
     }
 }

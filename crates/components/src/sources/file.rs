@@ -317,8 +317,7 @@ impl SourceConfig for FileSourceConfig {
         };
         let prepare = vector_import(&data_dir, &cx.id, self.import_vector_checkpoints);
         let subscription = tail::subscribe(&data_dir, registration, prepare).map_err(|e| BuildError(e.to_string()))?;
-        let max_line_bytes = self.max_line_bytes;
-        Ok(Box::pin(forward(cx, subscription, rx, max_line_bytes)))
+        Ok(Box::pin(forward(cx, subscription, rx)))
     }
 }
 

@@ -14,6 +14,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use sluice_core::Chunk;
 use sluice_core::ack::{EventFinalizer, Outcome};
 use sluice_core::component::{SourceContext, wait_ready};
@@ -32,8 +34,8 @@ const QUEUE: usize = 8;
 /// What the tail thread hands to the source's task.
 pub enum Out {
     Events(Chunk),
-    /// Lines that cannot be events (longer than `max_line_bytes`), for the DLQ.
-    DeadLetters(Chunk),
+    /// Lines that cannot be events (too long, unparsable), for the DLQ, with why.
+    DeadLetters(Chunk, Failure),
 }
 
 /// The tail thread's end of the hand-off.
@@ -80,22 +82,37 @@ impl Outbox {
             finalizer.release_unused();
             return;
         };
-        let mut body = ObjectMap::new();
-        body.insert("message".into(), Value::Bytes(head.clone()));
-        body.insert("file".into(), Value::from(path.to_string_lossy().as_ref()));
-        body.insert("offset".into(), Value::from(*start as i64));
-        body.insert("line_bytes".into(), Value::from(*len as i64));
-        let event = LogEvent::from_value(Value::Object(body), EventMetadata::new(&self.source_id, chrono::Utc::now()))
-            .with_finalizer(finalizer);
+        let failure = Failure::now(
+            DeadLetterReason::Oversized,
+            format!("line of {len} bytes, longer than max_line_bytes; its first {} bytes are kept", head.len()),
+            None,
+        );
+        let mut event = self.line_event(path, *start, head.clone());
+        event.insert("line_bytes", Value::from(*len as i64));
         self.flush();
-        self.send(Out::DeadLetters(vec![event]));
+        self.send(Out::DeadLetters(vec![event.with_finalizer(finalizer)], failure));
+    }
+
+    /// A line the source cannot make an event of, for the DLQ, as it was.
+    pub fn dead_letter(&mut self, path: &Path, start: u64, line: Bytes, failure: Failure, finalizer: EventFinalizer) {
+        let event = self.line_event(path, start, line).with_finalizer(finalizer);
+        self.flush();
+        self.send(Out::DeadLetters(vec![event], failure));
+    }
+
+    fn line_event(&self, path: &Path, start: u64, message: Bytes) -> LogEvent {
+        let mut body = ObjectMap::new();
+        body.insert("message".into(), Value::Bytes(message));
+        body.insert("file".into(), Value::from(path.to_string_lossy().as_ref()));
+        body.insert("offset".into(), Value::from(start as i64));
+        LogEvent::from_value(Value::Object(body), EventMetadata::new(&self.source_id, chrono::Utc::now()))
     }
 
     fn send(&self, out: Out) {
         if let Err(err) = self.tx.blocking_send(out) {
             // The source is stopping: these lines were not handed on; they are read again
             // after a restart (their position never passes them).
-            let (Out::Events(events) | Out::DeadLetters(events)) = err.0;
+            let (Out::Events(events) | Out::DeadLetters(events, _)) = err.0;
             resolve_all(events, Outcome::Failed);
         }
     }
@@ -111,12 +128,7 @@ pub fn settle_or(acks: &mut Acks<'_>, file: u64, end: u64, made: bool) {
 /// The source's task: starts the subscription once the topology is built, forwards chunks
 /// and dead letters, and on shutdown stops it, lets the pipeline drain, and waits until the
 /// last positions are written.
-pub async fn forward(
-    cx: SourceContext,
-    mut subscription: Subscription,
-    mut rx: mpsc::Receiver<Out>,
-    max_line_bytes: usize,
-) -> Result<(), ()> {
+pub async fn forward(cx: SourceContext, mut subscription: Subscription, mut rx: mpsc::Receiver<Out>) -> Result<(), ()> {
     let SourceContext { mut out, mut shutdown, mut ready, dead_letter, .. } = cx;
     tokio::select! {
         () = wait_ready(&mut ready) => subscription.start(),
@@ -140,15 +152,8 @@ pub async fn forward(
                     subscription.stop();
                 }
             }
-            Some(Out::DeadLetters(events)) => {
-                let n = events.len();
-                out.ledger().accept(n);
-                out.ledger().error("oversized_line", "receiving");
-                let failure = Failure::now(
-                    DeadLetterReason::Oversized,
-                    format!("line longer than max_line_bytes ({max_line_bytes}); its first bytes are kept"),
-                    None,
-                );
+            Some(Out::DeadLetters(events, failure)) => {
+                out.ledger().accept(events.len());
                 dead_letter.submit(events, failure).await;
             }
             None => break,
