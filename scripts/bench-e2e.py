@@ -158,6 +158,26 @@ request.timeout_secs = 600
 buffer.stall_timeout_secs = 1
 """
 
+# The file source reads files the harness splits the data into (under target/bench-data/);
+# acknowledgements and checkpoints on. sluice never finishes reading files on its own: the
+# run ends when the blackhole has all N events (polled from /metrics), then SIGTERM.
+FILES = """
+data_dir = "{dir}"
+api.enabled = true
+api.address = "127.0.0.1:{api_port}"
+[sources.in]
+type = "file"
+include = ["{files}/*.log"]
+glob_minimum_cooldown_ms = 100
+{acks}
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+"""
+SCENARIOS["file_blackhole"] = FILES
+SCENARIOS["file_blackhole_100"] = FILES
+FILE_COUNTS = {"file_blackhole": 1, "file_blackhole_100": 100}
+
 SCENARIOS["fanout_healthy"] = FANOUT
 SCENARIOS["fanout_one_stuck"] = FANOUT + STUCK
 
@@ -199,6 +219,66 @@ def generate(n: int) -> Path:
             }, separators=(",", ":")) + "\n")
     tmp.rename(path)
     return path
+
+
+def split(data: Path, parts: int) -> Path:
+    """The data as `parts` files of whole lines under target/bench-data/ (made once)."""
+    out = DATA / f"{data.stem}-in-{parts}"
+    if out.exists():
+        return out
+    tmp = out.with_suffix(".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    files = [open(tmp / f"part-{i:03}.log", "wb") for i in range(parts)]
+    with open(data, "rb") as f:
+        for i, line in enumerate(f):
+            files[i % parts].write(line)
+    for f in files:
+        f.close()
+    tmp.rename(out)
+    return out
+
+
+def sent_by(api_port: int, sink: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=1).read().decode()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("component_sent_events_total{") and f'component_id="{sink}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0
+
+
+def run_files(binary: Path, scenario: str, data: Path, acks: bool, events: int):
+    """A file scenario: time until the blackhole has every event, then SIGTERM."""
+    import signal
+    files = split(data, FILE_COUNTS[scenario])
+    with tempfile.TemporaryDirectory() as d:
+        config = Path(d) / "config.toml"
+        api_port = free_port()
+        config.write_text(SCENARIOS[scenario].format(
+            dir=d, files=files, api_port=api_port, acks="" if acks else "acknowledgements = false\n"))
+        ledger_path = Path(d) / "ledger.json"
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(binary), "--config", str(config), "--ledger-json", str(ledger_path), "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = None
+        while proc.poll() is None:
+            if sent_by(api_port, "out") >= events:
+                wall = time.perf_counter() - start
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.01)
+        _, status, usage = os.wait4(proc.pid, 0)
+        stderr = proc.stderr.read().decode(errors="replace")
+        code = os.waitstatus_to_exitcode(status)
+        if wall is None or code != 0:
+            sys.exit(f"{scenario}: exit {code}\n{stderr}")
+        ledger = json.loads(ledger_path.read_text())
+        if not ledger["balanced"]:
+            sys.exit(f"{scenario}: ledger does not balance: {ledger}")
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ledger, None
 
 
 def free_port() -> int:
@@ -309,6 +389,8 @@ def feed(pipe, data: Path, rate: int):
 
 
 def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: int = 0):
+    if scenario in FILE_COUNTS:
+        return run_files(binary, scenario, data, acks, events)
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         port = free_port()
