@@ -277,10 +277,12 @@ impl Store {
         self.dirty = true;
     }
 
-    /// Removes entries nobody updated since `before`.
-    pub fn prune(&mut self, before: DateTime<Utc>) -> usize {
+    /// Removes entries whose file is no longer at its path and that nobody updated for
+    /// `age`. Entries without a path (adopted from Vector) are kept.
+    pub fn prune_missing(&mut self, age: chrono::Duration) -> usize {
+        let before = Utc::now() - age;
         let n = self.entries.len();
-        self.entries.retain(|_, c| c.modified >= before);
+        self.entries.retain(|_, c| c.path.is_empty() || c.modified >= before || Path::new(&c.path).exists());
         let removed = n - self.entries.len();
         self.dirty |= removed > 0;
         removed

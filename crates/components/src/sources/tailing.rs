@@ -113,6 +113,11 @@ impl Outbox {
             // The source is stopping: these lines were not handed on; they are read again
             // after a restart (their position never passes them).
             let (Out::Events(events) | Out::DeadLetters(events, _)) = err.0;
+            tracing::warn!(
+                component_id = &*self.source_id,
+                events = events.len(),
+                "Lines not handed on because the source is stopping; their position stays before them and they are read again after a restart."
+            );
             resolve_all(events, Outcome::Failed);
         }
     }

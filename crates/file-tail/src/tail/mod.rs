@@ -214,6 +214,10 @@ struct Sub {
     done: bool,
 }
 
+/// Checkpoints whose file is gone from its path and that nobody updated for this long are
+/// forgotten when the service starts (rotated files deleted while sluice was not looking).
+const PRUNE_AFTER_DAYS: i64 = 7;
+
 /// How long the checkpoint of a deleted file is kept after it was read to its end.
 const FORGET_DELETED: Duration = Duration::from_secs(60);
 
@@ -242,13 +246,21 @@ struct Tail {
     truncated: HashSet<(PathBuf, u64)>,
     /// Deleted files read to their end: their checkpoints are forgotten a while later.
     deleted: Vec<(Fingerprint, Instant)>,
-    mismatch_warned: HashSet<PathBuf>,
+    warned: HashSet<PathBuf>,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 impl Tail {
-    fn new(store: Store, commands: std_mpsc::Receiver<Command>, data_dir: PathBuf, alive: Arc<AtomicBool>) -> Self {
+    fn new(mut store: Store, commands: std_mpsc::Receiver<Command>, data_dir: PathBuf, alive: Arc<AtomicBool>) -> Self {
+        let pruned = store.prune_missing(chrono::Duration::days(PRUNE_AFTER_DAYS));
+        if pruned > 0 {
+            tracing::info!(
+                entries = pruned,
+                days = PRUNE_AFTER_DAYS,
+                "Forgot checkpoints of files gone for a long time."
+            );
+        }
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
         Self {
             store,
@@ -270,7 +282,7 @@ impl Tail {
             finished: HashSet::new(),
             truncated: HashSet::new(),
             deleted: Vec::new(),
-            mismatch_warned: HashSet::new(),
+            warned: HashSet::new(),
         }
     }
 
@@ -394,7 +406,7 @@ impl Tail {
                 || s.options.max_line_bytes != first.max_line_bytes
                 || s.options.charset != first.charset
         });
-        if differs && self.mismatch_warned.insert(path.to_path_buf()) {
+        if differs && self.warned.insert(path.to_path_buf()) {
             let names: Vec<&str> =
                 readers.iter().filter_map(|i| self.subs.get(*i)?.as_ref()).map(|s| s.source_id.as_str()).collect();
             tracing::warn!(
@@ -456,7 +468,9 @@ impl Tail {
         let file = match File::open(path) {
             Ok(file) => file,
             Err(err) => {
-                tracing::debug!(file = %path.display(), error = %err, "Cannot open a matching file; trying again later.");
+                if self.warned.insert(path.to_path_buf()) {
+                    tracing::warn!(file = %path.display(), error = %err, "Cannot open a matching file; trying again at every look for files.");
+                }
                 return None;
             }
         };
@@ -481,7 +495,16 @@ impl Tail {
                 w.path = path.to_path_buf();
                 self.by_path.insert(path.to_path_buf(), (dev_ino.0, dev_ino.1, id));
             }
-            // Another file with the same first lines: the one being read goes on.
+            if w.dev_ino != dev_ino && w.findable && self.warned.insert(path.to_path_buf()) {
+                // Another live file with the same first lines: only one file can own a
+                // fingerprint, and the one being read goes on.
+                tracing::warn!(
+                    file = %path.display(),
+                    same_as = %w.path.display(),
+                    fingerprint = %fp,
+                    "This file starts like another one being read, so it has the same fingerprint and is not read. Set fingerprint.lines or fingerprint.ignored_header_bytes past the shared start, or use fingerprint.strategy = \"device_and_inode\"."
+                );
+            }
             return (w.dev_ino == dev_ino).then_some(id);
         }
         let size = meta.len();
