@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
+use sluice_core::Chunk;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask};
 use sluice_core::event::{EventMetadata, LegacyTemplate};
 use sluice_file_tail::discovery::Globs;
@@ -28,7 +29,7 @@ use sluice_file_tail::multiline::{Aggregator, Message, Mode, Rules};
 use sluice_file_tail::tail::{self, Acks, FileRef, ReadOptions, Reader, Registration};
 use vrl::value::Value;
 
-use super::tailing::{Outbox, forward, settle_or};
+use super::tailing::{BuildEvents, Lines, Outbox, forward, settle_or};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,11 +295,9 @@ impl SourceConfig for FileSourceConfig {
         let rules = self.multiline.as_ref().map(MultilineConfig::rules).transpose().map_err(BuildError)?;
         let (outbox, rx) = Outbox::new(cx.id.clone());
         let host_key = field_key(self.host_key.as_deref(), "host");
-        let reader = FileReader {
+        let reader = FileReader { outbox, rules, open: HashMap::new() };
+        let events = FileEvents {
             id: cx.id.clone(),
-            outbox,
-            rules,
-            open: HashMap::new(),
             file_key: field_key(self.file_key.as_deref(), "file"),
             offset_key: self
                 .offset_key
@@ -317,7 +316,7 @@ impl SourceConfig for FileSourceConfig {
         };
         let prepare = vector_import(&data_dir, &cx.id, self.import_vector_checkpoints);
         let subscription = tail::subscribe(&data_dir, registration, prepare).map_err(|e| BuildError(e.to_string()))?;
-        Ok(Box::pin(forward(cx, subscription, rx)))
+        Ok(Box::pin(forward(cx, subscription, rx, Some(Box::new(events)))))
     }
 }
 
@@ -353,20 +352,37 @@ pub fn vector_import(data_dir: &Path, id: &str, enabled: bool) -> tail::Prepare 
     })
 }
 
-/// The `file` source on the tail service's thread: lines (and multiline messages) to events.
+/// The `file` source on the tail service's thread: lines to messages (joined when
+/// multiline), handed to the source's task.
 struct FileReader {
-    id: Arc<str>,
     outbox: Outbox,
     rules: Option<Rules>,
     /// Multiline messages being assembled, per file (with its path).
     open: HashMap<u64, (PathBuf, Aggregator)>,
+}
+
+impl FileReader {
+    fn emit(&mut self, file: FileRef<'_>, messages: Vec<Message>, end: u64, acks: &mut Acks<'_>) {
+        let made = !messages.is_empty();
+        if made {
+            self.outbox.push_lines(file.path, messages, acks.finalizer(file.id, end));
+        }
+        settle_or(acks, file.id, end, made);
+    }
+}
+
+/// The `file` source's events, built in its task: `message`, `file`, `host`, `source_type`,
+/// `timestamp`, and `offset` when asked for.
+struct FileEvents {
+    id: Arc<str>,
     file_key: Option<String>,
     offset_key: Option<String>,
     host: Option<(String, Bytes)>,
 }
 
-impl FileReader {
-    fn template(&self, path: &Path) -> LegacyTemplate {
+impl BuildEvents for FileEvents {
+    fn build(&mut self, lines: Lines, out: &mut Chunk) {
+        let Lines { path, messages, finalizer } = lines;
         let metadata = EventMetadata::new(&self.id, chrono::Utc::now());
         let default_host = self.host.as_ref().filter(|(key, _)| key == "host").map(|(_, h)| h);
         let mut template = LegacyTemplate::new("file", default_host, metadata);
@@ -374,33 +390,18 @@ impl FileReader {
             template.set_field(key, Value::Bytes(host.clone()));
         }
         if let Some(key) = &self.file_key {
-            template.set_field(key, Value::from(path.to_string_lossy().as_ref()));
+            template.set_field(key, Value::Bytes(path));
         }
-        template
-    }
-
-    fn events(&self, template: &LegacyTemplate, messages: Vec<Message>) -> Vec<sluice_core::LogEvent> {
-        messages
-            .into_iter()
-            .map(|m| {
-                let mut event = template.event(m.text);
-                if let Some(key) = &self.offset_key {
-                    event.insert(key, Value::from(m.start as i64));
-                }
-                event
-            })
-            .collect()
-    }
-
-    fn emit(&mut self, file: FileRef<'_>, messages: Vec<Message>, end: u64, acks: &mut Acks<'_>) {
-        let made = !messages.is_empty();
-        if made {
-            let mut template = self.template(file.path);
-            let events = self.events(&template, messages);
-            template.set_finalizer(Default::default());
-            self.outbox.push(events, acks.finalizer(file.id, end));
+        template.set_finalizer(finalizer);
+        for m in messages {
+            let mut event = template.event(m.text);
+            if let Some(key) = &self.offset_key {
+                event.insert(key, Value::from(m.start as i64));
+            }
+            out.push(event);
         }
-        settle_or(acks, file.id, end, made);
+        // The template's own copy never became an event.
+        template.set_finalizer(Default::default());
     }
 }
 

@@ -291,7 +291,7 @@ impl SourceConfig for KubernetesLogsConfig {
         };
         let prepare = vector_import(&data_dir, &cx.id, self.import_vector_checkpoints);
         let subscription = tail::subscribe(&data_dir, registration, prepare).map_err(|e| BuildError(e.to_string()))?;
-        Ok(Box::pin(forward(cx, subscription, rx)))
+        Ok(Box::pin(forward(cx, subscription, rx, None)))
     }
 }
 
