@@ -20,8 +20,8 @@
 //! - a file that shrank under its read position was truncated: reading it restarts at 0 (its
 //!   old content, if `copytruncate` kept a copy under a matching path, is found there by its
 //!   fingerprint and resumed at the stored position);
-//! - a deleted file is read to its end, then its held last line is given out and it is
-//!   dropped; a file renamed out of every glob is read for `rotate_wait_secs` more;
+//! - a deleted file is read to its end, then its held last line is given out, and once its
+//!   lines are settled it is dropped with its checkpoint; a file renamed out of every glob is read for `rotate_wait_secs` more;
 //! - a reader whose queue is full holds back the files it reads (back-pressure per file);
 //! - the service reads nothing until every source registered in the build has started.
 
@@ -218,9 +218,6 @@ struct Sub {
 /// forgotten when the service starts (rotated files deleted while sluice was not looking).
 const PRUNE_AFTER_DAYS: i64 = 7;
 
-/// How long the checkpoint of a deleted file is kept after it was read to its end.
-const FORGET_DELETED: Duration = Duration::from_secs(60);
-
 /// The service's thread.
 struct Tail {
     store: Store,
@@ -244,8 +241,11 @@ struct Tail {
     finished: HashSet<Fingerprint>,
     /// (path, inode) of files found truncated: their new content starts at 0.
     truncated: HashSet<(PathBuf, u64)>,
-    /// Deleted files read to their end: their checkpoints are forgotten a while later.
-    deleted: Vec<(Fingerprint, Instant)>,
+    /// Deleted files read to their end: their checkpoints go once their lines are settled
+    /// (a new file starting with the same lines is a new file).
+    deleted: HashSet<u64>,
+    /// Where the next pass starts, so files take turns first when readers are short of room.
+    pass_start: usize,
     warned: HashSet<PathBuf>,
 }
 
@@ -281,7 +281,8 @@ impl Tail {
             last_flush: Instant::now(),
             finished: HashSet::new(),
             truncated: HashSet::new(),
-            deleted: Vec::new(),
+            deleted: HashSet::new(),
+            pass_start: 0,
             warned: HashSet::new(),
         }
     }
@@ -301,7 +302,7 @@ impl Tail {
                 }
                 busy = self.read_pass(now);
                 self.end_of_pass(now);
-                self.reap(now);
+                self.reap();
             }
             if now.duration_since(self.last_flush) >= self.cooldown() {
                 self.commit();
@@ -433,7 +434,7 @@ impl Tail {
                 if self.readers_of.get(&id) != Some(&readers) {
                     self.warn_mismatch(&path, &readers);
                     for &r in &readers {
-                        let position = self.watchers.get(&id).map_or(0, Watcher::read_position);
+                        let position = self.watchers.get(&id).map_or(0, Watcher::given_up_to);
                         self.tracker.tracks.entry((id, r)).or_insert_with(|| acks::Track::new(position));
                     }
                     self.readers_of.insert(id, readers);
@@ -562,6 +563,11 @@ impl Tail {
         let oldest_first = self.live_subs().any(|(_, s)| s.options.oldest_first);
         if oldest_first {
             order.sort_by_key(|id| self.watchers.get(id).map(|w| w.modified));
+        } else if !order.is_empty() {
+            // Round robin: when readers run out of room part-way, other files go first next.
+            self.pass_start = self.pass_start.wrapping_add(1);
+            let start = self.pass_start % order.len();
+            order.rotate_left(start);
         }
         let mut busy = false;
         for id in order {
@@ -649,7 +655,7 @@ impl Tail {
         } else {
             match w.stat() {
                 Some((_, false)) => {
-                    self.deleted.push((w.fingerprint, now));
+                    self.deleted.insert(id);
                     true
                 }
                 _ => w.lost_since.is_some_and(|since| now.duration_since(since) >= options.rotate_wait),
@@ -712,7 +718,7 @@ impl Tail {
     }
 
     /// Drops watchers that are done and settled, after writing their last positions down.
-    fn reap(&mut self, now: Instant) {
+    fn reap(&mut self) {
         let done: Vec<u64> = self
             .watchers
             .iter()
@@ -723,22 +729,17 @@ impl Tail {
             self.commit();
         }
         for id in done {
-            if let Some(w) = self.watchers.remove(&id)
-                && self.by_fingerprint.get(&w.fingerprint) == Some(&id)
-            {
-                self.by_fingerprint.remove(&w.fingerprint);
+            if let Some(w) = self.watchers.remove(&id) {
+                if self.by_fingerprint.get(&w.fingerprint) == Some(&id) {
+                    self.by_fingerprint.remove(&w.fingerprint);
+                }
+                if self.deleted.remove(&id) {
+                    self.store.remove(&w.fingerprint);
+                }
             }
             self.readers_of.remove(&id);
             self.tracker.tracks.retain(|(w, _), _| *w != id);
         }
-        let store = &mut self.store;
-        self.deleted.retain(|(fp, at)| {
-            let forget = now.duration_since(*at) >= FORGET_DELETED;
-            if forget {
-                store.remove(fp);
-            }
-            !forget
-        });
     }
 
     /// Writes every file's acknowledged position into the store (not yet to disk).
