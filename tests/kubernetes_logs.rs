@@ -66,7 +66,7 @@ encoding.codec = "json"
     assert!(wait_until(WAIT, || events(&case, "out.jsonl").len() >= 5));
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("need the Kubernetes API"), "the API-only setting is called out: {stderr}");
+    assert!(stderr.contains("needs the Kubernetes API"), "the API-only setting is called out: {stderr}");
     let got = events(&case, "out.jsonl");
     let by_message = |m: &str| got.iter().find(|e| e["message"] == m).cloned().unwrap_or_default();
     let mut messages: Vec<&str> = got.iter().map(|e| e["message"].as_str().unwrap_or_default()).collect();

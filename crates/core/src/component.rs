@@ -209,6 +209,11 @@ pub trait SourceConfig: Send + Sync + Debug {
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         Vec::new()
     }
+    /// Settings that are accepted but risky or not applied: warnings at `validate` and at
+    /// start.
+    fn warnings(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
 }
 
 /// Everything a transform gets at build time.

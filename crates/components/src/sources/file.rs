@@ -84,6 +84,13 @@ pub struct FileSourceConfig {
     #[serde(default)]
     pub ignore_not_found: bool,
     pub multiline: Option<MultilineConfig>,
+    /// Deprecated (Vector): `true` is `read_from = "beginning"`, `false` is `"end"`.
+    pub start_at_beginning: Option<bool>,
+    /// Deprecated (Vector): a line matching this regex starts a message; others join the one
+    /// before (`multiline` with `mode = "halt_before"`). With `multi_line_timeout` (ms,
+    /// default 1000).
+    pub message_start_indicator: Option<String>,
+    pub multi_line_timeout: Option<u64>,
     #[serde(default)]
     pub encoding: Option<FileEncoding>,
     /// Accepted for compatibility (no per-file metrics yet).
@@ -235,6 +242,30 @@ pub fn field_key(key: Option<&str>, default: &str) -> Option<String> {
 }
 
 impl FileSourceConfig {
+    /// `multiline`, or the deprecated `message_start_indicator` as its equivalent.
+    fn multiline_rules(&self) -> Result<Option<Rules>, String> {
+        if let Some(multiline) = &self.multiline {
+            return multiline.rules().map(Some);
+        }
+        let Some(indicator) = &self.message_start_indicator else { return Ok(None) };
+        // A line that does not start a message joins the one before it.
+        let legacy = MultilineConfig {
+            start_pattern: indicator.clone(),
+            condition_pattern: indicator.clone(),
+            mode: MultilineMode::HaltBefore,
+            timeout_ms: self.multi_line_timeout.unwrap_or(1000),
+        };
+        legacy.rules().map(Some).map_err(|e| e.replace("multiline.start_pattern", "message_start_indicator"))
+    }
+
+    fn read_from(&self) -> ReadFrom {
+        match self.start_at_beginning {
+            Some(true) => ReadFrom::Beginning,
+            Some(false) => ReadFrom::End,
+            None => self.read_from,
+        }
+    }
+
     fn read_options(&self) -> Result<ReadOptions, String> {
         let (charset, line_delimiter, align) =
             charset(self.encoding.as_ref().map(|e| e.charset.as_str()), &self.line_delimiter)?;
@@ -250,7 +281,7 @@ impl FileSourceConfig {
             line_delimiter,
             align,
             charset,
-            read_from_end: self.read_from == ReadFrom::End,
+            read_from_end: self.read_from() == ReadFrom::End,
             ignore_older: self.ignore_older_secs.map(Duration::from_secs),
             max_read_bytes: self.max_read_bytes,
             oldest_first: self.oldest_first,
@@ -267,6 +298,20 @@ impl SourceConfig for FileSourceConfig {
         true
     }
 
+    fn warnings(&self) -> Vec<ConfigIssue> {
+        let mut warnings = Vec::new();
+        if self.start_at_beginning.is_some() {
+            warnings.push(ConfigIssue::new("start_at_beginning", "deprecated: use `read_from` (`beginning` or `end`)"));
+        }
+        if self.message_start_indicator.is_some() {
+            warnings.push(ConfigIssue::new(
+                "message_start_indicator",
+                "deprecated: use `multiline` (this one is `mode = \"halt_before\"` with the indicator as both patterns)",
+            ));
+        }
+        warnings
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if self.include.is_empty() {
@@ -275,10 +320,15 @@ impl SourceConfig for FileSourceConfig {
         if let Err(err) = Globs::new(&self.include, &self.exclude) {
             issues.push(ConfigIssue::new("include", err));
         }
-        if let Some(multiline) = &self.multiline
-            && let Err(err) = multiline.rules()
-        {
-            issues.push(ConfigIssue::new("multiline", err));
+        if let Err(err) = self.multiline_rules() {
+            let field = if self.multiline.is_some() { "multiline" } else { "message_start_indicator" };
+            issues.push(ConfigIssue::new(field, err));
+        }
+        if self.multiline.is_some() && self.message_start_indicator.is_some() {
+            issues.push(ConfigIssue::new(
+                "message_start_indicator",
+                "set either `multiline` or the deprecated `message_start_indicator`, not both",
+            ));
         }
         if let Err(err) = self.read_options() {
             issues.push(ConfigIssue::new("encoding.charset", err));
@@ -292,7 +342,7 @@ impl SourceConfig for FileSourceConfig {
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
         let options = self.read_options().map_err(BuildError)?;
         let globs = Globs::new(&self.include, &self.exclude).map_err(BuildError)?;
-        let rules = self.multiline.as_ref().map(MultilineConfig::rules).transpose().map_err(BuildError)?;
+        let rules = self.multiline_rules().map_err(BuildError)?;
         let (outbox, rx) = Outbox::new(cx.id.clone());
         let host_key = field_key(self.host_key.as_deref(), "host");
         let reader = FileReader { outbox, rules, open: HashMap::new() };

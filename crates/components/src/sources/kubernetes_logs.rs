@@ -233,6 +233,18 @@ impl SourceConfig for KubernetesLogsConfig {
         true
     }
 
+    fn warnings(&self) -> Vec<ConfigIssue> {
+        self.api_fields_set()
+            .into_iter()
+            .map(|field| {
+                ConfigIssue::new(
+                    field.split(' ').next().unwrap_or(field),
+                    "needs the Kubernetes API, which sluice does not read yet: accepted, not applied (no selection, no enrichment beyond the pod log path)",
+                )
+            })
+            .collect()
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         match self.globs() {
             Ok(_) => Vec::new(),
@@ -241,14 +253,6 @@ impl SourceConfig for KubernetesLogsConfig {
     }
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
-        let api = self.api_fields_set();
-        if !api.is_empty() {
-            tracing::warn!(
-                component_id = &*cx.id,
-                fields = ?api,
-                "These kubernetes_logs settings need the Kubernetes API, which sluice does not read yet: they are not applied (no selection, no enrichment beyond the path)."
-            );
-        }
         let globs = self.globs().map_err(BuildError)?;
         let options = ReadOptions {
             fingerprint: Strategy::Checksum { lines: self.fingerprint_lines.max(1), ignored_header_bytes: 0 },

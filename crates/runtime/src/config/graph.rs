@@ -234,6 +234,11 @@ fn lint(c: &RawComponent, globals: &Globals, diagnostics: &mut Vec<Diagnostic>) 
     let here = |d: Diagnostic| d.in_file(Some(c.file.clone())).component(c.kind, &c.id);
     match c.kind {
         ComponentKind::Source => {
+            if let Some(AnyConfig::Source(config)) = &c.config {
+                for issue in config.warnings() {
+                    diagnostics.push(here(Diagnostic::warning(issue.message).field(&issue.path)));
+                }
+            }
             if c.acknowledgements == Some(false) && globals.acknowledgements {
                 diagnostics.push(here(
                     Diagnostic::warning(
