@@ -223,23 +223,6 @@ buffer.type = "disk"
 buffer.max_size = 10000000
 "#;
 
-/// Every envelope in the sink's disk DLQ.
-fn dead_letters(case: &Case, sink: &str) -> Vec<serde_json::Value> {
-    std::fs::read_dir(case.path(&format!("data/dead_letter/{sink}")))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_default())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn no_segment_left(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map(|d| d.flatten().all(|e| !e.path().to_string_lossy().ends_with(".wal"))).unwrap_or(true)
 }
@@ -255,7 +238,7 @@ fn a_damaged_buffer_delivers_the_good_records_and_quarantines_the_rest() {
     assert_eq!(written.lines().collect::<Vec<_>>(), vec!["good 0", "good 1", "good 3", "good 4"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Damaged bytes in the disk buffer"), "{stderr}");
-    let dlq = dead_letters(&case, "out");
+    let dlq = common::files::dead_letters(&case.path("data"), "out");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(dlq[0]["reason"], "buffer_corrupt");
     assert!(dlq[0]["event"]["buffer_corrupt"]["location"].as_str().unwrap_or_default().contains("segment-"));
@@ -285,7 +268,7 @@ fn buffer_check_repair_quarantines_the_damage_before_start() {
     );
     assert!(text.contains("repaired: 1 damaged ranges"), "{text}");
     assert!(text.contains("4 records (4 events) waiting"), "{text}");
-    let dlq = dead_letters(&case, "out");
+    let dlq = common::files::dead_letters(&case.path("data"), "out");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!((dlq[0]["reason"].as_str(), dlq[0]["sink_type"].as_str()), (Some("buffer_corrupt"), Some("file")));
 
@@ -295,7 +278,7 @@ fn buffer_check_repair_quarantines_the_damage_before_start() {
     let written = std::fs::read_to_string(case.path("out.log")).unwrap_or_default();
     assert_eq!(written.lines().collect::<Vec<_>>(), vec!["good 0", "good 1", "good 3", "good 4"]);
     assert!(!stderr.contains("Damaged bytes"), "nothing was left to quarantine: {stderr}");
-    assert_eq!(dead_letters(&case, "out").len(), 1, "no second copy of the damage");
+    assert_eq!(common::files::dead_letters(&case.path("data"), "out").len(), 1, "no second copy of the damage");
     common::assert_ledger_balanced(&case.ledger());
     assert!(no_segment_left(&dir), "the removed id did not hold the buffer back");
 }
@@ -435,7 +418,7 @@ buffer.max_size = 10000000
     assert_eq!(lines.len(), 299, "{stderr}");
     assert!(!lines.contains("event 250"), "the damaged record was not delivered");
     assert!(stderr.contains("Damaged bytes in the disk buffer"), "{stderr}");
-    assert_eq!(dead_letters(&case, "out").len(), 1);
+    assert_eq!(common::files::dead_letters(&case.path("data"), "out").len(), 1);
     let ledger = case.ledger();
     common::assert_ledger_balanced(&ledger);
     let out = common::component(&ledger, "out");

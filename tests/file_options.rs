@@ -4,50 +4,18 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
-use common::files::{append, append_bytes, lines_in, wait_lines, wait_until};
-use common::{Case, terminate};
+use common::files::{append, append_bytes, file_case, lines_in, out_lines, stop, wait_lines, wait_until};
+use common::terminate;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn setup(extra: &str) -> (Case, PathBuf) {
-    let case = Case::new();
-    std::fs::create_dir_all(case.path("logs")).unwrap_or_else(|e| panic!("{e}"));
-    let config = case.config(&format!(
-        r#"
-data_dir = "{{dir}}/data"
-[sources.in]
-type = "file"
-include = ["{{dir}}/logs/*"]
-glob_minimum_cooldown_ms = 50
-{extra}
-[sinks.out]
-type = "file"
-inputs = ["in"]
-path = "{{dir}}/out.log"
-encoding.codec = "text"
-"#
-    ));
-    (case, config)
-}
-
-fn stop(child: Child) {
-    let (code, stderr) = terminate(child);
-    assert_eq!(code, Some(0), "{stderr}");
-}
-
-fn out(case: &Case) -> Vec<String> {
-    std::fs::read_to_string(case.path("out.log")).unwrap_or_default().lines().map(str::to_owned).collect()
-}
 
 /// `read_from = "end"`: a file present at startup without a checkpoint starts at its end;
 /// one created later starts at its beginning.
 #[test]
 fn read_from_end_applies_to_files_present_at_startup_only() {
-    let (case, config) = setup("read_from = \"end\"");
+    let (case, config) = file_case("*", "read_from = \"end\"");
     append(&case.path("logs/old.log"), "old", 0..10);
     let child = case.spawn(&config);
     std::thread::sleep(Duration::from_millis(300));
@@ -55,7 +23,7 @@ fn read_from_end_applies_to_files_present_at_startup_only() {
     append(&case.path("logs/new.log"), "new", 0..3);
     assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 5));
     stop(child);
-    let mut got = out(&case);
+    let mut got = out_lines(&case);
     got.sort();
     assert_eq!(got, vec!["new-l00000", "new-l00001", "new-l00002", "old-l00010", "old-l00011"]);
 }
@@ -63,7 +31,7 @@ fn read_from_end_applies_to_files_present_at_startup_only() {
 /// `ignore_older_secs`: a file unchanged for longer starts at its end.
 #[test]
 fn files_older_than_ignore_older_secs_start_at_their_end() {
-    let (case, config) = setup("ignore_older_secs = 3600");
+    let (case, config) = file_case("*", "ignore_older_secs = 3600");
     let old = case.path("logs/old.log");
     append(&old, "old", 0..10);
     let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
@@ -77,13 +45,13 @@ fn files_older_than_ignore_older_secs_start_at_their_end() {
     assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
     std::thread::sleep(Duration::from_millis(300));
     stop(child);
-    assert_eq!(out(&case), vec!["fresh-l00000", "fresh-l00001"]);
+    assert_eq!(out_lines(&case), vec!["fresh-l00000", "fresh-l00001"]);
 }
 
 /// `remove_after_secs`: a file read to its end and fully acknowledged is deleted.
 #[test]
 fn remove_after_secs_deletes_a_file_once_every_line_is_acknowledged() {
-    let (case, config) = setup("remove_after_secs = 0");
+    let (case, config) = file_case("*", "remove_after_secs = 0");
     let log = case.path("logs/done.log");
     append(&log, "done", 0..100);
     let child = case.spawn(&config);
@@ -96,7 +64,7 @@ fn remove_after_secs_deletes_a_file_once_every_line_is_acknowledged() {
 #[test]
 fn gzip_files_are_read_decompressed_once() {
     use std::io::Write;
-    let (case, config) = setup("");
+    let (case, config) = file_case("*", "");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(b"zipped 1\nzipped 2\n").unwrap_or_else(|e| panic!("{e}"));
     append_bytes(&case.path("logs/rotated.log.1.gz"), &gz.finish().unwrap_or_default());
@@ -107,14 +75,14 @@ fn gzip_files_are_read_decompressed_once() {
     let child = case.spawn(&config);
     std::thread::sleep(Duration::from_millis(300));
     stop(child);
-    assert_eq!(out(&case), vec!["zipped 1", "zipped 2"]);
+    assert_eq!(out_lines(&case), vec!["zipped 1", "zipped 2"]);
 }
 
 /// `fingerprint.strategy = "device_and_inode"` and `offset_key`; `ignore_checkpoints` reads
 /// again from the start.
 #[test]
 fn device_and_inode_offsets_and_ignore_checkpoints() {
-    let (case, config) = setup("fingerprint.strategy = \"device_and_inode\"\noffset_key = \"offset\"");
+    let (case, config) = file_case("*", "fingerprint.strategy = \"device_and_inode\"\noffset_key = \"offset\"");
     append_bytes(&case.path("logs/a.log"), b"x\n");
     let child = case.spawn(&config);
     assert_eq!(wait_lines(&case.path("out.log"), 1, WAIT), 1);
@@ -144,7 +112,7 @@ fn device_and_inode_offsets_and_ignore_checkpoints() {
 /// not from the start, and the damaged file is kept aside.
 #[test]
 fn a_damaged_checkpoint_store_does_not_send_reading_back_to_the_start() {
-    let (case, config) = setup("");
+    let (case, config) = file_case("*", "");
     let log = case.path("logs/a.log");
     append(&log, "a", 0..1000);
     let child = case.spawn(&config);

@@ -4,46 +4,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
-use common::files::{append, append_bytes, counts, dead_letters, lines_in, wait_lines, wait_until};
-use common::{Case, assert_ledger_balanced, terminate};
+use common::files::{
+    append, append_bytes, counts, dead_letters, file_case, lines_in, out_lines, stop, wait_lines, wait_until,
+};
+use common::{Case, assert_ledger_balanced};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A case with `logs/` and a config reading `include` into `out.log` (text), plus `extra`
-/// settings for the source.
-fn setup(include: &str, extra: &str) -> (Case, PathBuf) {
-    let case = Case::new();
-    std::fs::create_dir_all(case.path("logs")).unwrap_or_else(|e| panic!("{e}"));
-    let config = case.config(&format!(
-        r#"
-data_dir = "{{dir}}/data"
-[sources.in]
-type = "file"
-include = ["{{dir}}/logs/{include}"]
-glob_minimum_cooldown_ms = 50
-{extra}
-[sinks.out]
-type = "file"
-inputs = ["in"]
-path = "{{dir}}/out.log"
-encoding.codec = "text"
-"#
-    ));
-    (case, config)
-}
-
-fn stop(child: Child) {
-    let (code, stderr) = terminate(child);
-    assert_eq!(code, Some(0), "{stderr}");
-}
-
-fn out(case: &Case) -> Vec<String> {
-    std::fs::read_to_string(case.path("out.log")).unwrap_or_default().lines().map(str::to_owned).collect()
-}
 
 fn exactly_once(case: &Case, expected: usize) {
     let seen = counts(&[case.path("out.log")]);
@@ -56,7 +24,7 @@ fn exactly_once(case: &Case, expected: usize) {
 /// appending for a moment; a new file takes the name. Every line of both, once.
 #[test]
 fn rotation_by_rename_and_create_reads_both_files_to_the_end() {
-    let (case, config) = setup("app.log", "");
+    let (case, config) = file_case("app.log", "");
     let log = case.path("logs/app.log");
     append(&log, "old", 0..1000);
     let child = case.spawn(&config);
@@ -76,7 +44,7 @@ fn rotation_by_rename_and_create_reads_both_files_to_the_end() {
 /// the truncated file's new content from its start.
 #[test]
 fn copytruncate_loses_nothing_and_repeats_nothing() {
-    let (case, config) = setup("app.log*", "");
+    let (case, config) = file_case("app.log*", "");
     let log = case.path("logs/app.log");
     append(&log, "first", 0..1000);
     let child = case.spawn(&config);
@@ -94,7 +62,7 @@ fn copytruncate_loses_nothing_and_repeats_nothing() {
 /// A file truncated in place (no copy) is read again from its start: its new lines arrive.
 #[test]
 fn a_truncated_file_is_read_from_its_start() {
-    let (case, config) = setup("*.log", "");
+    let (case, config) = file_case("*.log", "");
     let log = case.path("logs/a.log");
     append(&log, "before", 0..100);
     let child = case.spawn(&config);
@@ -103,14 +71,14 @@ fn a_truncated_file_is_read_from_its_start() {
     append(&log, "after", 0..10);
     assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 110));
     stop(child);
-    assert_eq!(out(&case)[100..].first().map(String::as_str), Some("after-l00000"));
+    assert_eq!(out_lines(&case)[100..].first().map(String::as_str), Some("after-l00000"));
 }
 
 /// A file deleted while sluice reads it is read to its end all the same, its last line
 /// (without a newline) included.
 #[test]
 fn a_file_deleted_while_read_is_read_to_its_end() {
-    let (case, config) = setup("*.log", "max_read_bytes = 4096");
+    let (case, config) = file_case("*.log", "max_read_bytes = 4096");
     let log = case.path("logs/big.log");
     append(&log, "big", 0..50_000);
     append_bytes(&log, b"no newline at the end");
@@ -120,21 +88,21 @@ fn a_file_deleted_while_read_is_read_to_its_end() {
     assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 50_001), "{}", lines_in(&case.path("out.log")));
     stop(child);
     exactly_once(&case, 50_001);
-    assert_eq!(out(&case).last().map(String::as_str), Some("no newline at the end"));
+    assert_eq!(out_lines(&case).last().map(String::as_str), Some("no newline at the end"));
 }
 
 /// A line over `max_line_bytes` goes to the source's DLQ with its first bytes and its
 /// length; the lines around it are delivered; the position passes it once it is stored.
 #[test]
 fn an_oversized_line_goes_to_the_dlq_and_reading_goes_on() {
-    let (case, config) = setup("*.log", "max_line_bytes = 64");
+    let (case, config) = file_case("*.log", "max_line_bytes = 64");
     let log = case.path("logs/a.log");
     let long = "x".repeat(500);
     append_bytes(&log, format!("short 1\n{long}\nshort 2\n").as_bytes());
     let child = case.spawn(&config);
     assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
     stop(child);
-    assert_eq!(out(&case), vec!["short 1", "short 2"]);
+    assert_eq!(out_lines(&case), vec!["short 1", "short 2"]);
     let dlq = dead_letters(&case.path("data"), "in");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(dlq[0]["reason"], "oversized_line");
@@ -151,24 +119,24 @@ fn an_oversized_line_goes_to_the_dlq_and_reading_goes_on() {
 /// CRLF files with `line_delimiter = "\r\n"`; a last line without its delimiter waits for it.
 #[test]
 fn crlf_lines_and_a_last_line_that_waits_for_its_delimiter() {
-    let (case, config) = setup("*.log", "line_delimiter = \"\\r\\n\"");
+    let (case, config) = file_case("*.log", "line_delimiter = \"\\r\\n\"");
     let log = case.path("logs/a.log");
     append_bytes(&log, b"one\r\ntwo\r\nthr");
     let child = case.spawn(&config);
     assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(out(&case), vec!["one", "two"], "the partial line is held");
+    assert_eq!(out_lines(&case), vec!["one", "two"], "the partial line is held");
     append_bytes(&log, b"ee\r\n");
     assert_eq!(wait_lines(&case.path("out.log"), 3, WAIT), 3);
     stop(child);
-    assert_eq!(out(&case), vec!["one", "two", "three"]);
+    assert_eq!(out_lines(&case), vec!["one", "two", "three"]);
 }
 
 /// Vector's multiline `continue_through`: a Java stack trace is one event; a message still
 /// open is given out after `timeout_ms`.
 #[test]
 fn multiline_joins_a_stack_trace_and_times_out_an_open_message() {
-    let (case, config) = setup(
+    let (case, config) = file_case(
         "*.log",
         "multiline.start_pattern = '^[^\\s]'\nmultiline.condition_pattern = '^[\\s]+'\nmultiline.mode = \"continue_through\"\nmultiline.timeout_ms = 200",
     );
@@ -188,7 +156,7 @@ fn multiline_joins_a_stack_trace_and_times_out_an_open_message() {
 /// UTF-16LE with a byte-order mark: lines arrive as UTF-8.
 #[test]
 fn utf16_files_are_decoded() {
-    let (case, config) = setup("*.log", "encoding.charset = \"utf-16le\"");
+    let (case, config) = file_case("*.log", "encoding.charset = \"utf-16le\"");
     let mut bytes = vec![0xff, 0xfe];
     for unit in "héllo\nwörld\n".encode_utf16() {
         bytes.extend_from_slice(&unit.to_le_bytes());
@@ -197,5 +165,5 @@ fn utf16_files_are_decoded() {
     let child = case.spawn(&config);
     assert_eq!(wait_lines(&case.path("out.log"), 2, WAIT), 2);
     stop(child);
-    assert_eq!(out(&case), vec!["héllo", "wörld"]);
+    assert_eq!(out_lines(&case), vec!["héllo", "wörld"]);
 }

@@ -4,7 +4,44 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+use super::{Case, terminate};
+
+/// A case with `logs/` and a config whose `file` source reads `{dir}/logs/<include>` into a
+/// text `file` sink at `out.log`; `extra` is more of the source's settings.
+pub fn file_case(include: &str, extra: &str) -> (Case, PathBuf) {
+    let case = Case::new();
+    std::fs::create_dir_all(case.path("logs")).unwrap_or_else(|e| panic!("{e}"));
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "file"
+include = ["{{dir}}/logs/{include}"]
+glob_minimum_cooldown_ms = 50
+{extra}
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{{dir}}/out.log"
+encoding.codec = "text"
+"#
+    ));
+    (case, config)
+}
+
+/// SIGTERM, and the exit must be clean.
+pub fn stop(child: Child) {
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The lines of `out.log`.
+pub fn out_lines(case: &Case) -> Vec<String> {
+    std::fs::read_to_string(case.path("out.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+}
 
 /// Appends lines `<name>-l<n>` (n zero-padded to 5 digits) for `n` in `range` to `path`.
 pub fn append(path: &Path, name: &str, range: std::ops::Range<usize>) {
