@@ -114,6 +114,13 @@ impl Splitter {
         result
     }
 
+    /// Lets go of the read buffer when nothing is held (an idle file keeps no block).
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Appends bytes read elsewhere (a decompressed stream).
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);

@@ -159,6 +159,7 @@ impl Watcher {
             if n == 0 {
                 turn.eof = true;
                 self.at_eof = true;
+                self.splitter.release_if_empty();
             } else {
                 self.at_eof = false;
                 self.last_data = Instant::now();
