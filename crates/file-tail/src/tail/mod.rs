@@ -466,19 +466,22 @@ impl Tail {
                 }
             };
             busy |= turn.read > 0;
-            let eof = turn.eof;
-            if turn.truncated {
-                tracing::info!(file = %w.path.display(), "File truncated; reading its new content from the start.");
-                self.truncated.insert((w.path.clone(), w.dev_ino.1));
-                w.close();
-                self.by_path.remove(&w.path.clone());
-                self.by_fingerprint.remove(&w.fingerprint);
-                self.file_done(id, &readers);
-                continue;
-            }
+            let (eof, truncated) = (turn.eof, turn.truncated);
+            // Lines split before a truncation was noticed are whole: they go out first.
             if !turn.pieces.is_empty() {
                 let pieces = decode(turn.pieces, options.charset);
                 self.hand_out(id, &readers, pieces);
+            }
+            if truncated {
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    tracing::info!(file = %w.path.display(), "File truncated; reading its new content from the start.");
+                    self.truncated.insert((w.path.clone(), w.dev_ino.1));
+                    w.close();
+                    self.by_path.remove(&w.path.clone());
+                    self.by_fingerprint.remove(&w.fingerprint);
+                }
+                self.file_done(id, &readers);
+                continue;
             }
             if eof {
                 self.at_eof(id, &readers, &options, now);

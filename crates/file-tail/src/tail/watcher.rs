@@ -137,22 +137,27 @@ impl Watcher {
                 turn.eof = true;
                 return Ok(turn);
             };
-            let n = match handle {
-                Handle::Plain(file) => {
-                    let size = file.metadata()?.len();
-                    if size < self.offset {
+            let read = match handle {
+                Handle::Plain(file) => match file.metadata() {
+                    Ok(meta) if meta.len() < self.offset => {
                         turn.truncated = true;
                         return Ok(turn);
                     }
-                    let want = (size - self.offset).min(BLOCK as u64) as usize;
-                    if want == 0 {
-                        0
-                    } else {
+                    Ok(meta) => {
+                        let want = (meta.len() - self.offset).min(BLOCK as u64) as usize;
                         let offset = self.offset;
-                        self.splitter.fill(want, |buf| file.read_at(buf, offset))?
+                        if want == 0 { Ok(0) } else { self.splitter.fill(want, |buf| file.read_at(buf, offset)) }
                     }
-                }
-                Handle::Gzip(stream) => self.splitter.fill(BLOCK, |buf| stream.read(buf))?,
+                    Err(err) => Err(err),
+                },
+                Handle::Gzip(stream) => self.splitter.fill(BLOCK, |buf| stream.read(buf)),
+            };
+            let n = match read {
+                Ok(n) => n,
+                // The lines already split are whole: they go out; the error comes back on the
+                // next turn if it lasts.
+                Err(_) if !turn.pieces.is_empty() => return Ok(turn),
+                Err(err) => return Err(err),
             };
             self.offset += n as u64;
             turn.read += n;
@@ -218,6 +223,20 @@ mod tests {
         w.read_turn(1 << 20).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&path, "x\n").unwrap_or_else(|e| panic!("{e}"));
         assert!(w.read_turn(1 << 20).unwrap_or_else(|e| panic!("{e}")).truncated);
+    }
+
+    #[test]
+    fn lines_split_before_a_truncation_is_noticed_come_out_with_it() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = tmp.path().join("a.log");
+        std::fs::write(&path, "one\ntwo\nthree\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut w = open(&path, 0);
+        // A small turn: one line out, two held.
+        assert_eq!(w.read_turn(4).unwrap_or_else(|e| panic!("{e}")).pieces.len(), 1);
+        std::fs::write(&path, "").unwrap_or_else(|e| panic!("{e}"));
+        let turn = w.read_turn(1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert!(turn.truncated);
+        assert_eq!(turn.pieces.iter().map(Piece::end).collect::<Vec<_>>(), vec![8, 14], "not lost");
     }
 
     #[test]
