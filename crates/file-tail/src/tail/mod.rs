@@ -215,6 +215,10 @@ struct Sub {
     done: bool,
 }
 
+/// Positions are written every glob cooldown, and at least this often (`kubernetes_logs`
+/// looks for files only every minute by default).
+const FLUSH_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
 /// Checkpoints whose file is gone from its path and that nobody updated for this long are
 /// forgotten when the service starts (rotated files deleted while sluice was not looking).
 const PRUNE_AFTER_DAYS: i64 = 7;
@@ -305,7 +309,7 @@ impl Tail {
                 self.end_of_pass(now);
                 self.reap();
             }
-            if now.duration_since(self.last_flush) >= self.cooldown() {
+            if now.duration_since(self.last_flush) >= self.cooldown().min(FLUSH_AT_LEAST_EVERY) {
                 self.commit();
                 self.flush();
             }
