@@ -59,6 +59,31 @@ fn copytruncate_loses_nothing_and_repeats_nothing() {
     exactly_once(&case, 1500);
 }
 
+/// logrotate with `compress`: the rotated file is gzipped to `app.log.1.gz` (matched by the
+/// glob) and then deleted; the compressed copy has its fingerprint and takes its position
+/// over, so nothing is read twice.
+#[test]
+fn a_compressed_rotation_is_not_read_again() {
+    use std::io::Write;
+    let (case, config) = file_case("app.log*", "");
+    let log = case.path("logs/app.log");
+    append(&log, "first", 0..2000);
+    let child = case.spawn(&config);
+    assert_eq!(wait_lines(&case.path("out.log"), 2000, WAIT), 2000);
+    let rotated = case.path("logs/app.log.1");
+    std::fs::rename(&log, &rotated).unwrap_or_else(|e| panic!("{e}"));
+    append(&log, "second", 0..100);
+    assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 2100));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&std::fs::read(&rotated).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    append_bytes(&case.path("logs/app.log.1.gz"), &gz.finish().unwrap_or_default());
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_file(&rotated).unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop(child);
+    exactly_once(&case, 2100);
+}
+
 /// A file truncated in place (no copy) is read again from its start: its new lines arrive.
 #[test]
 fn a_truncated_file_is_read_from_its_start() {

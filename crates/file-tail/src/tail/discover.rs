@@ -89,7 +89,14 @@ impl Tail {
                 w.path = path.to_path_buf();
                 self.by_path.insert(path.to_path_buf(), (dev_ino.0, dev_ino.1, id));
             }
-            if w.dev_ino != dev_ino && w.findable && self.warned.insert(path.to_path_buf()) {
+            // A gzip file with the content of one being read is its compressed copy (rotation
+            // with `compress`): it takes over when the original is gone, nothing to say.
+            let compressed_copy = {
+                let mut magic = [0u8; 2];
+                std::os::unix::fs::FileExt::read_at(&file, &mut magic, 0).is_ok_and(|n| n == 2)
+                    && fingerprint::is_gzip(&magic)
+            };
+            if w.dev_ino != dev_ino && w.findable && !compressed_copy && self.warned.insert(path.to_path_buf()) {
                 // Another live file with the same first lines: only one file can own a
                 // fingerprint, and the one being read goes on.
                 tracing::warn!(

@@ -20,8 +20,9 @@
 //! - a file that shrank under its read position was truncated: reading it restarts at 0 (its
 //!   old content, if `copytruncate` kept a copy under a matching path, is found there by its
 //!   fingerprint and resumed at the stored position);
-//! - a deleted file is read to its end, then its held last line is given out, and once its
-//!   lines are settled it is dropped with its checkpoint; a file renamed out of every glob is read for `rotate_wait_secs` more;
+//! - a deleted file is read to its end, then its held last line is given out, and it is
+//!   dropped; its checkpoint goes a minute after its lines are settled (a compressed copy
+//!   made just before the deletion takes the position over meanwhile); a file renamed out of every glob is read for `rotate_wait_secs` more;
 //! - a reader whose queue is full holds back the files it reads (back-pressure per file);
 //! - the service reads nothing until every source registered in the build has started.
 
@@ -219,6 +220,9 @@ struct Sub {
 /// looks for files only every minute by default).
 const FLUSH_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the checkpoint of a deleted file is kept after its lines are settled.
+const FORGET_DELETED: Duration = Duration::from_secs(60);
+
 /// Checkpoints whose file is gone from its path and that nobody updated for this long are
 /// forgotten when the service starts (rotated files deleted while sluice was not looking).
 const PRUNE_AFTER_DAYS: i64 = 7;
@@ -246,9 +250,12 @@ struct Tail {
     finished: HashSet<Fingerprint>,
     /// (path, inode) of files found truncated: their new content starts at 0.
     truncated: HashSet<(PathBuf, u64)>,
-    /// Deleted files read to their end: their checkpoints go once their lines are settled
-    /// (a new file starting with the same lines is a new file).
+    /// Deleted files read to their end (watcher ids).
     deleted: HashSet<u64>,
+    /// Fingerprints of deleted files and when they were dropped: their checkpoints go
+    /// [`FORGET_DELETED`] later, unless another file took the fingerprint meanwhile (a
+    /// compressed copy, `.1.gz`, made just before the original was deleted).
+    forget: Vec<(Fingerprint, Instant)>,
     /// Where the next pass starts, so files take turns first when readers are short of room.
     pass_start: usize,
     warned: HashSet<PathBuf>,
@@ -287,6 +294,7 @@ impl Tail {
             finished: HashSet::new(),
             truncated: HashSet::new(),
             deleted: HashSet::new(),
+            forget: Vec::new(),
             pass_start: 0,
             warned: HashSet::new(),
         }
@@ -307,7 +315,7 @@ impl Tail {
                 }
                 busy = self.read_pass(now);
                 self.end_of_pass(now);
-                self.reap();
+                self.reap(now);
             }
             if now.duration_since(self.last_flush) >= self.cooldown().min(FLUSH_AT_LEAST_EVERY) {
                 self.commit();
@@ -587,7 +595,7 @@ impl Tail {
     }
 
     /// Drops watchers that are done and settled, after writing their last positions down.
-    fn reap(&mut self) {
+    fn reap(&mut self, now: Instant) {
         let done: Vec<u64> = self
             .watchers
             .iter()
@@ -603,12 +611,20 @@ impl Tail {
                     self.by_fingerprint.remove(&w.fingerprint);
                 }
                 if self.deleted.remove(&id) {
-                    self.store.remove(&w.fingerprint);
+                    self.forget.push((w.fingerprint, now));
                 }
             }
             self.readers_of.remove(&id);
             self.tracker.tracks.retain(|(w, _), _| *w != id);
         }
+        let (store, owned) = (&mut self.store, &self.by_fingerprint);
+        self.forget.retain(|(fp, at)| {
+            let due = now.duration_since(*at) >= FORGET_DELETED;
+            if due && !owned.contains_key(fp) {
+                store.remove(fp);
+            }
+            !due
+        });
     }
 
     /// Writes every file's acknowledged position into the store (not yet to disk).
