@@ -192,3 +192,68 @@ fn utf16_files_are_decoded() {
     stop(child);
     assert_eq!(out_lines(&case), vec!["héllo", "wörld"]);
 }
+
+/// The real logrotate (`create`, `compress`, `delaycompress`), five times while a writer
+/// appends and reopens its file after each rotation, as applications do: every line once.
+/// (`.ci/run` installs logrotate.)
+#[test]
+fn five_real_logrotate_rotations_with_compression_lose_and_repeat_nothing() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let (case, config) = file_case("app.log*", "");
+    let log = case.path("logs/app.log");
+    append_bytes(&log, b"");
+    let conf = case.path("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!("{} {{\n  rotate 5\n  create\n  compress\n  delaycompress\n  missingok\n}}\n", log.display()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let child = case.spawn(&config);
+    let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (log, stop_writing) = (log.clone(), stop_writing.clone());
+        std::thread::spawn(move || {
+            let open = || std::fs::OpenOptions::new().create(true).append(true).open(&log);
+            let mut file = open().unwrap_or_else(|e| panic!("{e}"));
+            let mut inode = std::fs::metadata(&log).map(|m| m.ino()).unwrap_or(0);
+            let mut n = 0usize;
+            while !stop_writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let burst: String = (n..n + 200).map(|i| format!("line-{i:07}\n")).collect();
+                n += 200;
+                file.write_all(burst.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+                if std::fs::metadata(&log).map(|m| m.ino()).unwrap_or(0) != inode {
+                    file = open().unwrap_or_else(|e| panic!("{e}"));
+                    inode = std::fs::metadata(&log).map(|m| m.ino()).unwrap_or(0);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            n
+        })
+    };
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(700));
+        let binary = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("logrotate");
+        let status = std::process::Command::new(binary)
+            .arg("-f")
+            .arg("-s")
+            .arg(case.path("logrotate.state"))
+            .arg(&conf)
+            .status()
+            .unwrap_or_else(|e| panic!("logrotate must be installed (apt-get install logrotate): {e}"));
+        assert!(status.success());
+    }
+    stop_writing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap_or_else(|_| panic!("writer"));
+    assert!(
+        wait_until(WAIT, || counts(&[case.path("out.log")]).len() == written),
+        "{}",
+        lines_in(&case.path("out.log"))
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop(child);
+    exactly_once(&case, written);
+}
