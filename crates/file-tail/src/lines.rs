@@ -266,6 +266,50 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// However the bytes arrive (any split into reads), the same pieces come out, with
+        /// the same offsets, as from one read; and the pieces tile the input exactly.
+        #[test]
+        fn pieces_do_not_depend_on_how_the_bytes_arrive(
+            text in proptest::collection::vec(proptest::prop_oneof![
+                4 => proptest::char::range('a', 'e'),
+                1 => proptest::strategy::Just('\n'),
+                1 => proptest::strategy::Just('\r'),
+            ], 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..20),
+            crlf in proptest::bool::ANY,
+            max in 1usize..40,
+        ) {
+            let bytes: Vec<u8> = text.iter().map(|c| *c as u8).collect();
+            let delimiter: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+            let mut whole = Splitter::new(delimiter, 1, max, 0);
+            whole.push(&bytes);
+            let mut expected = pieces(&mut whole);
+            expected.extend(whole.finish());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut split = Splitter::new(delimiter, 1, max, 0);
+            let mut got = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                split.push(&bytes[at..cut]);
+                got.extend(pieces(&mut split));
+                at = cut;
+            }
+            got.extend(split.finish());
+            proptest::prop_assert_eq!(&got, &expected);
+            let mut offset = 0;
+            for piece in &got {
+                let start = match piece {
+                    Piece::Line { start, .. } | Piece::Oversized { start, .. } => *start,
+                };
+                proptest::prop_assert_eq!(start, offset, "pieces tile the input");
+                offset = piece.end();
+            }
+            proptest::prop_assert_eq!(offset, bytes.len() as u64);
+        }
+    }
+
     #[test]
     fn utf16_delimiters_match_only_on_character_boundaries() {
         // U+0A41 U+4100 then "\n" in UTF-16LE: 41 0a 00 41 0a 00. Bytes "0a 00" first appear

@@ -130,6 +130,45 @@ impl Acks<'_> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Against a model: after outcomes arrive in any order, the position is the end of the
+        /// longest prefix of chunks that were all safe, and never moves past a failed one.
+        #[test]
+        fn the_position_is_the_end_of_the_longest_safe_prefix(
+            outcomes in proptest::collection::vec(0u8..4, 1..30),
+            order in proptest::collection::vec(proptest::num::usize::ANY, 0..30),
+        ) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut tracker = Tracker::default();
+            let mut finalizers: Vec<Option<EventFinalizer>> = {
+                let mut acks = Acks { sub: 0, tracking: true, tracker: &mut tracker, outcomes: &tx };
+                (0..outcomes.len()).map(|i| Some(acks.finalizer(1, (i as u64 + 1) * 10))).collect()
+            };
+            let outcome = |o: u8| match o {
+                0 => Outcome::Failed,
+                1 => Outcome::Stored,
+                2 => Outcome::Delivered,
+                _ => Outcome::Discarded,
+            };
+            // Resolve in the order given, then whatever is left in index order.
+            let mut sequence: Vec<usize> = order.iter().map(|o| o % outcomes.len()).collect();
+            sequence.extend(0..outcomes.len());
+            for i in sequence {
+                if let Some(f) = finalizers[i].take() {
+                    f.resolve(outcome(outcomes[i]));
+                }
+                while let Ok((tag, o)) = rx.try_recv() {
+                    tracker.resolve(tag, o);
+                }
+            }
+            let safe_prefix = outcomes.iter().take_while(|o| **o != 0).count() as u64;
+            let track = &tracker.tracks[&(1, 0)];
+            proptest::prop_assert_eq!(track.acked, safe_prefix * 10);
+            proptest::prop_assert_eq!(track.failed, outcomes.contains(&0));
+            proptest::prop_assert!(tracker.watcher_settled(1));
+        }
+    }
+
     #[test]
     fn the_position_moves_over_the_acknowledged_prefix_and_a_failure_holds_it() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
