@@ -176,7 +176,22 @@ inputs = ["in"]
 """
 SCENARIOS["file_blackhole"] = FILES
 SCENARIOS["file_blackhole_100"] = FILES
-FILE_COUNTS = {"file_blackhole": 1, "file_blackhole_100": 100}
+FILE_COUNTS = {"file_blackhole": 1, "file_blackhole_100": 100, "kubernetes_blackhole": 0}
+
+# The same lines as one container's CRI log (`<time> stdout F <line>`) under a pod log root.
+SCENARIOS["kubernetes_blackhole"] = """
+data_dir = "{dir}"
+api.enabled = true
+api.address = "127.0.0.1:{api_port}"
+[sources.in]
+type = "kubernetes_logs"
+pod_logs_root = "{files}"
+glob_minimum_cooldown_ms = 100
+{acks}
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+"""
 
 SCENARIOS["fanout_healthy"] = FANOUT
 SCENARIOS["fanout_one_stuck"] = FANOUT + STUCK
@@ -221,6 +236,22 @@ def generate(n: int) -> Path:
     return path
 
 
+def pod_logs(data: Path) -> Path:
+    """The data as one container's CRI log under a pod log root (made once)."""
+    root = DATA / f"{data.stem}-pods"
+    if root.exists():
+        return root
+    tmp = root.with_suffix(".tmp")
+    log = tmp / "bench_pod-0_0000-1111" / "app" / "0.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(data, "rb") as f, open(log, "wb") as out:
+        for i, line in enumerate(f):
+            out.write(f"2026-11-30T10:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}000000Z stdout F ".encode())
+            out.write(line)
+    tmp.rename(root)
+    return root
+
+
 def split(data: Path, parts: int) -> Path:
     """The data as `parts` files of whole lines under target/bench-data/ (made once)."""
     out = DATA / f"{data.stem}-in-{parts}"
@@ -252,7 +283,7 @@ def sent_by(api_port: int, sink: str) -> float:
 def run_files(binary: Path, scenario: str, data: Path, acks: bool, events: int):
     """A file scenario: time until the blackhole has every event, then SIGTERM."""
     import signal
-    files = split(data, FILE_COUNTS[scenario])
+    files = pod_logs(data) if scenario == "kubernetes_blackhole" else split(data, FILE_COUNTS[scenario])
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         api_port = free_port()

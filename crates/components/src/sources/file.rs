@@ -366,7 +366,7 @@ impl SourceConfig for FileSourceConfig {
         };
         let prepare = vector_import(&data_dir, &cx.id, self.import_vector_checkpoints);
         let subscription = tail::subscribe(&data_dir, registration, prepare).map_err(|e| BuildError(e.to_string()))?;
-        Ok(Box::pin(forward(cx, subscription, rx, Some(Box::new(events)))))
+        Ok(Box::pin(forward(cx, subscription, rx, Box::new(events))))
     }
 }
 
@@ -432,7 +432,7 @@ struct FileEvents {
 
 impl BuildEvents for FileEvents {
     fn build(&mut self, lines: Lines, out: &mut Chunk) {
-        let Lines { path, messages, finalizer } = lines;
+        let Lines { path, messages, finalizer, .. } = lines;
         let metadata = EventMetadata::new(&self.id, chrono::Utc::now());
         let default_host = self.host.as_ref().filter(|(key, _)| key == "host").map(|(_, h)| h);
         let mut template = LegacyTemplate::new("file", default_host, metadata);

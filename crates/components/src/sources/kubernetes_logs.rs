@@ -20,18 +20,20 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sluice_core::LogEvent;
+use sluice_core::ack::EventFinalizer;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask};
 use sluice_core::dead_letter::{DeadLetterReason, Failure};
 use sluice_core::event::EventMetadata;
+use sluice_core::{Chunk, LogEvent};
 use sluice_file_tail::discovery::Globs;
 use sluice_file_tail::fingerprint::Strategy;
 use sluice_file_tail::lines::Piece;
+use sluice_file_tail::multiline::Message;
 use sluice_file_tail::tail::{self, Acks, FileRef, ReadOptions, Reader, Registration};
 use vrl::value::{KeyString, ObjectMap, Value};
 
 use super::file::{ReadFrom, vector_import};
-use super::tailing::{Outbox, forward, settle_or};
+use super::tailing::{BuildEvents, Lines, Meta, Outbox, forward, settle_or};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,11 +274,9 @@ impl SourceConfig for KubernetesLogsConfig {
         let (outbox, rx) = Outbox::new(cx.id.clone());
         let fields = &self.pod_annotation_fields;
         let key = |k: &str| k.trim_start_matches('.').to_owned();
-        let reader = KubeReader {
+        let reader = KubeReader { outbox, merge: self.auto_partial_merge, files: HashMap::new() };
+        let events = KubeEvents {
             id: cx.id.clone(),
-            outbox,
-            merge: self.auto_partial_merge,
-            files: HashMap::new(),
             keys: [
                 key(&fields.pod_namespace),
                 key(&fields.pod_name),
@@ -295,7 +295,7 @@ impl SourceConfig for KubernetesLogsConfig {
         };
         let prepare = vector_import(&data_dir, &cx.id, self.import_vector_checkpoints);
         let subscription = tail::subscribe(&data_dir, registration, prepare).map_err(|e| BuildError(e.to_string()))?;
-        Ok(Box::pin(forward(cx, subscription, rx, None)))
+        Ok(Box::pin(forward(cx, subscription, rx, Box::new(events))))
     }
 }
 
@@ -353,12 +353,9 @@ struct Partial {
     content: BytesMut,
 }
 
-/// Per file: where it is, its `kubernetes` fields, and partial lines per stream.
+/// Per file: partial lines per stream, and where the last line seen ends.
 struct KubeFile {
-    path: PathBuf,
-    pod: [Value; 4],
     partial: HashMap<Bytes, Partial>,
-    /// Where the last line seen ends.
     last_end: u64,
 }
 
@@ -378,44 +375,79 @@ pub fn pod_of(path: &Path) -> Option<[String; 4]> {
     Some([namespace.to_owned(), pod.to_owned(), uid.to_owned(), container.to_owned()])
 }
 
+/// `kubernetes_logs` on the tail service's thread: container log lines parsed, partial lines
+/// merged, handed to the source's task with their stream and time.
 struct KubeReader {
-    id: Arc<str>,
     outbox: Outbox,
     merge: bool,
     files: HashMap<u64, KubeFile>,
+}
+
+impl KubeReader {
+    fn file(&mut self, file: FileRef<'_>) -> &mut KubeFile {
+        self.files.entry(file.id).or_insert_with(|| KubeFile { partial: HashMap::new(), last_end: 0 })
+    }
+
+    /// Hands over what was gathered, with the position it may move to.
+    fn hand_over(
+        &mut self,
+        file: FileRef<'_>,
+        gathered: &mut (Vec<Message>, Vec<Meta>),
+        end: u64,
+        acks: &mut Acks<'_>,
+    ) {
+        let (messages, meta) = std::mem::take(gathered);
+        let made = !messages.is_empty();
+        if made {
+            self.outbox.push_parsed(file.path, messages, meta, acks.finalizer(file.id, end));
+        }
+        settle_or(acks, file.id, end, made);
+    }
+}
+
+/// The source's events, built in its task: `message`, `stream`, `timestamp`, `file`,
+/// `kubernetes.*` (from the path), `source_type`.
+struct KubeEvents {
+    id: Arc<str>,
     /// Field paths of pod_namespace, pod_name, pod_uid, container_name.
     keys: [String; 4],
     ingestion_key: Option<String>,
 }
 
-impl KubeReader {
-    fn file(&mut self, file: FileRef<'_>) -> &mut KubeFile {
-        self.files.entry(file.id).or_insert_with(|| {
-            let pod = pod_of(file.path).unwrap_or_default();
-            KubeFile {
-                path: file.path.to_path_buf(),
-                pod: pod.map(|s| Value::from(s.as_str())),
-                partial: HashMap::new(),
-                last_end: 0,
-            }
-        })
-    }
-
-    fn event(&self, file: &KubeFile, time: Option<DateTime<Utc>>, stream: &Bytes, content: Bytes) -> LogEvent {
+impl BuildEvents for KubeEvents {
+    fn build(&mut self, lines: Lines, out: &mut Chunk) {
+        let Lines { path, messages, meta, finalizer } = lines;
         let now = Utc::now();
-        let mut event = LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(&self.id, now));
-        event.insert("message", Value::Bytes(content));
-        event.insert("source_type", Value::from("kubernetes_logs"));
-        event.insert("stream", Value::Bytes(stream.clone()));
-        event.insert("timestamp", Value::Timestamp(time.unwrap_or(now)));
-        event.insert("file", Value::from(file.path.to_string_lossy().as_ref()));
+        let mut template = LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(&self.id, now));
+        for key in ["message", "stream", "timestamp"] {
+            template.insert(key, Value::Null);
+        }
+        template.insert("source_type", Value::from("kubernetes_logs"));
+        let pod = pod_of(Path::new(&*String::from_utf8_lossy(&path))).unwrap_or_default();
+        template.insert("file", Value::Bytes(path));
         if let Some(key) = &self.ingestion_key {
-            insert_path(&mut event, key, Value::Timestamp(now));
+            insert_path(&mut template, key, Value::Timestamp(now));
         }
-        for (key, value) in self.keys.iter().zip(&file.pod) {
-            insert_path(&mut event, key, value.clone());
+        for (key, value) in self.keys.iter().zip(pod) {
+            insert_path(&mut template, key, Value::from(value));
         }
-        event
+        template.set_finalizer(finalizer);
+        for (message, meta) in messages.into_iter().zip(meta) {
+            let mut event = template.clone();
+            if let Value::Object(map) = event.value_mut() {
+                let mut set = |key: &str, value: Value| {
+                    if let Some(slot) = map.get_mut(key) {
+                        *slot = value;
+                    }
+                };
+                set("message", Value::Bytes(message.text));
+                set("stream", Value::Bytes(meta.stream));
+                set("timestamp", Value::Timestamp(meta.time.unwrap_or(now)));
+            }
+            out.push(event);
+        }
+        // The template's own copy never became an event.
+        template.set_finalizer(EventFinalizer::default());
     }
 }
 
@@ -443,7 +475,7 @@ impl Reader for KubeReader {
 
     fn pieces(&mut self, file: FileRef<'_>, pieces: Vec<Piece>, acks: &mut Acks<'_>) {
         let merge = self.merge;
-        let mut events = Vec::with_capacity(pieces.len());
+        let mut gathered = (Vec::with_capacity(pieces.len()), Vec::with_capacity(pieces.len()));
         let mut end = 0;
         for piece in pieces {
             end = piece.end();
@@ -451,8 +483,10 @@ impl Reader for KubeReader {
                 Piece::Line { start, end, text } => (start, end, text),
                 oversized @ Piece::Oversized { .. } => {
                     let held = self.file(file).held_from();
-                    let finalizer = acks.finalizer(file.id, held.unwrap_or(oversized.end()));
-                    self.outbox.push(std::mem::take(&mut events), finalizer);
+                    let start = match &oversized {
+                        Piece::Oversized { start, .. } | Piece::Line { start, .. } => *start,
+                    };
+                    self.hand_over(file, &mut gathered, held.unwrap_or(start), acks);
                     let finalizer = acks.finalizer(file.id, held.unwrap_or(oversized.end()));
                     self.outbox.oversized(file.path, &oversized, finalizer);
                     continue;
@@ -461,8 +495,7 @@ impl Reader for KubeReader {
             self.file(file).last_end = line_end;
             let Some(record) = parse(&text) else {
                 let held = self.file(file).held_from();
-                let finalizer = acks.finalizer(file.id, held.unwrap_or(start));
-                self.outbox.push(std::mem::take(&mut events), finalizer);
+                self.hand_over(file, &mut gathered, held.unwrap_or(start), acks);
                 let finalizer = acks.finalizer(file.id, held.unwrap_or(line_end));
                 let failure = Failure::now(
                     DeadLetterReason::ParseError,
@@ -482,32 +515,28 @@ impl Reader for KubeReader {
                 entry.content.extend_from_slice(&record.content);
                 continue;
             }
-            let (time, content) = match kube.partial.remove(&record.stream) {
+            let (first, time, content) = match kube.partial.remove(&record.stream) {
                 Some(mut partial) if merge => {
                     partial.content.extend_from_slice(&record.content);
-                    (partial.time, partial.content.freeze())
+                    (partial.start, partial.time, partial.content.freeze())
                 }
-                _ => (record.time, record.content),
+                _ => (start, record.time, record.content),
             };
-            let Some(kube) = self.files.get(&file.id) else { continue };
-            events.push(self.event(kube, time, &record.stream, content));
+            gathered.0.push(Message { start: first, end: line_end, text: content });
+            gathered.1.push(Meta { stream: record.stream, time });
         }
         let held = self.files.get(&file.id).and_then(KubeFile::held_from);
-        let made = !events.is_empty();
-        if made {
-            self.outbox.push(events, acks.finalizer(file.id, held.unwrap_or(end)));
-        }
-        settle_or(acks, file.id, held.unwrap_or(end), made);
+        self.hand_over(file, &mut gathered, held.unwrap_or(end), acks);
     }
 
     fn file_done(&mut self, file: FileRef<'_>, acks: &mut Acks<'_>) {
         if let Some(mut kube) = self.files.remove(&file.id) {
-            let partial: Vec<(Bytes, Partial)> = kube.partial.drain().collect();
-            let events: Vec<LogEvent> =
-                partial.into_iter().map(|(stream, p)| self.event(&kube, p.time, &stream, p.content.freeze())).collect();
-            if !events.is_empty() {
-                self.outbox.push(events, acks.finalizer(file.id, kube.last_end));
+            let mut gathered = (Vec::new(), Vec::new());
+            for (stream, p) in kube.partial.drain() {
+                gathered.0.push(Message { start: p.start, end: kube.last_end, text: p.content.freeze() });
+                gathered.1.push(Meta { stream, time: p.time });
             }
+            self.hand_over(file, &mut gathered, kube.last_end, acks);
         }
         self.outbox.flush();
     }

@@ -11,7 +11,7 @@
 //! is stopping) is resolved as failed: it stays before the checkpoint and is read again after
 //! a restart.
 //!
-//! The `file` source hands over lines ([`Lines`]), not events: its task builds the events
+//! Readers hand over lines ([`Lines`]), not events: the source's task builds the events
 //! ([`BuildEvents`]), so they are allocated on a runtime worker like the sinks that free
 //! them (built on the tail thread and freed on a worker, every event paid for a cross-thread
 //! free: half the CPU of `file → blackhole`).
@@ -39,7 +39,6 @@ const QUEUE: usize = 8;
 
 /// What the tail thread hands to the source's task.
 pub enum Out {
-    Events(Chunk),
     /// Lines of files, for [`BuildEvents`].
     Lines(Vec<Lines>),
     /// Lines that cannot be events (too long, unparsable), for the DLQ, with why.
@@ -51,7 +50,15 @@ pub struct Lines {
     /// The file's path (shared by the events made of these lines).
     pub path: Bytes,
     pub messages: Vec<Message>,
+    /// One per message when the reader parsed them (container logs); empty otherwise.
+    pub meta: Vec<Meta>,
     pub finalizer: EventFinalizer,
+}
+
+/// What a container log line says besides its message.
+pub struct Meta {
+    pub stream: Bytes,
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Turns [`Lines`] into events, in the source's task.
@@ -63,7 +70,6 @@ pub trait BuildEvents: Send + 'static {
 /// The tail thread's end of the hand-off.
 pub struct Outbox {
     tx: mpsc::Sender<Out>,
-    chunk: Chunk,
     lines: Vec<Lines>,
     pending_lines: usize,
     source_id: Arc<str>,
@@ -72,14 +78,23 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(source_id: Arc<str>) -> (Self, mpsc::Receiver<Out>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx, chunk: Vec::with_capacity(CHUNK), lines: Vec::new(), pending_lines: 0, source_id }, rx)
+        (Self { tx, lines: Vec::new(), pending_lines: 0, source_id }, rx)
     }
 
     /// Adds the messages of one file, to become events in the source's task.
     pub fn push_lines(&mut self, path: &Path, messages: Vec<Message>, finalizer: EventFinalizer) {
+        self.push_parsed(path, messages, Vec::new(), finalizer);
+    }
+
+    /// [`Outbox::push_lines`] with what the reader parsed of each message.
+    pub fn push_parsed(&mut self, path: &Path, messages: Vec<Message>, meta: Vec<Meta>, finalizer: EventFinalizer) {
+        if messages.is_empty() {
+            finalizer.release_unused();
+            return;
+        }
         self.pending_lines += messages.len();
         let path = Bytes::from(path.to_string_lossy().into_owned());
-        self.lines.push(Lines { path, messages, finalizer });
+        self.lines.push(Lines { path, messages, meta, finalizer });
         if self.pending_lines >= CHUNK {
             self.flush();
         }
@@ -89,28 +104,12 @@ impl Outbox {
         self.tx.capacity() > 1
     }
 
-    /// Adds events that share `finalizer` (each gets a clone; the original is released).
-    pub fn push(&mut self, events: impl IntoIterator<Item = LogEvent>, finalizer: EventFinalizer) {
-        for mut event in events {
-            event.set_finalizer(finalizer.clone());
-            self.chunk.push(event);
-            if self.chunk.len() >= CHUNK {
-                self.flush();
-            }
-        }
-        finalizer.release_unused();
-    }
-
     /// Hands what was gathered over (waits for room: the tail thread checked there was).
     pub fn flush(&mut self) {
         if !self.lines.is_empty() {
             self.pending_lines = 0;
             let lines = std::mem::take(&mut self.lines);
             self.send(Out::Lines(lines));
-        }
-        if !self.chunk.is_empty() {
-            let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
-            self.send(Out::Events(chunk));
         }
     }
 
@@ -151,7 +150,7 @@ impl Outbox {
             // The source is stopping: these lines were not handed on; they are read again
             // after a restart (their position never passes them).
             let n = match err.0 {
-                Out::Events(events) | Out::DeadLetters(events, _) => {
+                Out::DeadLetters(events, _) => {
                     let n = events.len();
                     resolve_all(events, Outcome::Failed);
                     n
@@ -187,7 +186,7 @@ pub async fn forward(
     cx: SourceContext,
     mut subscription: Subscription,
     mut rx: mpsc::Receiver<Out>,
-    mut builder: Option<Box<dyn BuildEvents>>,
+    mut builder: Box<dyn BuildEvents>,
 ) -> Result<(), ()> {
     let SourceContext { mut out, mut shutdown, mut ready, dead_letter, .. } = cx;
     tokio::select! {
@@ -206,19 +205,10 @@ pub async fn forward(
             next = rx.recv() => next,
         };
         match next {
-            Some(Out::Events(chunk)) => {
-                if out.send(chunk).await.is_err() && !stopping {
-                    stopping = true;
-                    subscription.stop();
-                }
-            }
             Some(Out::Lines(batches)) => {
                 let mut chunk = Vec::with_capacity(batches.iter().map(|b| b.messages.len()).sum());
                 for lines in batches {
-                    match builder.as_mut() {
-                        Some(builder) => builder.build(lines, &mut chunk),
-                        None => lines.finalizer.resolve(Outcome::Failed),
-                    }
+                    builder.build(lines, &mut chunk);
                 }
                 if out.send(chunk).await.is_err() && !stopping {
                     stopping = true;
