@@ -354,6 +354,35 @@ mod tests {
     }
 
     #[test]
+    fn only_long_untouched_entries_of_vanished_files_are_pruned() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let present = tmp.path().join("present.log");
+        std::fs::write(&present, "x\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut s = store(tmp.path());
+        let old = Utc::now() - chrono::Duration::days(30);
+        let entry = |n: u64, path: &Path, modified| Checkpoint {
+            fingerprint: Fingerprint::Checksum(n),
+            position: 1,
+            path: path.display().to_string(),
+            modified,
+            source: "a".into(),
+        };
+        s.adopt(entry(1, &tmp.path().join("gone.log"), old));
+        s.adopt(entry(2, &present, old));
+        s.adopt(entry(3, &tmp.path().join("gone-recently.log"), Utc::now()));
+        s.adopt(entry(4, Path::new(""), old));
+        assert_eq!(s.prune_missing(chrono::Duration::days(7)), 1);
+        let left: Vec<u64> = s
+            .entries()
+            .map(|c| match c.fingerprint {
+                Fingerprint::Checksum(n) => n,
+                Fingerprint::DevInode(..) => 0,
+            })
+            .collect();
+        assert_eq!(left, vec![2, 3, 4], "present files, recent entries and path-less (Vector) entries stay");
+    }
+
+    #[test]
     fn a_second_process_cannot_open_the_store() {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let _first = store(tmp.path());
