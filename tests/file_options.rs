@@ -1,6 +1,7 @@
 //! `file` source settings through the binary: `read_from`, `ignore_older_secs`,
 //! `remove_after_secs`, gzip files, `device_and_inode`, `ignore_checkpoints`, `offset_key`,
-//! and a damaged checkpoint store that must not send reading back to the start.
+//! a damaged checkpoint store that must not send reading back to the start, and two sources
+//! with different settings on one file.
 
 mod common;
 
@@ -146,4 +147,41 @@ fn a_damaged_checkpoint_store_does_not_send_reading_back_to_the_start() {
         .flatten()
         .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
     assert!(aside);
+}
+
+/// Two file sources with different line settings on one file: it is read once, with the
+/// first source's settings, both get its lines, and a warning names them.
+#[test]
+fn sources_with_different_line_settings_share_a_file_and_are_warned_about() {
+    let case = common::Case::new();
+    std::fs::create_dir_all(case.path("logs")).unwrap_or_else(|e| panic!("{e}"));
+    append_bytes(&case.path("logs/a.log"), b"one\ntwo\n");
+    let config = case.config(
+        r#"
+data_dir = "{dir}/data"
+[sources.a]
+type = "file"
+include = ["{dir}/logs/*.log"]
+[sources.b]
+type = "file"
+include = ["{dir}/logs/a.log"]
+max_line_bytes = 1000
+[sinks.out_a]
+type = "file"
+inputs = ["a"]
+path = "{dir}/a.out"
+encoding.codec = "text"
+[sinks.out_b]
+type = "file"
+inputs = ["b"]
+path = "{dir}/b.out"
+encoding.codec = "text"
+"#,
+    );
+    let child = case.spawn(&config);
+    assert!(wait_until(WAIT, || lines_in(&case.path("a.out")) == 2 && lines_in(&case.path("b.out")) == 2));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("read once, with the settings of the first"), "{stderr}");
+    assert!(stderr.contains("\"a\"") && stderr.contains("\"b\""), "{stderr}");
 }
