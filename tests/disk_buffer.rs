@@ -428,3 +428,74 @@ buffer.max_size = 10000000
     );
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// SIGTERM while the destination is down: what the disk buffer holds stays there for the
+/// next start (neither failed nor dead-lettered), the exit is clean, and the next start
+/// delivers it. Only what the sink held in its retrying requests goes to the DLQ when the
+/// shutdown cuts them short.
+#[test]
+fn a_signal_leaves_the_disk_backlog_for_the_next_start() {
+    let case = Case::new();
+    let port = free_port();
+    let destination = free_port();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{port}"
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{destination}/"
+encoding.codec = "text"
+batch.max_events = 10
+batch.timeout_secs = 0.05
+request.concurrency = 1
+buffer.type = "disk"
+buffer.max_size = 10000000
+"#
+    ));
+    let spawn = || {
+        common::sluice()
+            .arg("--config")
+            .arg(&config)
+            .arg("--ledger-json")
+            .arg(case.path("ledger.json"))
+            .args(["--graceful-shutdown-limit-secs", "4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let child = spawn();
+    wait_for_port(port, Duration::from_secs(30));
+    for r in 0..50 {
+        let body: String = (0..10).map(|i| format!("r{r:02}-e{i}\n")).collect();
+        assert_eq!(try_post(port, "/", body.as_bytes()), Some(200), "stored on disk, so acknowledged");
+    }
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "events kept on disk are safe: {stderr}");
+    let ledger = case.ledger();
+    let out = common::component(&ledger, "out");
+    let kept = out["buffer_on_disk_events"].as_u64().unwrap_or(0);
+    let dead = out["dead_lettered"].as_u64().unwrap_or(0);
+    println!("{kept} events kept on disk, {dead} cut short in the sink's requests and dead-lettered");
+    assert!(kept >= 450, "the backlog stayed on disk: {out:#}");
+    assert!(dead <= 30, "only what the sink held was dead-lettered: {out:#}");
+    assert_eq!(kept + dead, 500, "{out:#}");
+    assert_eq!(out["errored"], 0);
+    assert!(stderr.contains("stay in this sink's disk buffer"), "{stderr}");
+
+    let intake = Intake::on_port(destination, |_, _, _| 200);
+    let child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while intake.accepted_lines().iter().collect::<BTreeSet<_>>().len() < kept as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let delivered: BTreeSet<String> = intake.accepted_lines().into_iter().collect();
+    assert_eq!(delivered.len() as u64, kept, "every event kept on disk, after the restart");
+}

@@ -100,6 +100,13 @@ fn log_ledger(ledger: &LedgerSnapshot) {
             "Ledger."
         );
     }
+    for c in ledger.components.iter().filter(|c| c.in_flight > 0 && c.kept_on_disk() > 0) {
+        tracing::warn!(
+            component_id = c.id.as_str(),
+            events = c.kept_on_disk(),
+            "Events stay in this sink's disk buffer; they are delivered after the next start."
+        );
+    }
     if ledger.unresolved_drops > 0 {
         tracing::error!(unresolved = ledger.unresolved_drops, "Event copies were dropped without an outcome.");
     }

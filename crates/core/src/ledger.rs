@@ -68,6 +68,8 @@ pub struct BufferLevel {
     pub max_events: Option<u64>,
     pub bytes: Option<u64>,
     pub max_bytes: Option<u64>,
+    /// Events in a disk stage: safe there, and delivered after a restart if not before.
+    pub on_disk: Option<u64>,
 }
 
 /// Reads a sink's buffer level when metrics are collected.
@@ -222,6 +224,7 @@ impl ComponentLedger {
             buffer_max_events: buffer.and_then(|b| b.max_events),
             buffer_bytes: buffer.and_then(|b| b.bytes),
             buffer_max_bytes: buffer.and_then(|b| b.max_bytes),
+            buffer_on_disk_events: buffer.and_then(|b| b.on_disk),
             dead_letter_queue_events: gauge(&self.dlq_events),
             dead_letter_queue_bytes: gauge(&self.dlq_bytes),
             stalled: self.stalled.load(Ordering::Relaxed) || self.no_progress.load(Ordering::Relaxed),
@@ -261,6 +264,9 @@ pub struct ComponentSnapshot {
     pub buffer_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_max_bytes: Option<u64>,
+    /// Sinks with a disk stage: events kept there (at exit: for the next start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_on_disk_events: Option<u64>,
     /// Sinks: events and bytes in the disk DLQ, once measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue_events: Option<u64>,
@@ -272,6 +278,11 @@ pub struct ComponentSnapshot {
 }
 
 impl ComponentSnapshot {
+    /// Events this component keeps in a disk buffer (none for other buffers).
+    pub fn kept_on_disk(&self) -> u64 {
+        self.buffer_on_disk_events.unwrap_or(0)
+    }
+
     fn compute_balanced(&self) -> bool {
         let settled = self.sent as i128
             + self.discarded_total as i128

@@ -33,6 +33,7 @@ use sluice_core::component::ChunkReceiver;
 use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
 use sluice_core::event::EventMetadata;
 use sluice_core::ledger::{BufferLevel, BufferProbe, ComponentLedger};
+use sluice_core::shutdown::ShutdownSignal;
 use sluice_core::{Chunk, LogEvent, codec};
 use tokio::sync::mpsc;
 use vrl::value::{ObjectMap, Value};
@@ -55,6 +56,7 @@ pub fn start(
     input: MemoryReceiver<Chunk>,
     ledger: Arc<ComponentLedger>,
     dead_letter: Arc<dyn DeadLetterQueue>,
+    interrupt: ShutdownSignal,
 ) -> std::io::Result<(DiskInput, BoxFuture<'static, ()>)> {
     let max_size = config.max_size.unwrap_or(256 * 1024 * 1024);
     let options = ChannelOptions {
@@ -85,7 +87,7 @@ pub fn start(
     let (ready_tx, ready) = mpsc::channel(READ_AHEAD);
     let reader = Reader { first_new_id: rx.first_new_id, rx, acks: acks.clone(), ledger: ledger.clone(), dead_letter };
     tokio::spawn(reader.run(ready_tx));
-    Ok((DiskInput { ready, acks, ledger, level }, writer))
+    Ok((DiskInput { ready, acks, ledger, level, interrupt }, writer))
 }
 
 /// A record's acknowledgement tag: its id and its event count (at most `u16::MAX`, so ids
@@ -116,6 +118,7 @@ pub fn probe(
             max_events: (overflow && memory_counts_events).then_some(max),
             bytes: Some(level.bytes()),
             max_bytes,
+            on_disk: Some(level.events()),
         }
     })
 }
@@ -274,6 +277,8 @@ pub struct DiskInput {
     acks: mpsc::UnboundedSender<(u64, Outcome)>,
     ledger: Arc<ComponentLedger>,
     level: Arc<Level>,
+    /// Shutdown was asked for: records not handed out yet stay on disk for the next start.
+    interrupt: ShutdownSignal,
 }
 
 impl DiskInput {
@@ -286,7 +291,12 @@ impl DiskInput {
 impl ChunkReceiver for DiskInput {
     fn recv(&mut self) -> BoxFuture<'_, Option<Chunk>> {
         Box::pin(async move {
-            let Ready { id, mut chunk, earlier_run } = self.ready.recv().await?;
+            let next = tokio::select! {
+                biased;
+                () = self.interrupt.wait() => None,
+                next = self.ready.recv() => next,
+            };
+            let Ready { id, mut chunk, earlier_run } = next?;
             if earlier_run {
                 self.ledger.accept(chunk.len());
             }

@@ -67,7 +67,7 @@ impl RunReport {
             && self.failed_components.is_empty()
             && self.ledger.failed_events() == 0
             && self.ledger.balanced
-            && self.ledger.components.iter().all(|c| c.in_flight == 0)
+            && self.ledger.components.iter().all(|c| c.in_flight == 0 || c.in_flight as u64 <= c.kept_on_disk())
     }
 }
 
@@ -249,6 +249,9 @@ pub async fn run(
     let mut fanout_for = |port: &OutputRef| fanouts.remove(port).unwrap_or_default();
 
     let (trigger, signal) = shutdown_pair();
+    // Fires only when shutdown was asked for (a signal), not when every source finished:
+    // then disk buffers keep their backlog for the next start instead of draining it.
+    let (interrupt_trigger, interrupt) = shutdown_pair();
     let mut housekeeping = Vec::new();
     let mut sources = JoinSet::new();
     let mut others = JoinSet::new();
@@ -340,47 +343,50 @@ pub async fn run(
                     (_, Some((_, overflow_rx))) => (Some(overflow_rx), Some(memory_input)),
                     (_, None) => (None, Some(memory_input)),
                 };
-                let input: Box<dyn ChunkReceiver> =
-                    if let (Some(disk_rx), Some(stage)) = (disk_rx, c.buffer.disk_stage()) {
-                        let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, stage);
-                        match disk::start(&dir, stage, disk_rx, cx.ledger.clone(), cx.dead_letter.clone()) {
-                            Ok((input, writer)) => {
-                                if let Some(memory) = memory_gauges.remove(&c.id) {
-                                    let overflow = c.buffer.buffer_type == BufferType::Memory;
-                                    let counts_events = c.buffer.memory_bytes().is_none();
-                                    cx.ledger.set_buffer_probe(disk::probe(
-                                        input.level(),
-                                        stage,
-                                        memory,
-                                        overflow,
-                                        counts_events,
-                                    ));
-                                }
-                                let handle = others.spawn(async move {
-                                    writer.await;
-                                    Ok(())
-                                });
-                                names.insert(handle.id(), format!("{} (disk buffer)", c.id));
-                                match memory_input {
-                                    Some(memory) => Box::new(disk::Overflowing::new(Box::new(memory), input)),
-                                    None => Box::new(input),
-                                }
-                            }
-                            Err(err) => {
-                                errors.push(format!(
-                                    "sink \"{}\": cannot open its disk buffer {}: {err}",
-                                    c.id,
-                                    dir.display()
+                let input: Box<dyn ChunkReceiver> = if let (Some(disk_rx), Some(stage)) =
+                    (disk_rx, c.buffer.disk_stage())
+                {
+                    let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, stage);
+                    let started =
+                        disk::start(&dir, stage, disk_rx, cx.ledger.clone(), cx.dead_letter.clone(), interrupt.clone());
+                    match started {
+                        Ok((input, writer)) => {
+                            if let Some(memory) = memory_gauges.remove(&c.id) {
+                                let overflow = c.buffer.buffer_type == BufferType::Memory;
+                                let counts_events = c.buffer.memory_bytes().is_none();
+                                cx.ledger.set_buffer_probe(disk::probe(
+                                    input.level(),
+                                    stage,
+                                    memory,
+                                    overflow,
+                                    counts_events,
                                 ));
-                                continue;
+                            }
+                            let handle = others.spawn(async move {
+                                writer.await;
+                                Ok(())
+                            });
+                            names.insert(handle.id(), format!("{} (disk buffer)", c.id));
+                            match memory_input {
+                                Some(memory) => Box::new(disk::Overflowing::new(Box::new(memory), input)),
+                                None => Box::new(input),
                             }
                         }
-                    } else {
-                        match memory_input {
-                            Some(memory) => Box::new(memory),
-                            None => continue,
+                        Err(err) => {
+                            errors.push(format!(
+                                "sink \"{}\": cannot open its disk buffer {}: {err}",
+                                c.id,
+                                dir.display()
+                            ));
+                            continue;
                         }
-                    };
+                    }
+                } else {
+                    match memory_input {
+                        Some(memory) => Box::new(memory),
+                        None => continue,
+                    }
+                };
                 match config.build(cx) {
                     Ok(sink) => {
                         let handle = others.spawn(sink.run(SinkInput::new(input)));
@@ -422,7 +428,8 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                tracing::info!("Shutdown requested; stopping sources and draining.");
+                tracing::info!("Shutdown requested; stopping sources and draining (disk buffers keep their backlog).");
+                interrupt_trigger.trigger();
                 break;
             }
             next = sources.join_next_with_id() => match next {
@@ -463,5 +470,6 @@ pub async fn run(
     for closer in housekeeping {
         closer.abort();
     }
+    drop(interrupt_trigger);
     Ok(RunReport { ledger: ledger.snapshot(), timed_out, failed_components })
 }
