@@ -73,7 +73,10 @@ fn config() -> BufferConfig {
 /// Opens the disk buffer in `dir` with `input` as its writer's input.
 fn open(dir: &std::path::Path, input: MemoryReceiver<Chunk>) -> (disk::DiskInput, BoxFuture<'static, ()>) {
     let ledger = Arc::new(ComponentLedger::new("out".to_string(), ComponentKind::Sink, "blackhole"));
-    disk::start(dir, &config(), input, ledger, Arc::new(NoDeadLetters)).unwrap_or_else(|e| panic!("{e}"))
+    // Never asked to stop: the trigger lives as long as the process.
+    let (trigger, interrupt) = sluice_core::shutdown::shutdown_pair();
+    std::mem::forget(trigger);
+    disk::start(dir, &config(), input, ledger, Arc::new(NoDeadLetters), interrupt).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sends every chunk with a notifier; returns the receivers of "stored".
