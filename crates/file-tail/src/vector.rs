@@ -26,7 +26,8 @@ struct VectorState {
 struct VectorEntry {
     fingerprint: VectorFingerprint,
     position: u64,
-    modified: DateTime<Utc>,
+    /// Required by Vector; an entry without it is still adopted, dated by the file.
+    modified: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +71,8 @@ pub fn read_source(dir: &Path, source_id: &str) -> Result<Option<VectorCheckpoin
             last_error = Some(format!("{}: unknown version {:?}", path.display(), state.version));
             continue;
         }
+        let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+        let file_time = meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
         let mut checkpoints = Vec::new();
         let mut skipped = 0;
         for value in state.checkpoints {
@@ -81,15 +84,13 @@ pub fn read_source(dir: &Path, source_id: &str) -> Result<Option<VectorCheckpoin
                     },
                     position: entry.position,
                     path: String::new(),
-                    modified: entry.modified,
+                    modified: entry.modified.unwrap_or(file_time),
                     source: format!("vector:{source_id}"),
                 }),
                 Err(_) => skipped += 1,
             }
         }
-        let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
-        let modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
-        let import = Import { file: path.display().to_string(), len: meta.len(), modified };
+        let import = Import { file: path.display().to_string(), len: meta.len(), modified: file_time };
         return Ok(Some(VectorCheckpoints {
             source_id: source_id.to_owned(),
             file: path,
@@ -130,7 +131,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(
             dir.join("checkpoints.json"),
-            r#"{"version":"1","checkpoints":[{"fingerprint":{"first_lines_checksum":11908805321237624401},"position":1234,"modified":"2026-08-21T10:00:00.123456Z"},{"fingerprint":{"dev_inode":[2049,1312356]},"position":98,"modified":"2026-08-21T10:00:00Z"},{"fingerprint":{"first_line_checksum":18446744073709551615},"position":5,"modified":"2021-07-12T18:19:11.769003Z"},{"fingerprint":{"checksum":[1,2]},"position":1,"modified":"2021-07-12T18:19:11Z"}]}"#,
+            r#"{"version":"1","checkpoints":[{"fingerprint":{"first_lines_checksum":11908805321237624401},"position":1234,"modified":"2026-08-21T10:00:00.123456Z"},{"fingerprint":{"dev_inode":[2049,1312356]},"position":98,"modified":"2026-08-21T10:00:00Z"},{"fingerprint":{"first_line_checksum":18446744073709551615},"position":5,"modified":"2021-07-12T18:19:11.769003Z"},{"fingerprint":{"checksum":[1,2]},"position":1,"modified":"2021-07-12T18:19:11Z"},{"fingerprint":{"first_lines_checksum":9},"position":3,"modified":"2021-07-12T18:19:11+02:00"},{"fingerprint":{"first_lines_checksum":10},"position":4}]}"#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let all = read_all(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -145,6 +146,8 @@ mod tests {
                 (Fingerprint::Checksum(11_908_805_321_237_624_401), 1234),
                 (Fingerprint::DevInode(2049, 1_312_356), 98),
                 (Fingerprint::Checksum(u64::MAX), 5),
+                (Fingerprint::Checksum(9), 3),
+                (Fingerprint::Checksum(10), 4),
             ]
         );
     }
