@@ -332,6 +332,7 @@ pub async fn run(
                     dead_letter,
                     shutdown: signal.clone(),
                     drain_limit: options.graceful_shutdown_limit,
+                    disk_backed: (c.buffer.buffer_type == BufferType::Disk).then(|| interrupt.clone()),
                 };
                 let Some(rx) = receivers.remove(&c.id) else {
                     continue;

@@ -30,6 +30,7 @@ use sluice_core::LogEvent;
 use sluice_core::ack::{BatchFinalizers, Outcome};
 use sluice_core::component::{SinkContext, SinkInput};
 use sluice_core::dead_letter::{DeadLetterReason, Failure};
+use sluice_core::event::resolve_all;
 use tokio::task::JoinSet;
 
 use self::limits::{AdaptiveSettings, RateLimit, Signal, Slots};
@@ -455,7 +456,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                         first_failure,
                         last_failure: chrono::Utc::now(),
                     };
-                    shared.cx.dead_letter.submit(batch.events, failure).await;
+                    cut_short_at_shutdown(shared, batch.events, failure).await;
                     return;
                 }
             };
@@ -517,7 +518,14 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                     let fits_drain = |wait: Duration| {
                         shared.drain_deadline().is_none_or(|d| tokio::time::Instant::now() + wait <= d)
                     };
-                    match next.filter(|wait| fits_drain(*wait)) {
+                    if next.is_some_and(|wait| !fits_drain(wait)) {
+                        // The retry budget is not spent; the shutdown's drain time is.
+                        let message = format!("shutting down before the next retry; last error: {message}");
+                        let failure = failure(DeadLetterReason::RetriesExhausted, status, message, retries);
+                        cut_short_at_shutdown(shared, batch.events, failure).await;
+                        return;
+                    }
+                    match next {
                         Some(wait) => {
                             shared.cx.ledger.error("request_retried", "sending");
                             if let Some(folded) = shared.retry_log.admit() {
@@ -540,7 +548,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                                     if shared.drain_deadline().is_some_and(|d| wake > d) {
                                         let message = format!("shutting down before the next retry; last error: {message}");
                                         let failure = failure(DeadLetterReason::RetriesExhausted, status, message, retries);
-                                        shared.cx.dead_letter.submit(batch.events, failure).await;
+                                        cut_short_at_shutdown(shared, batch.events, failure).await;
                                         return;
                                     }
                                     tokio::time::sleep_until(wake).await;
@@ -573,6 +581,24 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
             }
         }
     })
+}
+
+/// Events the shutdown cut short: back to the disk buffer they came from when sluice was
+/// asked to stop (resolved as failed, so their records stay on disk and are delivered after
+/// the next start; they stay in flight in the ledger, counted as kept on disk), else to the
+/// dead-letter queue.
+async fn cut_short_at_shutdown<S: Service>(shared: &Shared<S>, events: Vec<LogEvent>, failure: Failure) {
+    if shared.cx.disk_backed.as_ref().is_some_and(|interrupt| interrupt.is_triggered()) {
+        let n = events.len();
+        resolve_all(events, Outcome::Failed);
+        tracing::info!(
+            component_id = &*shared.cx.id,
+            events = n,
+            "Stopping before these events were delivered; they stay in the disk buffer for the next start."
+        );
+        return;
+    }
+    shared.cx.dead_letter.submit(events, failure).await;
 }
 
 /// Per-item results were turned into the other cases above; if one ever arrives here, its

@@ -114,6 +114,7 @@ fn harness() -> Harness {
         dead_letter: dlq.clone(),
         shutdown: sluice_core::shutdown::ShutdownSignal::never(),
         drain_limit: Duration::from_secs(60),
+        disk_backed: None,
     };
     Harness { ledger, dlq, cx: Some(cx) }
 }
