@@ -19,7 +19,9 @@ fn read_from_end_applies_to_files_present_at_startup_only() {
     let (case, config) = file_case("*", "read_from = \"end\"");
     append(&case.path("logs/old.log"), "old", 0..10);
     let child = case.spawn(&config);
-    std::thread::sleep(Duration::from_millis(300));
+    // Found at startup (its position, its end, is written down) before it grows.
+    let store = case.path("data/checkpoints/checkpoints.json");
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&store).unwrap_or_default().contains("old.log")));
     append(&case.path("logs/old.log"), "old", 10..12);
     append(&case.path("logs/new.log"), "new", 0..3);
     assert!(wait_until(WAIT, || lines_in(&case.path("out.log")) == 5));

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -65,8 +65,8 @@ struct OnDisk<'a> {
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the checkpoint store {0} is in use by another process{1}")]
-    InUse(PathBuf, String),
+    #[error("the checkpoint store: {0}")]
+    InUse(std::io::Error),
     #[error("cannot use the checkpoint store in {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -89,27 +89,6 @@ impl std::fmt::Debug for Store {
 /// `data_dir/checkpoints`.
 pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("checkpoints")
-}
-
-fn lock(dir: &Path) -> Result<File, StoreError> {
-    let io = |e| StoreError::Io(dir.to_path_buf(), e);
-    let path = dir.join("lock");
-    let mut file =
-        OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(&path).map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
-            return Err(StoreError::InUse(dir.to_path_buf(), holder));
-        }
-        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
-    }
-    file.set_len(0).map_err(io)?;
-    file.write_all(std::process::id().to_string().as_bytes()).map_err(io)?;
-    Ok(file)
 }
 
 /// What a file held, if it parsed: its entries (bad entries left out) and imports.
@@ -150,7 +129,8 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let io = |e| StoreError::Io(dir.to_path_buf(), e);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
-        let lock = lock(dir)?;
+        let lock = sluice_buffers::dir_lock::lock_dir(dir)
+            .map_err(|e| if e.kind() == std::io::ErrorKind::WouldBlock { StoreError::InUse(e) } else { io(e) })?;
         let mut store =
             Self { dir: dir.to_path_buf(), entries: BTreeMap::new(), imports: Vec::new(), dirty: false, _lock: lock };
         store.load().map_err(io)?;

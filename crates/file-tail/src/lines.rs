@@ -91,14 +91,6 @@ impl Splitter {
         self.buf.len()
     }
 
-    /// Starts again at `position` (a truncated file), forgetting what is held.
-    pub fn reset(&mut self, position: u64) {
-        self.buf.clear();
-        self.start = position;
-        self.scanned = 0;
-        self.skipping = None;
-    }
-
     /// Reads up to `max` bytes with `read` (given a zeroed slice to fill) straight into the
     /// buffer; returns what `read` returned.
     pub fn fill(

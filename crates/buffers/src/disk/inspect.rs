@@ -58,7 +58,7 @@ pub fn inspect(dir: &Path) -> std::io::Result<BufferReport> {
         String::from_utf8_lossy(&d).strip_prefix("sluice-buffer-acked v1").and_then(|r| r.trim().parse().ok())
     });
     let floor = acked_floor.unwrap_or(0);
-    let in_use = super::storage::in_use(dir);
+    let in_use = crate::dir_lock::in_use(dir);
     let mut report = BufferReport { dir: dir.display().to_string(), acked_floor, in_use, ..BufferReport::default() };
     for path in fs.list(dir, ".wal")? {
         let mut data = Vec::new();

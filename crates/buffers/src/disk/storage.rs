@@ -39,17 +39,6 @@ pub trait Storage: Send + Sync {
     fn write_atomic(&self, path: &Path, data: &[u8]) -> std::io::Result<()>;
 }
 
-/// The file in a buffer directory whose `flock` says which process uses it.
-pub const LOCK_FILE: &str = "lock";
-
-/// Whether a process holds `dir`'s lock now (checked without taking it for long or writing).
-pub fn in_use(dir: &Path) -> bool {
-    match File::open(dir.join(LOCK_FILE)) {
-        Ok(file) => matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}
-
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Fs;
@@ -78,27 +67,7 @@ impl Storage for Fs {
     }
 
     fn lock(&self, dir: &Path) -> std::io::Result<DirLock> {
-        let path = dir.join(LOCK_FILE);
-        let mut file =
-            OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(&path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    format!("{} is in use by another process{holder}", dir.display()),
-                ));
-            }
-            Err(std::fs::TryLockError::Error(err)) => return Err(err),
-        }
-        // Who holds it, for the message above (advisory: the lock itself is the flock).
-        file.set_len(0)?;
-        file.write_all(std::process::id().to_string().as_bytes())?;
-        Ok(Box::new(file))
+        Ok(Box::new(crate::dir_lock::lock_dir(dir)?))
     }
 
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn AppendFile>> {

@@ -29,7 +29,7 @@ use sluice_file_tail::multiline::{Aggregator, Message, Mode, Rules};
 use sluice_file_tail::tail::{self, Acks, FileRef, ReadOptions, Reader, Registration};
 use vrl::value::Value;
 
-use super::tailing::{BuildEvents, Lines, Outbox, forward, settle_or};
+use super::tailing::{BuildEvents, Lines, Outbox, forward};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,16 +175,16 @@ fn default_cooldown_ms() -> u64 {
 fn default_max_line_bytes() -> usize {
     102_400
 }
-fn default_max_read_bytes() -> usize {
+pub(crate) fn default_max_read_bytes() -> usize {
     2048
 }
-fn default_rotate_wait() -> u64 {
+pub(crate) fn default_rotate_wait() -> u64 {
     u64::MAX / 2
 }
 fn default_delimiter() -> String {
     "\n".to_owned()
 }
-fn default_lines() -> usize {
+pub(crate) fn default_lines() -> usize {
     1
 }
 
@@ -411,16 +411,6 @@ struct FileReader {
     open: HashMap<u64, (PathBuf, Aggregator)>,
 }
 
-impl FileReader {
-    fn emit(&mut self, file: FileRef<'_>, messages: Vec<Message>, end: u64, acks: &mut Acks<'_>) {
-        let made = !messages.is_empty();
-        if made {
-            self.outbox.push_lines(file.path, messages, acks.finalizer(file.id, end));
-        }
-        settle_or(acks, file.id, end, made);
-    }
-}
-
 /// The `file` source's events, built in its task: `message`, `file`, `host`, `source_type`,
 /// `timestamp`, and `offset` when asked for.
 struct FileEvents {
@@ -488,20 +478,26 @@ impl Reader for FileReader {
                         Piece::Oversized { start, .. } => *start,
                         Piece::Line { start, .. } => *start,
                     };
-                    self.emit(file, std::mem::take(&mut messages), held.unwrap_or(start), acks);
+                    self.outbox.hand_over(
+                        file.id,
+                        file.path,
+                        (std::mem::take(&mut messages), Vec::new()),
+                        held.unwrap_or(start),
+                        acks,
+                    );
                     let finalizer = acks.finalizer(file.id, held.unwrap_or(oversized.end()));
                     self.outbox.oversized(file.path, &oversized, finalizer);
                 }
             }
         }
         let held = self.held(file.id);
-        self.emit(file, messages, held.unwrap_or(end), acks);
+        self.outbox.hand_over(file.id, file.path, (messages, Vec::new()), held.unwrap_or(end), acks);
     }
 
     fn file_done(&mut self, file: FileRef<'_>, acks: &mut Acks<'_>) {
         if let Some(message) = self.open.remove(&file.id).and_then(|(_, mut agg)| agg.take()) {
             let end = message.end;
-            self.emit(file, vec![message], end, acks);
+            self.outbox.hand_over(file.id, file.path, (vec![message], Vec::new()), end, acks);
         }
         self.outbox.flush();
     }
@@ -515,8 +511,7 @@ impl Reader for FileReader {
                 .collect();
             for (id, path, message) in expired {
                 let end = message.end;
-                let fingerprint = sluice_file_tail::fingerprint::Fingerprint::Checksum(0);
-                self.emit(FileRef { id, path: &path, fingerprint }, vec![message], end, acks);
+                self.outbox.hand_over(id, &path, (vec![message], Vec::new()), end, acks);
             }
         }
         self.outbox.flush();

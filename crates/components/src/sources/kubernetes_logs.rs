@@ -33,7 +33,7 @@ use sluice_file_tail::tail::{self, Acks, FileRef, ReadOptions, Reader, Registrat
 use vrl::value::{KeyString, ObjectMap, Value};
 
 use super::file::{ReadFrom, vector_import};
-use super::tailing::{BuildEvents, Lines, Meta, Outbox, forward, settle_or};
+use super::tailing::{BuildEvents, Lines, Meta, Outbox, forward};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +51,7 @@ pub struct KubernetesLogsConfig {
     #[serde(default = "crate::default_true")]
     pub auto_partial_merge: bool,
     /// Default 2048 (each file's turn is at least 64 KiB).
-    #[serde(default = "default_max_read_bytes")]
+    #[serde(default = "super::file::default_max_read_bytes")]
     pub max_read_bytes: usize,
     /// Default 32768; longer lines go to the DLQ.
     #[serde(default = "default_max_line_bytes")]
@@ -60,7 +60,7 @@ pub struct KubernetesLogsConfig {
     #[serde(default = "default_cooldown")]
     pub glob_minimum_cooldown_ms: u64,
     /// Lines hashed to fingerprint a file. Default 1.
-    #[serde(default = "default_fingerprint_lines")]
+    #[serde(default = "super::file::default_lines")]
     pub fingerprint_lines: usize,
     /// Default true.
     #[serde(default = "crate::default_true")]
@@ -68,7 +68,7 @@ pub struct KubernetesLogsConfig {
     #[serde(default)]
     pub read_from: ReadFrom,
     pub ignore_older_secs: Option<u64>,
-    #[serde(default = "default_rotate_wait")]
+    #[serde(default = "super::file::default_rotate_wait")]
     pub rotate_wait_secs: u64,
     /// Where checkpoints live. Default the global `data_dir`.
     pub data_dir: Option<PathBuf>,
@@ -176,20 +176,11 @@ fn default_include() -> Vec<String> {
 fn default_exclude() -> Vec<String> {
     vec!["**/*.gz".into(), "**/*.tmp".into()]
 }
-fn default_max_read_bytes() -> usize {
-    2048
-}
 fn default_max_line_bytes() -> usize {
     32_768
 }
 fn default_cooldown() -> u64 {
     60_000
-}
-fn default_fingerprint_lines() -> usize {
-    1
-}
-fn default_rotate_wait() -> u64 {
-    u64::MAX / 2
 }
 
 impl KubernetesLogsConfig {
@@ -396,12 +387,7 @@ impl KubeReader {
         end: u64,
         acks: &mut Acks<'_>,
     ) {
-        let (messages, meta) = std::mem::take(gathered);
-        let made = !messages.is_empty();
-        if made {
-            self.outbox.push_parsed(file.path, messages, meta, acks.finalizer(file.id, end));
-        }
-        settle_or(acks, file.id, end, made);
+        self.outbox.hand_over(file.id, file.path, std::mem::take(gathered), end, acks);
     }
 }
 

@@ -81,19 +81,25 @@ impl Outbox {
         (Self { tx, lines: Vec::new(), pending_lines: 0, source_id }, rx)
     }
 
-    /// Adds the messages of one file, to become events in the source's task.
-    pub fn push_lines(&mut self, path: &Path, messages: Vec<Message>, finalizer: EventFinalizer) {
-        self.push_parsed(path, messages, Vec::new(), finalizer);
-    }
-
-    /// [`Outbox::push_lines`] with what the reader parsed of each message.
-    pub fn push_parsed(&mut self, path: &Path, messages: Vec<Message>, meta: Vec<Meta>, finalizer: EventFinalizer) {
+    /// Hands over the messages of file `file` (with what the reader parsed of each, or
+    /// nothing), to become events in the source's task: the file's position may pass `end`
+    /// once they are acknowledged. With no message (everything held by an open multiline
+    /// message or partial line) the position just moves to `end`.
+    pub fn hand_over(
+        &mut self,
+        file: u64,
+        path: &Path,
+        (messages, meta): (Vec<Message>, Vec<Meta>),
+        end: u64,
+        acks: &mut Acks<'_>,
+    ) {
         if messages.is_empty() {
-            finalizer.release_unused();
+            acks.settle(file, end);
             return;
         }
         self.pending_lines += messages.len();
         let path = Bytes::from(path.to_string_lossy().into_owned());
+        let finalizer = acks.finalizer(file, end);
         self.lines.push(Lines { path, messages, meta, finalizer });
         if self.pending_lines >= CHUNK {
             self.flush();
@@ -169,13 +175,6 @@ impl Outbox {
                 "Lines not handed on because the source is stopping; their position stays before them and they are read again after a restart."
             );
         }
-    }
-}
-
-/// Settles the lines of a call that made no event (everything held by a multiline message).
-pub fn settle_or(acks: &mut Acks<'_>, file: u64, end: u64, made: bool) {
-    if !made {
-        acks.settle(file, end);
     }
 }
 
