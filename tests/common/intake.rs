@@ -26,6 +26,22 @@ impl Intake {
 
     /// Like [`Intake::start`], on a given port (0: any).
     pub fn on_port(port: u16, rule: impl Fn(&str, &str, usize) -> u16 + Send + Sync + 'static) -> Self {
+        Self::listen(port, None, rule)
+    }
+
+    /// Like [`Intake::start`], speaking HTTPS with `tls`.
+    pub fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        rule: impl Fn(&str, &str, usize) -> u16 + Send + Sync + 'static,
+    ) -> Self {
+        Self::listen(0, Some(tls), rule)
+    }
+
+    fn listen(
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        rule: impl Fn(&str, &str, usize) -> u16 + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -39,8 +55,14 @@ impl Intake {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (a, r, rule) = (a.clone(), r.clone(), rule.clone());
-                std::thread::spawn(move || serve(stream, &a, &r, &*rule));
+                let (a, r, rule, tls) = (a.clone(), r.clone(), rule.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &a, &r, &*rule),
+                    Some(tls) => {
+                        let Ok(conn) = rustls::ServerConnection::new(tls) else { return };
+                        serve(rustls::StreamOwned::new(conn, stream), &a, &r, &*rule);
+                    }
+                });
             }
         });
         Self { port, accepted, requests, stop }
@@ -61,7 +83,7 @@ impl Drop for Intake {
     }
 }
 
-fn serve(stream: std::net::TcpStream, accepted: &Mutex<Vec<String>>, requests: &AtomicUsize, rule: &Rule) {
+fn serve(stream: impl Read + Write, accepted: &Mutex<Vec<String>>, requests: &AtomicUsize, rule: &Rule) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();

@@ -4,6 +4,10 @@
 //! `retry_strategy` names (default: 408, 429, 5xx except 501) are retried within the retry
 //! budget, honouring `Retry-After`; other statuses are permanent: the batch is split until the
 //! rejected events are alone, and those go to the dead-letter queue with the status.
+//!
+//! `https://` URIs use the `tls` block (system roots plus `ca_file`); a failed handshake is
+//! retriable and counted with `error_type="tls"`, its reason (unknown CA, expired, name
+//! mismatch) logged.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,11 +16,10 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
+use sluice_net::TlsConfig;
+use sluice_net::http::HttpClient;
 
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
@@ -28,7 +31,7 @@ use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
-    /// Required: `http://host:port/path`.
+    /// Required: `http://` or `https://host:port/path`.
     pub uri: String,
     /// Default `post`.
     #[serde(default)]
@@ -54,6 +57,8 @@ pub struct HttpSinkConfig {
     #[serde(default)]
     pub retry_strategy: RetryStrategy,
     pub auth: Option<HttpAuth>,
+    /// TLS for `https://` URIs. Default: the system's roots, full verification.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -90,9 +95,8 @@ impl HttpSinkConfig {
     fn parsed_uri(&self) -> Result<http::Uri, ConfigIssue> {
         let uri: http::Uri = self.uri.parse().map_err(|e| ConfigIssue::new("uri", format!("not a valid URI: {e}")))?;
         match uri.scheme_str() {
-            Some("http") => Ok(uri),
-            Some("https") => Err(ConfigIssue::new("uri", "https is not supported yet; use http or a local TLS proxy")),
-            _ => Err(ConfigIssue::new("uri", "must start with http://")),
+            Some("http" | "https") => Ok(uri),
+            _ => Err(ConfigIssue::new("uri", "must start with http:// or https://")),
         }
     }
 
@@ -159,6 +163,9 @@ impl SinkConfig for HttpSinkConfig {
         let mut issues = self.encoding.check();
         issues.extend(self.framing().err());
         issues.extend(self.parsed_uri().err());
+        if let Some(tls) = &self.tls {
+            issues.extend(tls.check("tls", false));
+        }
         issues.extend(self.headers().err());
         issues.extend(self.templated_headers().err());
         if self.batch.max_events == Some(0) {
@@ -188,12 +195,14 @@ impl SinkConfig for HttpSinkConfig {
             HttpSinkMethod::Options => http::Method::OPTIONS,
             HttpSinkMethod::Trace => http::Method::TRACE,
         };
-        Ok(Box::new(HttpSink { config: self.clone(), uri, method, headers, templated, framing, cx }))
+        let client = HttpClient::new(self.tls.as_ref()).map_err(|e| BuildError(format!("tls.{e}")))?;
+        Ok(Box::new(HttpSink { config: self.clone(), client, uri, method, headers, templated, framing, cx }))
     }
 }
 
 struct HttpSink {
     config: HttpSinkConfig,
+    client: HttpClient,
     uri: http::Uri,
     method: http::Method,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -205,10 +214,10 @@ struct HttpSink {
 impl Sink for HttpSink {
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let HttpSink { config, uri, method, headers, templated, framing, cx } = *self;
+            let HttpSink { config, client, uri, method, headers, templated, framing, cx } = *self;
             let settings = DriverSettings::new(&config.batch, &config.request, (None, DEFAULT_BATCH_BYTES, 1.0));
             let service = HttpService {
-                client: Client::builder(TokioExecutor::new()).build_http(),
+                client,
                 encoder: config.encoding.build(),
                 uri,
                 method,
@@ -227,7 +236,7 @@ impl Sink for HttpSink {
 }
 
 struct HttpService {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     encoder: Encoder,
     uri: http::Uri,
     method: http::Method,
@@ -279,7 +288,7 @@ impl HttpService {
         let message = format!("HTTP {status}: {snippet}");
         let code = status.as_u16();
         if self.strategy.retries_status(code) {
-            CallResult::Retriable { status: Some(code), message, retry_after }
+            CallResult::Retriable { status: Some(code), message, retry_after, error_type: "http_status" }
         } else {
             CallResult::Permanent { status: Some(code), message }
         }
@@ -333,17 +342,20 @@ impl Service for HttpService {
                     return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") };
                 }
             };
-            match self.client.request(request).await {
+            match self.client.send(request).await {
                 Ok(response) => {
                     let status = response.status();
                     let hint = retry_after(response.headers());
                     let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                     self.classify(status, hint, &body)
                 }
-                Err(err) if self.strategy.retries_transport() => {
-                    CallResult::Retriable { status: None, message: format!("request failed: {err}"), retry_after: None }
-                }
-                Err(err) => CallResult::Permanent { status: None, message: format!("request failed: {err}") },
+                Err(err) if self.strategy.retries_transport() => CallResult::Retriable {
+                    status: None,
+                    message: err.to_string(),
+                    retry_after: None,
+                    error_type: err.error_type(),
+                },
+                Err(err) => CallResult::Permanent { status: None, message: err.to_string() },
             }
         })
     }

@@ -22,15 +22,19 @@ use sluice_core::ack::{BatchNotifier, EventFinalizer, Outcome};
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask};
 use sluice_core::event::resolve_all;
 use sluice_core::ledger::ComponentLedger;
+use sluice_net::TlsConfig;
+use sluice_net::server::{Acceptor, TlsIncoming};
 use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
 
-use super::{EventBuilder, count_rejected, forwarder};
+use super::{EventBuilder, count_rejected, forwarder, handshake_failed};
 use crate::codecs::decoding::{FrameStats, Framer};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +75,9 @@ pub struct HttpServerConfig {
     pub ack_timeout_secs: f64,
     /// Accepted for compatibility.
     pub keepalive: Option<Keepalive>,
+    /// TLS (`enabled = true` with `crt_file` and `key_file`); `verify_certificate = true`
+    /// requires client certificates issued by `ca_file` (mutual TLS). Default: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +146,9 @@ impl SourceConfig for HttpServerConfig {
         if !(self.ack_timeout_secs.is_finite() && self.ack_timeout_secs > 0.0) {
             issues.push(ConfigIssue::new("ack_timeout_secs", "must be a positive number of seconds"));
         }
+        if let Some(tls) = self.tls.as_ref().filter(|t| t.is_enabled()) {
+            issues.extend(tls.check("tls", true));
+        }
         issues
     }
 
@@ -160,6 +170,10 @@ impl SourceConfig for HttpServerConfig {
             HttpMethod::Patch => Method::PATCH,
             HttpMethod::Delete => Method::DELETE,
         };
+        let tls = match self.tls.as_ref().filter(|t| t.is_enabled()) {
+            Some(tls) => Some(tls.server_config().map_err(|e| BuildError(format!("tls.{e}")))?),
+            None => None,
+        };
         let config = self.clone();
         let SourceContext { out, mut shutdown, acknowledgements, .. } = cx;
         Ok(Box::pin(async move {
@@ -173,22 +187,73 @@ impl SourceConfig for HttpServerConfig {
                 builder,
                 acknowledgements,
                 tx,
-                ledger,
+                ledger: ledger.clone(),
             });
             let app =
                 axum::Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(shared);
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
                 tracing::error!(error = %e, "Cannot register the listener.");
             })?;
-            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await;
+            let stop = async move { shutdown.wait().await };
+            let served = match tls {
+                None => {
+                    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                Some(tls) => {
+                    let acceptor = Acceptor::new(tls, TLS_HANDSHAKE_TIMEOUT);
+                    let on_failure = handshake_failed(ledger);
+                    let incoming = TlsIncoming::new(listener, acceptor, on_failure).map_err(|e| {
+                        tracing::error!(error = %e, "Cannot register the listener.");
+                    })?;
+                    axum::serve(TlsListener(incoming), app.into_make_service_with_connect_info::<Peer>())
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+            };
             if let Err(err) = &served {
                 tracing::error!(error = %err, "HTTP server failed.");
             }
             let _ = forward.await;
             served.map_err(|_| ())
         }))
+    }
+}
+
+/// The client's address, for plain and TLS listeners alike.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Connections whose TLS handshake completed, as axum's listener.
+struct TlsListener(TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = sluice_net::server::TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.next().await {
+            Some(accepted) => accepted,
+            // The accept task ended (the listener failed): serve what is open, accept no more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
     }
 }
 
@@ -281,7 +346,7 @@ fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> 
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

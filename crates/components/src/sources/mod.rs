@@ -122,3 +122,20 @@ pub(crate) fn forwarder(
     });
     (tx, ledger, task)
 }
+
+/// Counts and logs a failed TLS handshake (`error_type="tls"`); the client is not answered.
+pub(crate) fn handshake_failed(ledger: Arc<ComponentLedger>) -> sluice_net::server::OnFailure {
+    let log = Arc::new(sluice_core::log_limit::LogLimit::default());
+    Arc::new(move |peer, reason| {
+        ledger.error("tls", "receiving");
+        if let Some(folded) = log.admit() {
+            tracing::warn!(
+                component_id = ledger.id(),
+                peer = %peer,
+                reason,
+                similar_since_last_line = folded,
+                "TLS handshake failed; connection closed."
+            );
+        }
+    })
+}

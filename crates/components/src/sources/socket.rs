@@ -1,6 +1,7 @@
 //! `socket`: lines over TCP, datagrams over UDP. Does not acknowledge: TCP and UDP have no way
 //! to tell a sender that its data is safe, so data read from the kernel is at the pipeline's
-//! mercy (as in Vector). Peer address goes to `host_key`, peer port to `port_key`.
+//! mercy (as in Vector). Peer address goes to `host_key`, peer port to `port_key`. TCP may be
+//! TLS (`tls.enabled`), with client certificates required by `tls.verify_certificate`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,11 +12,13 @@ use sluice_core::ack::EventFinalizer;
 use sluice_core::component::{BuildError, SourceConfig, SourceContext, SourceTask};
 use sluice_core::ledger::ComponentLedger;
 use sluice_core::shutdown::ShutdownSignal;
-use tokio::io::AsyncReadExt;
+use sluice_net::TlsConfig;
+use sluice_net::server::Acceptor;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Semaphore, mpsc};
 use vrl::value::{KeyString, Value};
 
-use super::{EventBuilder, count_rejected, forwarder};
+use super::{EventBuilder, count_rejected, forwarder, handshake_failed};
 use crate::codecs::decoding::{FrameStats, Framer, FramingMethod};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
@@ -43,6 +46,11 @@ pub struct SocketConfig {
     pub decoding: DecodingConfig,
     #[serde(default)]
     pub framing: FramingConfig,
+    /// TCP: TLS. Default: plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// TCP with TLS: seconds a client has to complete the handshake. Default 60.
+    #[serde(default = "default_handshake_timeout")]
+    pub tls_handshake_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -61,10 +69,23 @@ fn default_port_key() -> String {
 fn default_shutdown_timeout() -> u64 {
     30
 }
+fn default_handshake_timeout() -> u64 {
+    60
+}
 
 impl SourceConfig for SocketConfig {
     fn can_acknowledge(&self) -> bool {
         false
+    }
+
+    fn check(&self, _globals: &sluice_core::component::GlobalOptions) -> Vec<sluice_core::component::ConfigIssue> {
+        match self.tls.as_ref().filter(|t| t.is_enabled()) {
+            Some(_) if self.mode == SocketMode::Udp => {
+                vec![sluice_core::component::ConfigIssue::new("tls", "TLS needs `mode = \"tcp\"`")]
+            }
+            Some(tls) => tls.check("tls", true),
+            None => Vec::new(),
+        }
     }
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
@@ -82,9 +103,17 @@ impl SourceConfig for SocketConfig {
                 let listener = std::net::TcpListener::bind(self.address).map_err(bind)?;
                 listener.set_nonblocking(true).map_err(bind)?;
                 let limit = self.connection_limit.map(|n| Arc::new(Semaphore::new(n as usize)));
+                let tls = match self.tls.as_ref().filter(|t| t.is_enabled()) {
+                    Some(tls) => {
+                        let config = tls.server_config().map_err(|e| BuildError(format!("tls.{e}")))?;
+                        let timeout = std::time::Duration::from_secs(self.tls_handshake_timeout_secs);
+                        Some(Acceptor::new(config, timeout))
+                    }
+                    None => None,
+                };
                 let conn = Conn { framer, builder, port_key };
                 let timeout = std::time::Duration::from_secs(self.shutdown_timeout_secs);
-                Ok(Box::pin(run_tcp(listener, conn, limit, timeout, out, shutdown)))
+                Ok(Box::pin(run_tcp(listener, tls, conn, limit, timeout, out, shutdown)))
             }
             SocketMode::Udp => {
                 let socket = std::net::UdpSocket::bind(self.address).map_err(bind)?;
@@ -118,6 +147,7 @@ impl Conn {
 
 async fn run_tcp(
     listener: std::net::TcpListener,
+    tls: Option<Acceptor>,
     conn: Conn,
     limit: Option<Arc<Semaphore>>,
     shutdown_timeout: std::time::Duration,
@@ -129,6 +159,7 @@ async fn run_tcp(
         tracing::error!(error = %e, "Cannot register the listener.");
     })?;
     let (tx, ledger, forward) = forwarder(out);
+    let on_failure = handshake_failed(ledger.clone());
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let permit = match &limit {
@@ -152,9 +183,16 @@ async fn run_tcp(
             },
         };
         let (conn, tx, ledger) = (conn.clone(), tx.clone(), ledger.clone());
+        let (tls, on_failure) = (tls.clone(), on_failure.clone());
         connections.spawn(async move {
             let _permit = permit;
-            read_stream(stream, peer, conn, tx, ledger).await;
+            match tls {
+                None => read_stream(stream, peer, conn, tx, ledger).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => read_stream(stream, peer, conn, tx, ledger).await,
+                    Err(reason) => on_failure(peer, &reason),
+                },
+            }
         });
     }
     drop(tx);
@@ -172,7 +210,7 @@ async fn run_tcp(
 }
 
 async fn read_stream(
-    mut stream: tokio::net::TcpStream,
+    mut stream: impl AsyncRead + Unpin,
     peer: SocketAddr,
     conn: Conn,
     tx: mpsc::Sender<sluice_core::Chunk>,

@@ -8,7 +8,10 @@
 //! - bounded retries of retriable failures ([`retry::RetryPolicy`]);
 //! - poison isolation: a batch of N > 1 events that fails permanently is split in two and each
 //!   half sent again, recursively, so only the events that cause the failure reach the
-//!   dead-letter queue (about k·log2(N) extra requests for k poison events);
+//!   dead-letter queue (about k·log2(N) extra requests for k poison events); an error about
+//!   the destination itself ([`CallResult::DestinationError`]: a missing bucket, denied
+//!   access) is not split: the batch is dead-lettered in one step;
+//! - every failed attempt is counted in `component_errors_total` under its `error_type`;
 //! - settlement: delivered events resolve as `Delivered`; undeliverable ones go to the sink's
 //!   dead-letter queue with their error, which resolves them.
 //!
@@ -148,9 +151,20 @@ pub enum CallResult {
         status: Option<u16>,
         message: String,
         retry_after: Option<Duration>,
+        /// The `error_type` the failed attempt is counted under (`http_status`, `tls`,
+        /// `connection_failed`, `request_failed`, `timeout`...).
+        error_type: &'static str,
     },
-    /// Never retried; split, then dead-lettered (other 4xx, 413).
+    /// Never retried; split, then dead-lettered (other 4xx, 413): an error that can come
+    /// from the events, so splitting finds the ones that cause it.
     Permanent {
+        status: Option<u16>,
+        message: String,
+    },
+    /// Never retried, and about the destination itself, not the events (a missing bucket,
+    /// denied access, a bad key): no event of the batch can succeed, so the batch goes to the
+    /// dead-letter queue whole, in one step, without splitting.
+    DestinationError {
         status: Option<u16>,
         message: String,
     },
@@ -470,7 +484,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                 Err(_) => {
                     let message = format!("request timed out after {:?}", shared.settings.request_timeout);
                     if shared.service.retries_timeouts() {
-                        CallResult::Retriable { status: None, message, retry_after: None }
+                        CallResult::Retriable { status: None, message, retry_after: None, error_type: "timeout" }
                     } else {
                         CallResult::Permanent { status: None, message }
                     }
@@ -495,7 +509,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                     batch = rest;
                     match items.into_iter().find(|i| matches!(i, ItemResult::Retriable { .. })) {
                         Some(ItemResult::Retriable { status, message }) => {
-                            CallResult::Retriable { status, message, retry_after: None }
+                            CallResult::Retriable { status, message, retry_after: None, error_type: "item_failed" }
                         }
                         _ => return,
                     }
@@ -504,6 +518,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                     status: None,
                     message: format!("the response has {} item results for {} events", items.len(), batch.events.len()),
                     retry_after: None,
+                    error_type: "invalid_response",
                 },
                 other => other,
             };
@@ -512,7 +527,8 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                     settle_delivered(shared, batch.events);
                     return;
                 }
-                CallResult::Retriable { status, message, retry_after } => {
+                CallResult::Retriable { status, message, retry_after, error_type } => {
+                    shared.cx.ledger.error(error_type, "sending");
                     retries += 1;
                     let next = shared.settings.retry.next_wait(retries, started.elapsed(), retry_after);
                     let fits_drain = |wait: Duration| {
@@ -564,6 +580,12 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                 }
                 CallResult::PerItem(_) => {
                     unreachable_per_item(shared, batch).await;
+                    return;
+                }
+                CallResult::DestinationError { status, message } => {
+                    shared.cx.ledger.error("destination_error", "sending");
+                    let failure = failure(DeadLetterReason::Permanent, status, message, retries + 1);
+                    shared.cx.dead_letter.submit(batch.events, failure).await;
                     return;
                 }
                 CallResult::Permanent { status, message } => {

@@ -89,7 +89,12 @@ impl Service for Flaky {
         let result = if n > self.ok_after {
             CallResult::Delivered
         } else {
-            CallResult::Retriable { status: Some(503), message: "unavailable".into(), retry_after: self.retry_after }
+            CallResult::Retriable {
+                status: Some(503),
+                message: "unavailable".into(),
+                retry_after: self.retry_after,
+                error_type: "http_status",
+            }
         };
         Box::pin(async move { result })
     }
@@ -295,5 +300,38 @@ async fn per_item_results_deliver_retry_and_dead_letter_each_event_by_itself() {
     let snapshot = h.ledger.snapshot();
     assert_eq!((snapshot.sent, snapshot.dead_lettered), (96, 4));
     assert!(snapshot.balanced);
+    assert_eq!(outcome.wait().await, Outcome::Stored);
+}
+
+/// Answers every request as a missing destination; counts requests.
+struct Gone {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Service for Gone {
+    fn encode(&self, _event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        buf.push(b'x');
+        Ok(())
+    }
+    fn call<'a>(&'a self, _key: &'a PartitionKey, _batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { CallResult::DestinationError { status: Some(404), message: "NoSuchBucket".into() } })
+    }
+}
+
+#[tokio::test]
+async fn a_destination_error_dead_letters_the_whole_batch_in_one_request() {
+    let mut h = harness();
+    let messages: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    let (notifier, mut outcome) = BatchNotifier::with_receiver();
+    let chunk = events(&messages, EventFinalizer::new(notifier));
+    let calls = Arc::new(AtomicUsize::new(0));
+    drive(Gone { calls: calls.clone() }, settings(1000), &mut h, chunk).await;
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "no splitting for an error about the destination");
+    let snapshot = h.ledger.snapshot();
+    assert_eq!(snapshot.dead_lettered, 1000);
+    assert!(snapshot.balanced);
+    let got = h.dlq.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert!(got.iter().all(|(_, f)| f.message.contains("NoSuchBucket") && f.reason == DeadLetterReason::Permanent));
     assert_eq!(outcome.wait().await, Outcome::Stored);
 }

@@ -1,0 +1,13 @@
+//! Transport shared by every component, so that no source or sink opens a socket or builds a
+//! client by itself:
+//! - [`tls`]: Vector's `tls` block as rustls configurations, for clients and servers;
+//! - [`http`]: the one HTTP client (connection pool, TLS, classified errors);
+//! - [`server`]: accepting TLS connections, handshakes off the accept loop.
+
+pub mod http;
+pub mod server;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
+pub mod tls;
+
+pub use tls::{TlsConfig, TlsError};
