@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod intake;
+pub mod moto;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -3,6 +3,7 @@
 use sluice_core::component::{ComponentSpec, parse_sink, parse_source, parse_transform};
 use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 
+use crate::sinks::aws::s3::S3SinkConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -93,6 +94,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Send events to named outputs by VRL conditions",
             parse: parse_transform::<RouteConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "aws_s3",
+            aliases: &[],
+            summary: "Batches of events as objects in an S3 bucket",
+            parse: parse_sink::<S3SinkConfig>,
         },
         ComponentSpec {
             kind: Sink,

@@ -2,8 +2,10 @@
 //! client by itself:
 //! - [`tls`]: Vector's `tls` block as rustls configurations, for clients and servers;
 //! - [`http`]: the one HTTP client (connection pool, TLS, classified errors);
-//! - [`server`]: accepting TLS connections, handshakes off the accept loop.
+//! - [`server`]: accepting TLS connections, handshakes off the accept loop;
+//! - [`aws`]: region, credentials in Vector's order, SigV4 signing.
 
+pub mod aws;
 pub mod http;
 pub mod server;
 #[cfg(feature = "test-pki")]

@@ -1,11 +1,13 @@
 //! Sinks, and what they share: settling a batch (resolving its finalizers with one outcome
 //! and counting the ledger).
 
+pub mod aws;
 pub mod blackhole;
 pub mod console;
 pub mod driver;
 pub mod file;
 pub mod http;
+pub mod object;
 pub mod prometheus_exporter;
 pub mod template;
 

@@ -1,0 +1,483 @@
+//! `aws_s3`: batches of events as objects in an S3 bucket (AWS, or any S3-compatible store
+//! through `endpoint`), on the shared sink driver and the object path (`sinks/object.rs`).
+//!
+//! - One object per batch and per rendered `key_prefix`. An event is delivered only once S3
+//!   has answered 2xx for the object that holds it.
+//! - Requests are built here, signed by the AWS layer (`sluice_net::aws`), and sent on the
+//!   shared HTTP client (TLS, `tls` block).
+//! - Errors, from S3's XML error code: 5xx, `SlowDown`, throttling, `RequestTimeout`, an
+//!   expired token, connection resets and responses cut short are retriable;
+//!   `EntityTooLarge` is permanent for the events (the batch is split); every other 4xx
+//!   (`NoSuchBucket`, `AccessDenied`, `InvalidAccessKeyId`, ...) is about the destination
+//!   and dead-letters the batch in one step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
+use sluice_net::TlsConfig;
+use sluice_net::aws::{AwsAuth, AwsClient};
+use sluice_net::http::HttpClient;
+
+use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
+use crate::sinks::driver::{
+    self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
+};
+use crate::sinks::object::{ObjectCompression, ObjectNaming, object_body};
+
+/// Vector's `aws_s3` defaults: 10 MB batches, sent after 300 s at the latest.
+const DEFAULT_BATCH_BYTES: usize = 10_000_000;
+const DEFAULT_BATCH_TIMEOUT_SECS: f64 = 300.0;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkConfig {
+    /// Required: the bucket's name.
+    pub bucket: String,
+    /// The bucket's region. Default: `AWS_REGION`, then the profile's; `us-east-1` with an
+    /// `endpoint`.
+    pub region: Option<String>,
+    /// Another S3 endpoint (`http://127.0.0.1:9000`). Default `https://s3.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// Object key prefix, a template (`{{ field }}`, strftime). Default `date=%F/`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// strftime format of the time in object names. Default `%s`.
+    #[serde(default = "default_time_format")]
+    pub filename_time_format: String,
+    /// Append a UUID to object names. Default true.
+    #[serde(default = "crate::default_true")]
+    pub filename_append_uuid: bool,
+    /// Default: `log`, `log.gz` or `log.zst` by compression.
+    pub filename_extension: Option<String>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: ObjectCompression,
+    /// Required.
+    pub encoding: EncodingConfig,
+    /// Default: newline-delimited.
+    pub framing: Option<SinkFraming>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub request: RequestConfig,
+    /// Which statuses without a known S3 error code are retried. Default `{ type = "default" }`.
+    #[serde(default)]
+    pub retry_strategy: RetryStrategy,
+    #[serde(default)]
+    pub auth: AwsAuth,
+    pub tls: Option<TlsConfig>,
+    /// Path-style requests (`endpoint/bucket/key`). Default true; false uses virtual hosts.
+    #[serde(default = "crate::default_true")]
+    pub force_path_style: bool,
+    /// `Content-Type` of objects. Default `text/x-log`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding` of objects. Default: from `compression`.
+    pub content_encoding: Option<String>,
+    /// Canned ACL (`private`, `bucket-owner-full-control`, ...). Default: the bucket's.
+    pub acl: Option<String>,
+    pub grant_full_control: Option<String>,
+    pub grant_read: Option<String>,
+    pub grant_read_acp: Option<String>,
+    pub grant_write_acp: Option<String>,
+    /// `STANDARD`, `STANDARD_IA`, `GLACIER`... Default: the bucket's (`STANDARD`).
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`.
+    pub server_side_encryption: Option<String>,
+    /// KMS key for `server_side_encryption = "aws:kms"`.
+    pub ssekms_key_id: Option<String>,
+    /// Tags set on every object.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+fn default_key_prefix() -> String {
+    "date=%F/".into()
+}
+fn default_time_format() -> String {
+    "%s".into()
+}
+
+const STORAGE_CLASSES: [&str; 9] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "INTELLIGENT_TIERING",
+    "STANDARD_IA",
+    "EXPRESS_ONEZONE",
+    "ONEZONE_IA",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+];
+const ACLS: [&str; 8] = [
+    "private",
+    "public-read",
+    "public-read-write",
+    "aws-exec-read",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+];
+
+impl S3SinkConfig {
+    fn naming(&self) -> Result<ObjectNaming, ConfigIssue> {
+        ObjectNaming::new(
+            &self.key_prefix,
+            &self.filename_time_format,
+            self.filename_append_uuid,
+            self.filename_extension.as_deref(),
+            self.compression,
+        )
+    }
+
+    fn delimiter(&self) -> Result<Option<u8>, ConfigIssue> {
+        self.framing.as_ref().map_or(Ok(Some(b'\n')), SinkFraming::delimiter)
+    }
+
+    fn endpoint(&self) -> Result<Option<http::Uri>, ConfigIssue> {
+        let Some(endpoint) = &self.endpoint else { return Ok(None) };
+        let uri: http::Uri =
+            endpoint.parse().map_err(|e| ConfigIssue::new("endpoint", format!("not a valid URI: {e}")))?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http" | "https"), Some(_)) => Ok(Some(uri)),
+            _ => Err(ConfigIssue::new("endpoint", "must be `http://host[:port]` or `https://host[:port]`")),
+        }
+    }
+
+    /// Headers every object gets.
+    fn object_headers(&self) -> Result<Vec<(&'static str, http::HeaderValue)>, ConfigIssue> {
+        let mut headers = Vec::new();
+        let mut add = |name: &'static str, field: &str, value: &str| -> Result<(), ConfigIssue> {
+            let value = http::HeaderValue::try_from(value).map_err(|e| ConfigIssue::new(field, e.to_string()))?;
+            headers.push((name, value));
+            Ok(())
+        };
+        add("content-type", "content_type", self.content_type.as_deref().unwrap_or("text/x-log"))?;
+        if let Some(encoding) = self.content_encoding.as_deref().or(self.compression.content_encoding()) {
+            add("content-encoding", "content_encoding", encoding)?;
+        }
+        if let Some(class) = &self.storage_class {
+            if !STORAGE_CLASSES.contains(&class.as_str()) {
+                return Err(ConfigIssue::new("storage_class", format!("one of {}", STORAGE_CLASSES.join(", "))));
+            }
+            add("x-amz-storage-class", "storage_class", class)?;
+        }
+        if let Some(sse) = &self.server_side_encryption {
+            if sse != "AES256" && sse != "aws:kms" {
+                return Err(ConfigIssue::new("server_side_encryption", "`AES256` or `aws:kms`"));
+            }
+            add("x-amz-server-side-encryption", "server_side_encryption", sse)?;
+        }
+        if let Some(key) = &self.ssekms_key_id {
+            if self.server_side_encryption.as_deref() != Some("aws:kms") {
+                return Err(ConfigIssue::new("ssekms_key_id", "needs `server_side_encryption = \"aws:kms\"`"));
+            }
+            add("x-amz-server-side-encryption-aws-kms-key-id", "ssekms_key_id", key)?;
+        }
+        if let Some(acl) = &self.acl {
+            if !ACLS.contains(&acl.as_str()) {
+                return Err(ConfigIssue::new("acl", format!("one of {}", ACLS.join(", "))));
+            }
+            add("x-amz-acl", "acl", acl)?;
+        }
+        for (name, field, value) in [
+            ("x-amz-grant-full-control", "grant_full_control", &self.grant_full_control),
+            ("x-amz-grant-read", "grant_read", &self.grant_read),
+            ("x-amz-grant-read-acp", "grant_read_acp", &self.grant_read_acp),
+            ("x-amz-grant-write-acp", "grant_write_acp", &self.grant_write_acp),
+        ] {
+            if let Some(value) = value {
+                add(name, field, value)?;
+            }
+        }
+        if let Some(tags) = self.tags.as_ref().filter(|t| !t.is_empty()) {
+            let encoded: Vec<String> =
+                tags.iter().map(|(k, v)| format!("{}={}", encode_query(k), encode_query(v))).collect();
+            add("x-amz-tagging", "tags", &encoded.join("&"))?;
+        }
+        Ok(headers)
+    }
+}
+
+impl SinkConfig for S3SinkConfig {
+    fn remote_batch_bytes(&self) -> Option<u64> {
+        Some(self.batch.max_bytes.unwrap_or(DEFAULT_BATCH_BYTES) as u64)
+    }
+
+    fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
+        let mut issues = self.encoding.check();
+        if self.bucket.is_empty() {
+            issues.push(ConfigIssue::new("bucket", "must not be empty"));
+        }
+        issues.extend(self.naming().err());
+        issues.extend(self.delimiter().err());
+        issues.extend(self.endpoint().err());
+        issues.extend(self.object_headers().err());
+        issues.extend(self.auth.check("auth"));
+        if let Some(tls) = &self.tls {
+            issues.extend(tls.check("tls", false));
+        }
+        if self.batch.max_events == Some(0) {
+            issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
+        }
+        issues
+    }
+
+    fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
+        let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
+        let naming = self.naming().map_err(issue)?;
+        let delimiter = self.delimiter().map_err(issue)?;
+        let endpoint = self.endpoint().map_err(issue)?;
+        let headers = self.object_headers().map_err(issue)?;
+        let http = HttpClient::new(self.tls.as_ref()).map_err(|e| BuildError(format!("tls.{e}")))?;
+        Ok(Box::new(S3Sink { config: self.clone(), naming, delimiter, endpoint, headers, http, cx }))
+    }
+}
+
+struct S3Sink {
+    config: S3SinkConfig,
+    naming: ObjectNaming,
+    delimiter: Option<u8>,
+    endpoint: Option<http::Uri>,
+    headers: Vec<(&'static str, http::HeaderValue)>,
+    http: HttpClient,
+    cx: SinkContext,
+}
+
+impl Sink for S3Sink {
+    fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
+        Box::pin(async move {
+            let S3Sink { config, naming, delimiter, endpoint, headers, http, cx } = *self;
+            let region = match sluice_net::aws::region(
+                config.region.as_deref(),
+                config.auth.profile.as_deref(),
+                endpoint.is_some(),
+            )
+            .await
+            {
+                Ok(region) => region,
+                Err(err) => {
+                    // Nothing can be signed: every batch waits out its retries, then the DLQ.
+                    tracing::error!(component_id = &*cx.id, error = %err, "Cannot send to S3.");
+                    "us-east-1".to_owned()
+                }
+            };
+            let base = match &endpoint {
+                Some(uri) => uri.to_string().trim_end_matches('/').to_owned(),
+                None => format!("https://s3.{region}.amazonaws.com"),
+            };
+            let client = AwsClient::new(http, &config.auth, region, "s3").await;
+            let service = Arc::new(S3Service {
+                client,
+                base,
+                bucket: config.bucket.clone(),
+                path_style: config.force_path_style,
+                naming,
+                delimiter,
+                compression: config.compression,
+                headers,
+                encoder: config.encoding.build(),
+                strategy: config.retry_strategy.clone(),
+            });
+            service.healthcheck(&cx.id).await;
+            let settings = DriverSettings::new(
+                &config.batch,
+                &config.request,
+                (None, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_TIMEOUT_SECS),
+            );
+            driver::run(SharedService(service), settings, cx, input).await;
+            Ok(())
+        })
+    }
+}
+
+struct S3Service {
+    client: AwsClient,
+    /// `scheme://host[:port]` of the endpoint.
+    base: String,
+    bucket: String,
+    path_style: bool,
+    naming: ObjectNaming,
+    delimiter: Option<u8>,
+    compression: ObjectCompression,
+    headers: Vec<(&'static str, http::HeaderValue)>,
+    encoder: Encoder,
+    strategy: RetryStrategy,
+}
+
+/// Characters escaped in object keys: all but unreserved ones and `/`.
+const KEY: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+/// Characters escaped in query values (tags).
+const QUERY: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn encode_query(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, QUERY).to_string()
+}
+
+/// S3's error document: `<Error><Code>…</Code><Message>…</Message></Error>`.
+#[derive(Debug, Default, Deserialize)]
+struct S3ErrorBody {
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+/// Error codes worth another try.
+const RETRIABLE_CODES: [&str; 11] = [
+    "SlowDown",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "OperationAborted",
+];
+
+impl S3Service {
+    /// The URL of `key` (path style, or virtual-hosted).
+    fn url(&self, key: &str) -> String {
+        let key = percent_encoding::utf8_percent_encode(key, KEY);
+        if self.path_style {
+            format!("{}/{}/{key}", self.base, self.bucket)
+        } else {
+            match self.base.split_once("://") {
+                Some((scheme, host)) => format!("{scheme}://{}.{host}/{key}", self.bucket),
+                None => format!("{}/{}/{key}", self.base, self.bucket),
+            }
+        }
+    }
+
+    /// HeadBucket at start: logs whether the bucket can be reached (credentials, existence,
+    /// access). Delivery does not wait for it.
+    async fn healthcheck(&self, id: &str) {
+        if let Err(err) = self.client.check_credentials().await {
+            tracing::error!(component_id = id, error = %err, "No AWS credentials; every batch will fail until some are found.");
+            return;
+        }
+        let url = if self.path_style { format!("{}/{}", self.base, self.bucket) } else { self.url("") };
+        let request = http::Request::head(url);
+        match self.client.send(request, Bytes::new(), true).await {
+            Ok(response) if response.status().is_success() => {
+                tracing::info!(component_id = id, bucket = self.bucket.as_str(), "Healthcheck passed.");
+            }
+            Ok(response) => tracing::error!(
+                component_id = id,
+                bucket = self.bucket.as_str(),
+                status = response.status().as_u16(),
+                "Healthcheck failed: the bucket cannot be reached (missing, or access denied)."
+            ),
+            Err(err) => tracing::error!(component_id = id, error = %err, "Healthcheck failed."),
+        }
+    }
+
+    /// Sorts a non-2xx answer by S3's error code.
+    fn classify(&self, status: http::StatusCode, body: &[u8]) -> CallResult {
+        let text = String::from_utf8_lossy(body);
+        let error: S3ErrorBody = quick_xml::de::from_str(&text).unwrap_or_default();
+        let code = error.code.as_deref().unwrap_or("");
+        let message = format!(
+            "S3 answered {status}{}{}",
+            if code.is_empty() { String::new() } else { format!(" {code}") },
+            error.message.map(|m| format!(": {m}")).unwrap_or_default()
+        );
+        let status_code = Some(status.as_u16());
+        if RETRIABLE_CODES.contains(&code) || status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
+            return CallResult::Retriable {
+                status: status_code,
+                message,
+                retry_after: None,
+                error_type: "http_status",
+            };
+        }
+        if code == "EntityTooLarge" || status == http::StatusCode::PAYLOAD_TOO_LARGE {
+            return CallResult::Permanent { status: status_code, message };
+        }
+        if code.is_empty() && self.strategy.retries_status(status.as_u16()) {
+            return CallResult::Retriable {
+                status: status_code,
+                message,
+                retry_after: None,
+                error_type: "http_status",
+            };
+        }
+        CallResult::DestinationError { status: status_code, message }
+    }
+
+    async fn put(&self, key: &PartitionKey, batch: &EncodedBatch) -> CallResult {
+        let object = match key.first() {
+            Some(prefix) => self.naming.key(prefix),
+            // A prefix without placeholders or strftime is the same for every event.
+            None => self.naming.key(&self.naming.prefix.static_prefix()),
+        };
+        let body = match compress(batch, self.delimiter, self.compression) {
+            Ok(body) => Bytes::from(body),
+            Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
+        };
+        let mut request = http::Request::put(self.url(&object));
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        request = request.header(http::header::CONTENT_LENGTH, body.len());
+        match self.client.send(request, body, true).await {
+            Ok(response) if response.status().is_success() => CallResult::Delivered,
+            Ok(response) => {
+                let status = response.status();
+                let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                self.classify(status, &body)
+            }
+            Err(err) => CallResult::Retriable {
+                status: None,
+                message: err.to_string(),
+                retry_after: None,
+                error_type: err.error_type(),
+            },
+        }
+    }
+}
+
+/// Builds an object's body; compression runs off the async workers when the runtime has
+/// other threads, so batches compress on every core.
+fn compress(batch: &EncodedBatch, delimiter: Option<u8>, compression: ObjectCompression) -> std::io::Result<Vec<u8>> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| object_body(batch, delimiter, compression))
+    } else {
+        object_body(batch, delimiter, compression)
+    }
+}
+
+/// The driver owns its service; S3's is shared with the healthcheck.
+struct SharedService(Arc<S3Service>);
+
+impl Service for SharedService {
+    fn encode(&self, event: &sluice_core::LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        self.0.encoder.encode(event, buf).map_err(|e| e.to_string())
+    }
+
+    fn partition(&self, event: &sluice_core::LogEvent) -> Result<PartitionKey, String> {
+        if !self.0.naming.prefix.is_dynamic() {
+            return Ok(PartitionKey::new());
+        }
+        self.0.naming.prefix.render(event).map(|prefix| vec![prefix]).map_err(|e| format!("key_prefix: {e}"))
+    }
+
+    fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        Box::pin(self.0.put(key, batch))
+    }
+
+    fn retries_timeouts(&self) -> bool {
+        self.0.strategy.retries_transport()
+    }
+}
