@@ -277,3 +277,115 @@ fn no_credentials_is_a_clear_error_at_start_not_a_stream_of_403s() {
     let message = dlq[0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("no AWS credentials"), "{message}");
 }
+
+/// The incident's pipeline, as written: 50 senders post batches of 100 LLM inference events
+/// to http_server → remap → aws_s3 (gzip, 1,000-event objects, a prefix per model), and S3
+/// answers 503 SlowDown to 1 PUT in 10 and has its answer cut mid-response on 1 in 25.
+#[test]
+fn the_incident_pipeline_delivers_every_event_through_slowdowns_and_cut_connections() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    const SENDERS: usize = 50;
+    const POSTS: usize = 220;
+    const PER_POST: usize = 100;
+    let moto = Moto::start();
+    moto.create_bucket("llm-logs");
+    let proxy = common::fault_proxy::FaultProxy::start(moto.port, 10, 25);
+    let case = Case::new();
+    let port = common::free_port();
+    let sink = s3_sink(
+        &moto,
+        "llm-logs",
+        "key_prefix = \"llm/{{ model }}/\"\nbatch.max_events = 1000\nbatch.timeout_secs = 2\nrequest.retry_initial_backoff_secs = 0.2\nrequest.retry_max_duration_secs = 1",
+    )
+    .replace(&moto.endpoint(), &format!("http://127.0.0.1:{}", proxy.port))
+    .replace("inputs = [\"in\"]", "inputs = [\"enrich\"]");
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+decoding.codec = "json"
+[transforms.enrich]
+type = "remap"
+inputs = ["intake"]
+source = '''
+.total_tokens = int!(.prompt_tokens) + int!(.completion_tokens)
+.is_high_latency = int!(.latency_ms) > 5000
+'''
+{sink}
+"#
+    ));
+    let api = common::enable_api(&config);
+    let child = case.spawn(&config);
+    common::wait_for_port(port, Duration::from_secs(30));
+
+    // Each post: its ids, when its answer came, and its status.
+    type Ack = (std::ops::Range<u64>, Instant, u16);
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::new(Mutex::new(Vec::new()));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let acks = acks.clone();
+            std::thread::spawn(move || {
+                for post in (sender..POSTS).step_by(SENDERS) {
+                    let from = post * PER_POST;
+                    let body: String = (from..from + PER_POST)
+                        .map(|i| {
+                            format!(
+                                "{{\"id\":{i},\"model\":\"m{}\",\"prompt_tokens\":{},\"completion_tokens\":{},\"latency_ms\":{}}}\n",
+                                i % 4,
+                                i % 700,
+                                i % 300,
+                                i * 37 % 9000
+                            )
+                        })
+                        .collect();
+                    let (status, _) = common::post(port, "/", body.as_bytes());
+                    let range = from as u64..(from + PER_POST) as u64;
+                    if let Ok(mut acks) = acks.lock() {
+                        acks.push((range, Instant::now(), status));
+                    }
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        let _ = sender.join();
+    }
+    let metrics = common::get(api, "/metrics");
+    common::files::stop(child);
+
+    let acks = acks.lock().map(|a| a.clone()).unwrap_or_default();
+    assert_eq!(acks.len(), POSTS);
+    let refused: Vec<u16> = acks.iter().map(|a| a.2).filter(|s| *s != 200).collect();
+    assert!(refused.is_empty(), "every sender got 2xx: {refused:?}");
+    // An acknowledgement only after S3 stored every event of the request.
+    let stored_at = proxy.counts.stored_at.lock().map(|s| s.clone()).unwrap_or_default();
+    for (range, acked, _) in &acks {
+        for id in range.clone() {
+            let stored = stored_at.get(&id).unwrap_or_else(|| panic!("id {id} acknowledged but never stored"));
+            assert!(stored <= acked, "id {id} acknowledged before S3 stored it");
+        }
+    }
+    let ids = ids_in(&moto, "llm-logs");
+    assert_eq!(ids.len(), POSTS * PER_POST, "every event in the bucket");
+    let duplicates: usize = ids.values().map(|n| n - 1).sum();
+    let cuts = proxy.counts.cuts.load(std::sync::atomic::Ordering::SeqCst);
+    let slowdowns = proxy.counts.slowdowns.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "PUTs {}, SlowDown {slowdowns}, cut {cuts}, duplicates {duplicates}",
+        proxy.counts.puts.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(slowdowns > 0 && cuts > 0, "the faults happened");
+    assert!(duplicates <= cuts * 1000, "duplicates only from objects whose answer was cut: {duplicates}");
+    let retried = common::sample(
+        &metrics,
+        r#"component_errors_total{component_id="s3",component_kind="sink",component_type="aws_s3",error_type="http_status",stage="sending"}"#,
+    );
+    assert!(retried.is_some_and(|n| n >= 1.0), "SlowDowns are visible in /metrics: {metrics}");
+    let ledger = case.ledger();
+    common::assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "s3")["dead_lettered"], 0);
+}

@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the real `sluice` binary.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod files;
 pub mod intake;
 pub mod moto;
