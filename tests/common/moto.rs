@@ -39,13 +39,23 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     }
     // moto does not check signatures, but it takes the caller's identity from this header
     // (anonymous callers may not read objects the sink wrote).
-    head.push_str("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n");
+    // The credential scope also tells moto which service a request is for: S3 unless said.
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("authorization")) {
+        head.push_str(&format!("Authorization: {}\r\n", authorization("s3")));
+    }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
     stream.write_all(body).unwrap_or_else(|e| panic!("write: {e}"));
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     parse_reply(&raw).unwrap_or_else(|| panic!("no HTTP answer from {port}: {}", String::from_utf8_lossy(&raw)))
+}
+
+/// An `Authorization` header moto accepts for `service` (it checks no signature).
+pub fn authorization(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
+    )
 }
 
 /// Parses a whole HTTP/1.1 response (Content-Length, chunked, or up to the close).
@@ -207,4 +217,56 @@ fn encode(text: &str) -> String {
 
 fn encode_key(key: &str) -> String {
     key.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+impl Moto {
+    /// One call of SQS's JSON protocol (`AmazonSQS.<action>`).
+    pub fn sqs(&self, action: &str, body: &serde_json::Value) -> serde_json::Value {
+        let target = format!("AmazonSQS.{action}");
+        let reply = request(
+            self.port,
+            "POST",
+            "/",
+            &[
+                ("Content-Type", "application/x-amz-json-1.0"),
+                ("X-Amz-Target", &target),
+                ("Authorization", &authorization("sqs")),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 200, "{action}: {}", reply.text());
+        serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{action}: {e}: {}", reply.text()))
+    }
+
+    /// Creates a queue and returns its URL; a name ending in `.fifo` makes a FIFO queue.
+    pub fn create_queue(&self, name: &str) -> String {
+        let mut body = serde_json::json!({ "QueueName": name });
+        if name.ends_with(".fifo") {
+            body["Attributes"] = serde_json::json!({ "FifoQueue": "true", "ContentBasedDeduplication": "true" });
+        }
+        let answer = self.sqs("CreateQueue", &body);
+        answer["QueueUrl"].as_str().unwrap_or_else(|| panic!("no QueueUrl in {answer}")).to_owned()
+    }
+
+    /// Every message in the queue, with its attributes and message attributes.
+    pub fn receive_all(&self, queue_url: &str) -> Vec<serde_json::Value> {
+        let mut messages = Vec::new();
+        loop {
+            let answer = self.sqs(
+                "ReceiveMessage",
+                &serde_json::json!({
+                    "QueueUrl": queue_url,
+                    "MaxNumberOfMessages": 10,
+                    "VisibilityTimeout": 600,
+                    "AttributeNames": ["All"],
+                    "MessageAttributeNames": ["All"],
+                }),
+            );
+            let batch = answer["Messages"].as_array().cloned().unwrap_or_default();
+            if batch.is_empty() {
+                return messages;
+            }
+            messages.extend(batch);
+        }
+    }
 }

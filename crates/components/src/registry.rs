@@ -4,6 +4,7 @@ use sluice_core::component::{ComponentSpec, parse_sink, parse_source, parse_tran
 use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 
 use crate::sinks::aws::s3::S3SinkConfig;
+use crate::sinks::aws::sqs::SqsSinkConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -101,6 +102,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Batches of events as objects in an S3 bucket",
             parse: parse_sink::<S3SinkConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "aws_sqs",
+            aliases: &[],
+            summary: "Events as messages in an SQS queue",
+            parse: parse_sink::<SqsSinkConfig>,
         },
         ComponentSpec {
             kind: Sink,

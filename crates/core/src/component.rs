@@ -214,6 +214,11 @@ pub trait SourceConfig: Send + Sync + Debug {
     fn warnings(&self) -> Vec<ConfigIssue> {
         Vec::new()
     }
+    /// Sources whose senders wait for acknowledgements: how long they wait before they are
+    /// told to send again. Used by `validate`.
+    fn ack_timeout_secs(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Everything a transform gets at build time.
@@ -327,6 +332,11 @@ pub trait SinkConfig: Send + Sync + Debug {
     /// Sinks that deliver to another system over the network: the most encoded bytes one
     /// batch holds. `None` for local sinks (files, the console). Used by `validate`.
     fn remote_batch_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// Sinks that batch: the longest a batch waits before it is sent (`batch.timeout_secs`
+    /// with the sink's default). Used by `validate`.
+    fn batch_timeout_secs(&self) -> Option<f64> {
         None
     }
 }

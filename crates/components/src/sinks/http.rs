@@ -155,6 +155,10 @@ enum Framing {
 const DEFAULT_BATCH_BYTES: usize = 10_000_000;
 
 impl SinkConfig for HttpSinkConfig {
+    fn batch_timeout_secs(&self) -> Option<f64> {
+        Some(self.batch.timeout_secs.unwrap_or(1.0))
+    }
+
     fn remote_batch_bytes(&self) -> Option<u64> {
         Some(self.batch.max_bytes.unwrap_or(DEFAULT_BATCH_BYTES) as u64)
     }

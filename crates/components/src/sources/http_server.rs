@@ -135,6 +135,10 @@ impl SourceConfig for HttpServerConfig {
         true
     }
 
+    fn ack_timeout_secs(&self) -> Option<f64> {
+        Some(self.ack_timeout_secs)
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if StatusCode::from_u16(self.response_code).is_err() {

@@ -204,6 +204,7 @@ pub(super) fn check(
     check_buffer_dirs(&raw, &globals, diagnostics);
     lint_drop_newest_in_fan_outs(&raw, &resolved, diagnostics);
     lint_remote_sinks(&raw, &resolved, diagnostics);
+    lint_batch_longer_than_ack_wait(&raw, &resolved, diagnostics);
 
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
@@ -343,6 +344,56 @@ fn lint_remote_sinks(raw: &[RawComponent], inputs: &[Vec<OutputRef>], diagnostic
                     ));
                 }
             }
+        }
+    }
+}
+
+/// A sink that holds a batch longer than an upstream source waits for its acknowledgement,
+/// with only memory between them: the sender times out (503) and sends again while the events
+/// still wait in the batch, so every batch is received twice or more.
+fn lint_batch_longer_than_ack_wait(raw: &[RawComponent], inputs: &[Vec<OutputRef>], diagnostics: &mut Vec<Diagnostic>) {
+    let index: BTreeMap<&str, usize> = raw.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+    for (c, ports) in raw.iter().zip(inputs).filter(|(c, _)| c.kind == ComponentKind::Sink) {
+        let Some(AnyConfig::Sink(config)) = &c.config else { continue };
+        let Some(batch_secs) = config.batch_timeout_secs() else { continue };
+        if c.buffer.disk_stage().is_some() {
+            continue;
+        }
+        // Every source upstream of this sink, through transforms.
+        let mut stack: Vec<usize> = ports.iter().filter_map(|p| index.get(p.component.as_str()).copied()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut shortest: Option<(f64, &str)> = None;
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            let upstream = &raw[i];
+            match (&upstream.config, upstream.kind) {
+                (Some(AnyConfig::Source(source)), _) if upstream.acknowledgements != Some(false) => {
+                    if let Some(ack) = source.ack_timeout_secs()
+                        && shortest.is_none_or(|(s, _)| ack < s)
+                    {
+                        shortest = Some((ack, upstream.id.as_str()));
+                    }
+                }
+                (_, ComponentKind::Transform) => {
+                    stack.extend(inputs[i].iter().filter_map(|p| index.get(p.component.as_str()).copied()));
+                }
+                _ => {}
+            }
+        }
+        if let Some((ack, source)) = shortest.filter(|(ack, _)| batch_secs > *ack) {
+            diagnostics.push(
+                Diagnostic::warning(format!(
+                    "a batch may wait {batch_secs} s here, longer than source `{source}` waits for its acknowledgement ({ack} s), with only memory in between: senders get 503 and send again while their events are still batching"
+                ))
+                .suggest(Some(format!(
+                    "add a disk buffer (`buffer.type = \"disk\"`: events are acknowledged once fsynced), or lower `batch.timeout_secs` below {ack}"
+                )))
+                .in_file(Some(c.file.clone()))
+                .component(c.kind, &c.id)
+                .field("batch.timeout_secs"),
+            );
         }
     }
 }

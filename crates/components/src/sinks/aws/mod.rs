@@ -2,3 +2,4 @@
 //! in `sluice_net::aws`; each sink here is its request and how it reads the answer.
 
 pub mod s3;
+pub mod sqs;

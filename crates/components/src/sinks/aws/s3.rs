@@ -204,6 +204,10 @@ impl S3SinkConfig {
 }
 
 impl SinkConfig for S3SinkConfig {
+    fn batch_timeout_secs(&self) -> Option<f64> {
+        Some(self.batch.timeout_secs.unwrap_or(DEFAULT_BATCH_TIMEOUT_SECS))
+    }
+
     fn remote_batch_bytes(&self) -> Option<u64> {
         Some(self.batch.max_bytes.unwrap_or(DEFAULT_BATCH_BYTES) as u64)
     }
@@ -381,39 +385,6 @@ impl S3Service {
         }
     }
 
-    /// Sorts a non-2xx answer by S3's error code.
-    fn classify(&self, status: http::StatusCode, body: &[u8]) -> CallResult {
-        let text = String::from_utf8_lossy(body);
-        let error: S3ErrorBody = quick_xml::de::from_str(&text).unwrap_or_default();
-        let code = error.code.as_deref().unwrap_or("");
-        let message = format!(
-            "S3 answered {status}{}{}",
-            if code.is_empty() { String::new() } else { format!(" {code}") },
-            error.message.map(|m| format!(": {m}")).unwrap_or_default()
-        );
-        let status_code = Some(status.as_u16());
-        if RETRIABLE_CODES.contains(&code) || status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
-            return CallResult::Retriable {
-                status: status_code,
-                message,
-                retry_after: None,
-                error_type: "http_status",
-            };
-        }
-        if code == "EntityTooLarge" || status == http::StatusCode::PAYLOAD_TOO_LARGE {
-            return CallResult::Permanent { status: status_code, message };
-        }
-        if code.is_empty() && self.strategy.retries_status(status.as_u16()) {
-            return CallResult::Retriable {
-                status: status_code,
-                message,
-                retry_after: None,
-                error_type: "http_status",
-            };
-        }
-        CallResult::DestinationError { status: status_code, message }
-    }
-
     async fn put(&self, key: &PartitionKey, batch: &EncodedBatch) -> CallResult {
         let object = match key.first() {
             Some(prefix) => self.naming.key(prefix),
@@ -434,7 +405,7 @@ impl S3Service {
             Ok(response) => {
                 let status = response.status();
                 let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                self.classify(status, &body)
+                classify(status, &body, &self.strategy)
             }
             Err(err) => CallResult::Retriable {
                 status: None,
@@ -444,6 +415,29 @@ impl S3Service {
             },
         }
     }
+}
+
+/// Sorts a non-2xx answer by S3's error code.
+fn classify(status: http::StatusCode, body: &[u8], strategy: &RetryStrategy) -> CallResult {
+    let text = String::from_utf8_lossy(body);
+    let error: S3ErrorBody = quick_xml::de::from_str(&text).unwrap_or_default();
+    let code = error.code.as_deref().unwrap_or("");
+    let message = format!(
+        "S3 answered {status}{}{}",
+        if code.is_empty() { String::new() } else { format!(" {code}") },
+        error.message.map(|m| format!(": {m}")).unwrap_or_default()
+    );
+    let status_code = Some(status.as_u16());
+    if RETRIABLE_CODES.contains(&code) || status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
+        return CallResult::Retriable { status: status_code, message, retry_after: None, error_type: "http_status" };
+    }
+    if code == "EntityTooLarge" || status == http::StatusCode::PAYLOAD_TOO_LARGE {
+        return CallResult::Permanent { status: status_code, message };
+    }
+    if code.is_empty() && strategy.retries_status(status.as_u16()) {
+        return CallResult::Retriable { status: status_code, message, retry_after: None, error_type: "http_status" };
+    }
+    CallResult::DestinationError { status: status_code, message }
 }
 
 /// Builds an object's body; compression runs off the async workers when the runtime has
@@ -479,5 +473,31 @@ impl Service for SharedService {
 
     fn retries_timeouts(&self) -> bool {
         self.0.strategy.retries_transport()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, code: &str) -> CallResult {
+        let body = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>");
+        classify(http::StatusCode::from_u16(status).unwrap_or_default(), body.as_bytes(), &RetryStrategy::default())
+    }
+
+    #[test]
+    fn s3_error_codes_decide_retry_split_or_dead_letter() {
+        assert!(matches!(answer(503, "SlowDown"), CallResult::Retriable { .. }));
+        assert!(matches!(answer(400, "RequestTimeout"), CallResult::Retriable { .. }), "a 400 worth retrying");
+        assert!(matches!(answer(400, "ExpiredToken"), CallResult::Retriable { .. }));
+        assert!(matches!(answer(500, "InternalError"), CallResult::Retriable { .. }));
+        assert!(matches!(answer(400, "EntityTooLarge"), CallResult::Permanent { .. }), "split");
+        for code in ["NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"] {
+            let status = if code == "NoSuchBucket" { 404 } else { 403 };
+            match answer(status, code) {
+                CallResult::DestinationError { message, .. } => assert!(message.contains(code), "{message}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
     }
 }
