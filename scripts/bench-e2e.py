@@ -7,6 +7,10 @@ lines on stdin, and prints events/s, MiB/s, CPU seconds and peak RSS (from wait4
 sluice process is measured). Every run is checked: the sink must have received every event,
 the ledger must balance and the exit code must be 0.
 
+`stdin_https` is `stdin_http` over TLS (the harness makes a CA with openssl); `stdin_s3`
+writes gzip objects to moto's S3 (started by the harness; `pip install 'moto[server]'`) and
+is followed by `gzip -6` alone on the same data, for comparison.
+
 The `fanout_*` scenarios measure isolation (G4): stdin → a file sink and an http sink to a
 healthy local intake, without (`fanout_healthy`) and with (`fanout_one_stuck`) a third http
 sink whose destination accepts connections and never answers. There, events/s is N over the
@@ -123,6 +127,35 @@ batch.max_events = 1000
 buffer.type = "disk"
 buffer.max_size = 536870912
 """,
+    # The same as stdin_http, over TLS: the intake serves HTTPS with a CA the harness makes.
+    "stdin_https": """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "https://localhost:{port}/"
+encoding.codec = "text"
+batch.max_events = 1000
+tls.ca_file = "{dir}/ca.pem"
+""",
+    # stdin -> aws_s3 (gzip, 10 MB batches) against moto, started by the harness.
+    "stdin_s3": """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "aws_s3"
+inputs = ["in"]
+bucket = "{bucket}"
+endpoint = "{s3_endpoint}"
+region = "us-east-1"
+auth.access_key_id = "bench"
+auth.secret_access_key = "bench"
+encoding.codec = "text"
+compression = "gzip"
+""",
 }
 
 FANOUT = """
@@ -200,6 +233,7 @@ INTAKE = """
 [sources.in]
 type = "http_server"
 address = "127.0.0.1:{port}"
+{tls}
 
 [sinks.out]
 type = "blackhole"
@@ -319,9 +353,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_intake(binary: Path, d: str, port: int):
+def make_ca(d: str):
+    """A CA and a server certificate for localhost, made with openssl, for `stdin_https`."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=bench CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    Path(d, "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return (f'tls.enabled = true\ntls.crt_file = "{d}/server.pem"\ntls.key_file = "{d}/server.key"\n')
+
+
+class Moto:
+    """moto's S3 on a loopback port, for `stdin_s3` (scripts/test installs moto)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit("moto did not start: pip install 'moto[server]'")
+
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def create_bucket(self, name):
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint()}/{name}", method="PUT")).read()
+
+
+def start_intake(binary: Path, d: str, port: int, tls: bool = False):
     config = Path(d) / "intake.toml"
-    config.write_text(INTAKE.format(port=port))
+    config.write_text(INTAKE.format(port=port, tls=make_ca(d) if tls else ""))
     proc = subprocess.Popen(
         [str(binary), "--config", str(config), "--ledger-json", str(Path(d) / "intake-ledger.json"), "--quiet"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -419,17 +489,28 @@ def feed(pipe, data: Path, rate: int):
         pipe.close()
 
 
+MOTO = None
+
+
 def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: int = 0):
+    global MOTO
     if scenario in FILE_COUNTS:
         return run_files(binary, scenario, data, acks, events)
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         port = free_port()
-        intake = start_intake(binary, d, port) if "{port}" in SCENARIOS[scenario] else None
+        tls = "tls.ca_file" in SCENARIOS[scenario]
+        intake = start_intake(binary, d, port, tls) if "{port}" in SCENARIOS[scenario] else None
         silent_port, silent_stop = silent_listener() if "{silent_port}" in SCENARIOS[scenario] else (0, None)
         api_port = free_port()
+        bucket, s3_endpoint = f"bench-{random.randrange(1 << 30)}", ""
+        if "{s3_endpoint}" in SCENARIOS[scenario]:
+            MOTO = MOTO or Moto()
+            MOTO.create_bucket(bucket)
+            s3_endpoint = MOTO.endpoint()
         config.write_text(SCENARIOS[scenario].format(
             dir=d, enrich=ENRICH, port=port, silent_port=silent_port, api_port=api_port,
+            bucket=bucket, s3_endpoint=s3_endpoint,
             acks="" if acks else "acknowledgements = false\n"))
         ledger_path = Path(d) / "ledger.json"
         samples, polled = [], threading.Event()
@@ -505,6 +586,18 @@ def main():
             after = f"   after stall {statistics.median(afters):,.0f} events/s" if afters else ""
             print(f"{scenario:<28}{'on' if acks else 'off':>5}{args.events / wall:>12,.0f}"
                   f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}{args.events / best:>12,.0f}{after}")
+    if "stdin_s3" in scenarios:
+        # What compression alone costs on this machine: gzip -6 (one core) on the same data.
+        walls = []
+        for _ in range(args.runs):
+            with open(data, "rb") as stdin:
+                start = time.perf_counter()
+                subprocess.run(["gzip", "-6", "-c"], stdin=stdin, stdout=subprocess.DEVNULL, check=True)
+                walls.append(time.perf_counter() - start)
+        wall = statistics.median(walls)
+        print(f"{'gzip -6 alone':<28}{'':>5}{args.events / wall:>12,.0f}{size / wall / 2**20:>9.1f}{'':>8}{wall:>8.2f}")
+    if MOTO:
+        MOTO.proc.kill()
 
 
 if __name__ == "__main__":

@@ -389,3 +389,30 @@ source = '''
     common::assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "s3")["dead_lettered"], 0);
 }
+
+#[test]
+fn a_large_object_is_a_multipart_upload() {
+    let moto = Moto::start();
+    moto.create_bucket("large");
+    let case = Case::new();
+    let config = case.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"json\"\n{}",
+        s3_sink(&moto, "large", "compression = \"none\"\nbatch.max_bytes = 40000000\nbatch.timeout_secs = 30")
+    ));
+    // About 20 MiB of events (more once encoded), one batch, uploaded in 8 MiB parts.
+    let padding = "x".repeat(150);
+    let input: String =
+        (0..100_000).map(|i| format!("{{\"id\":{i},\"model\":\"m{}\",\"pad\":\"{padding}\"}}\n", i % 3)).collect();
+    let output = case.run_with_stdin(&config, input.as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let keys = moto.keys("large");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let object = moto.get("large", &keys[0]);
+    assert!(object.body.len() > 16 * 1024 * 1024);
+    let etag = object.headers.iter().find(|(n, _)| n == "etag").map(|(_, v)| v.clone()).unwrap_or_default();
+    let parts = object.body.len().div_ceil(8 * 1024 * 1024);
+    assert!(etag.trim_matches('"').ends_with(&format!("-{parts}")), "a multipart object of {parts} parts: {etag}");
+    let ids = ids_in(&moto, "large");
+    assert_eq!(ids.len(), 100_000);
+    assert!(ids.values().all(|n| *n == 1));
+}

@@ -1,8 +1,10 @@
 //! Helpers for tests that drive the real `sluice` binary.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod fault_proxy;
 pub mod files;
+pub mod forward_proxy;
 pub mod intake;
 pub mod moto;
 

@@ -5,6 +5,7 @@ use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 
 use crate::sinks::aws::s3::S3SinkConfig;
 use crate::sinks::aws::sqs::SqsSinkConfig;
+use crate::sinks::azure_blob::AzureBlobConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -109,6 +110,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Events as messages in an SQS queue",
             parse: parse_sink::<SqsSinkConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "azure_blob",
+            aliases: &[],
+            summary: "Batches of events as blobs in an Azure Storage container",
+            parse: parse_sink::<AzureBlobConfig>,
         },
         ComponentSpec {
             kind: Sink,

@@ -1,5 +1,6 @@
 //! The HTTP client every HTTP-speaking sink uses: one pool per sink, `http://` and `https://`
-//! (rustls, [`crate::tls`]), errors sorted into what a sink needs to count and decide on.
+//! (rustls, [`crate::tls`]), proxies ([`crate::proxy`]), errors sorted into what a sink needs
+//! to count and decide on.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::proxy::{ProxyConfig, ProxyConnector};
 use crate::tls::{TlsConfig, TlsError, handshake_failure};
 
 /// A request body.
@@ -45,7 +47,8 @@ impl SendError {
 /// A pooled HTTP/1.1 client speaking `http://` and `https://`.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Body>,
+    inner: Client<HttpsConnector<ProxyConnector>, Body>,
+    proxies: Option<Arc<hyper_util::client::proxy::matcher::Matcher>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -55,8 +58,14 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with the given `tls` block (`None`: system roots, full verification).
+    /// A client with the given `tls` block (`None`: system roots, full verification), without
+    /// proxies from the configuration (the environment's still apply).
     pub fn new(tls: Option<&TlsConfig>) -> Result<Self, TlsError> {
+        Self::with_proxy(tls, &ProxyConfig::default())
+    }
+
+    /// A client with the given `tls` and `proxy` blocks.
+    pub fn with_proxy(tls: Option<&TlsConfig>, proxy: &ProxyConfig) -> Result<Self, TlsError> {
         let default = TlsConfig::default();
         let tls = tls.unwrap_or(&default);
         let config = Arc::unwrap_or_clone(tls.client_config()?);
@@ -68,15 +77,24 @@ impl HttpClient {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
         };
-        let connector = builder.enable_http1().wrap_connector(http);
-        Ok(Self { inner: Client::builder(TokioExecutor::new()).build(connector) })
+        let proxies = proxy.matcher().map(Arc::new);
+        let connector = builder.enable_http1().wrap_connector(ProxyConnector::new(http, proxies.clone()));
+        Ok(Self { inner: Client::builder(TokioExecutor::new()).build(connector), proxies })
     }
 
     /// Sends a request and waits for the response head.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped request is abandoned with its connection.
-    pub async fn send(&self, request: http::Request<Body>) -> Result<Response, SendError> {
+    pub async fn send(&self, mut request: http::Request<Body>) -> Result<Response, SendError> {
+        // A plain-HTTP request through a proxy carries the proxy's credentials itself (an
+        // https one gives them in its CONNECT).
+        if request.uri().scheme_str() == Some("http")
+            && let Some(auth) =
+                self.proxies.as_ref().and_then(|m| m.intercept(request.uri())).and_then(|i| i.basic_auth().cloned())
+        {
+            request.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth);
+        }
         self.inner.request(request).await.map_err(|err| classify(&err))
     }
 }

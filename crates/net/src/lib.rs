@@ -1,15 +1,17 @@
 //! Transport shared by every component, so that no source or sink opens a socket or builds a
 //! client by itself:
 //! - [`tls`]: Vector's `tls` block as rustls configurations, for clients and servers;
-//! - [`http`]: the one HTTP client (connection pool, TLS, classified errors);
+//! - [`http`]: the one HTTP client (connection pool, TLS, proxies, classified errors);
 //! - [`server`]: accepting TLS connections, handshakes off the accept loop;
 //! - [`aws`]: region, credentials in Vector's order, SigV4 signing.
 
 pub mod aws;
 pub mod http;
+pub mod proxy;
 pub mod server;
 #[cfg(feature = "test-pki")]
 pub mod test_pki;
 pub mod tls;
 
+pub use proxy::ProxyConfig;
 pub use tls::{TlsConfig, TlsError};

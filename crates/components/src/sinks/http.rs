@@ -18,8 +18,8 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
-use sluice_net::TlsConfig;
 use sluice_net::http::HttpClient;
+use sluice_net::{ProxyConfig, TlsConfig};
 
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
@@ -59,6 +59,9 @@ pub struct HttpSinkConfig {
     pub auth: Option<HttpAuth>,
     /// TLS for `https://` URIs. Default: the system's roots, full verification.
     pub tls: Option<TlsConfig>,
+    /// HTTP proxies. Default: `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -170,6 +173,7 @@ impl SinkConfig for HttpSinkConfig {
         if let Some(tls) = &self.tls {
             issues.extend(tls.check("tls", false));
         }
+        issues.extend(self.proxy.check("proxy"));
         issues.extend(self.headers().err());
         issues.extend(self.templated_headers().err());
         if self.batch.max_events == Some(0) {
@@ -199,7 +203,8 @@ impl SinkConfig for HttpSinkConfig {
             HttpSinkMethod::Options => http::Method::OPTIONS,
             HttpSinkMethod::Trace => http::Method::TRACE,
         };
-        let client = HttpClient::new(self.tls.as_ref()).map_err(|e| BuildError(format!("tls.{e}")))?;
+        let client =
+            HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?;
         Ok(Box::new(HttpSink { config: self.clone(), client, uri, method, headers, templated, framing, cx }))
     }
 }

@@ -2,6 +2,7 @@
 //! and counting the ledger).
 
 pub mod aws;
+pub mod azure_blob;
 pub mod blackhole;
 pub mod console;
 pub mod driver;

@@ -1,5 +1,5 @@
-//! What every object-store sink shares (`aws_s3` now; `gcp_cloud_storage` and `azure_blob`
-//! next): object names, and turning a batch into one object body.
+//! What every object-store sink shares (`aws_s3`, `azure_blob`; `gcp_cloud_storage` next):
+//! object names, and turning a batch into one object body, compressed off the async workers.
 //!
 //! An object's name is `<key_prefix rendered><time>[-<uuid>].<extension>`: the prefix is a
 //! template rendered per event (events with different prefixes never share an object), the
@@ -84,8 +84,7 @@ impl ObjectNaming {
 }
 
 /// The body of one object: each event's encoding followed by `delimiter`, compressed.
-/// CPU-heavy for large batches: call it on a blocking thread.
-pub fn object_body(
+fn object_body(
     batch: &EncodedBatch,
     delimiter: Option<u8>,
     compression: ObjectCompression,
@@ -120,4 +119,20 @@ fn write_items(out: &mut impl Write, batch: &EncodedBatch, delimiter: Option<u8>
         out.write_all(delimiter)?;
     }
     Ok(())
+}
+
+/// Builds an object's body; compression runs off the async workers when the runtime has
+/// other threads, so batches compress on every core.
+pub fn compress(
+    batch: &EncodedBatch,
+    delimiter: Option<u8>,
+    compression: ObjectCompression,
+) -> std::io::Result<Vec<u8>> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| object_body(batch, delimiter, compression))
+    } else {
+        object_body(batch, delimiter, compression)
+    }
 }

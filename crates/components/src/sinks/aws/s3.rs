@@ -2,7 +2,8 @@
 //! through `endpoint`), on the shared sink driver and the object path (`sinks/object.rs`).
 //!
 //! - One object per batch and per rendered `key_prefix`. An event is delivered only once S3
-//!   has answered 2xx for the object that holds it.
+//!   has answered 2xx for the object that holds it. Objects over 16 MiB (compressed) are
+//!   multipart uploads (`s3/multipart.rs`).
 //! - Requests are built here, signed by the AWS layer (`sluice_net::aws`), and sent on the
 //!   shared HTTP client (TLS, `tls` block).
 //! - Errors, from S3's XML error code: 5xx, `SlowDown`, throttling, `RequestTimeout`, an
@@ -19,15 +20,17 @@ use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
-use sluice_net::TlsConfig;
 use sluice_net::aws::{AwsAuth, AwsClient};
 use sluice_net::http::HttpClient;
+use sluice_net::{ProxyConfig, TlsConfig};
 
 use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 use crate::sinks::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
 };
-use crate::sinks::object::{ObjectCompression, ObjectNaming, object_body};
+use crate::sinks::object::{ObjectCompression, ObjectNaming, compress};
+
+mod multipart;
 
 /// Vector's `aws_s3` defaults: 10 MB batches, sent after 300 s at the latest.
 const DEFAULT_BATCH_BYTES: usize = 10_000_000;
@@ -71,6 +74,9 @@ pub struct S3SinkConfig {
     #[serde(default)]
     pub auth: AwsAuth,
     pub tls: Option<TlsConfig>,
+    /// HTTP proxies. Default: `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     /// Path-style requests (`endpoint/bucket/key`). Default true; false uses virtual hosts.
     #[serde(default = "crate::default_true")]
     pub force_path_style: bool,
@@ -225,6 +231,7 @@ impl SinkConfig for S3SinkConfig {
         if let Some(tls) = &self.tls {
             issues.extend(tls.check("tls", false));
         }
+        issues.extend(self.proxy.check("proxy"));
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }
@@ -237,7 +244,8 @@ impl SinkConfig for S3SinkConfig {
         let delimiter = self.delimiter().map_err(issue)?;
         let endpoint = self.endpoint().map_err(issue)?;
         let headers = self.object_headers().map_err(issue)?;
-        let http = HttpClient::new(self.tls.as_ref()).map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http =
+            HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?;
         Ok(Box::new(S3Sink { config: self.clone(), naming, delimiter, endpoint, headers, http, cx }))
     }
 }
@@ -395,7 +403,11 @@ impl S3Service {
             Ok(body) => Bytes::from(body),
             Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
         };
-        let mut request = http::Request::put(self.url(&object));
+        let url = self.url(&object);
+        if body.len() > multipart::MULTIPART_THRESHOLD {
+            return multipart::upload(self, &url, body).await;
+        }
+        let mut request = http::Request::put(url);
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
@@ -438,18 +450,6 @@ fn classify(status: http::StatusCode, body: &[u8], strategy: &RetryStrategy) -> 
         return CallResult::Retriable { status: status_code, message, retry_after: None, error_type: "http_status" };
     }
     CallResult::DestinationError { status: status_code, message }
-}
-
-/// Builds an object's body; compression runs off the async workers when the runtime has
-/// other threads, so batches compress on every core.
-fn compress(batch: &EncodedBatch, delimiter: Option<u8>, compression: ObjectCompression) -> std::io::Result<Vec<u8>> {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
-        tokio::task::block_in_place(|| object_body(batch, delimiter, compression))
-    } else {
-        object_body(batch, delimiter, compression)
-    }
 }
 
 /// The driver owns its service; S3's is shared with the healthcheck.

@@ -18,9 +18,9 @@ use serde::Deserialize;
 use sluice_core::LogEvent;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 use sluice_core::json::write_str;
-use sluice_net::TlsConfig;
 use sluice_net::aws::{AwsAuth, AwsClient};
 use sluice_net::http::HttpClient;
+use sluice_net::{ProxyConfig, TlsConfig};
 
 use crate::codecs::{Encoder, EncodingConfig};
 use crate::sinks::driver::{
@@ -55,6 +55,9 @@ pub struct SqsSinkConfig {
     #[serde(default)]
     pub auth: AwsAuth,
     pub tls: Option<TlsConfig>,
+    /// HTTP proxies. Default: `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
 }
 
 impl SqsSinkConfig {
@@ -99,6 +102,7 @@ impl SinkConfig for SqsSinkConfig {
         if let Some(tls) = &self.tls {
             issues.extend(tls.check("tls", false));
         }
+        issues.extend(self.proxy.check("proxy"));
         if self.batch.max_events.is_some_and(|n| n == 0 || n > MAX_MESSAGES) {
             issues.push(ConfigIssue::new("batch.max_events", "from 1 to 10 (SQS sends at most 10 messages a request)"));
         }
@@ -112,7 +116,8 @@ impl SinkConfig for SqsSinkConfig {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let (group, dedup) = self.templates().map_err(issue)?;
         let target = self.target().map_err(issue)?;
-        let http = HttpClient::new(self.tls.as_ref()).map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http =
+            HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?;
         Ok(Box::new(SqsSink { config: self.clone(), group, dedup, target, http, cx }))
     }
 }
