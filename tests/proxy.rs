@@ -61,7 +61,7 @@ fn plain_http_goes_through_the_proxy_in_absolute_form_with_its_credentials() {
     assert_eq!(intake.accepted_lines().len(), 100);
     let seen = proxy.seen.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(seen.len(), 4, "four batches of 25: {seen:?}");
-    for (line, auth) in &seen {
+    for (line, auth, _) in &seen {
         assert!(line.starts_with(&format!("POST {uri} HTTP/1.1")), "absolute form: {line}");
         assert_eq!(auth.as_deref(), Some("Basic dXNlcjpzZWNyZXQ="), "the proxy's credentials");
     }

@@ -1,13 +1,15 @@
 //! A forward HTTP proxy for tests: `CONNECT` tunnels, and absolute-form requests relayed to
-//! their origin. Records each request line and its `Proxy-Authorization`.
+//! their origin. Records each request line, its `Proxy-Authorization` and its `Authorization`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-/// `(request line, Proxy-Authorization)` of every request seen.
-pub type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// A request seen: its request line, `Proxy-Authorization` and `Authorization`.
+pub type Request = (String, Option<String>, Option<String>);
+/// Every request seen.
+pub type Seen = Arc<Mutex<Vec<Request>>>;
 
 pub struct ForwardProxy {
     pub port: u16,
@@ -30,7 +32,7 @@ impl ForwardProxy {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.seen.lock().map(|s| s.iter().map(|(l, _)| l.clone()).collect()).unwrap_or_default()
+        self.seen.lock().map(|s| s.iter().map(|(l, _, _)| l.clone()).collect()).unwrap_or_default()
     }
 }
 
@@ -66,13 +68,13 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
-fn serve(client: TcpStream, seen: &Mutex<Vec<(String, Option<String>)>>) {
+fn serve(client: TcpStream, seen: &Mutex<Vec<Request>>) {
     let Ok(mut writer) = client.try_clone() else { return };
     let mut reader = BufReader::new(client);
     while let Some((lines, body)) = read_message(&mut reader) {
         let request_line = lines[0].clone();
         if let Ok(mut seen) = seen.lock() {
-            seen.push((request_line.clone(), header(&lines, "proxy-authorization")));
+            seen.push((request_line.clone(), header(&lines, "proxy-authorization"), header(&lines, "authorization")));
         }
         let mut parts = request_line.split(' ');
         let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());

@@ -5,6 +5,7 @@ pub mod azurite;
 pub mod fault_proxy;
 pub mod files;
 pub mod forward_proxy;
+pub mod gcp;
 pub mod intake;
 pub mod moto;
 

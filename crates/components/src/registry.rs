@@ -6,6 +6,7 @@ use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 use crate::sinks::aws::s3::S3SinkConfig;
 use crate::sinks::aws::sqs::SqsSinkConfig;
 use crate::sinks::azure_blob::AzureBlobConfig;
+use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -138,6 +139,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Events to files named by a template",
             parse: parse_sink::<FileConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "gcp_cloud_storage",
+            aliases: &[],
+            summary: "Batches of events as objects in a Cloud Storage bucket",
+            parse: parse_sink::<GcsSinkConfig>,
         },
         ComponentSpec {
             kind: Sink,

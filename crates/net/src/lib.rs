@@ -3,9 +3,11 @@
 //! - [`tls`]: Vector's `tls` block as rustls configurations, for clients and servers;
 //! - [`http`]: the one HTTP client (connection pool, TLS, proxies, classified errors);
 //! - [`server`]: accepting TLS connections, handshakes off the accept loop;
-//! - [`aws`]: region, credentials in Vector's order, SigV4 signing.
+//! - [`aws`]: region, credentials in Vector's order, SigV4 signing;
+//! - [`gcp`]: service account tokens and API keys for Google Cloud.
 
 pub mod aws;
+pub mod gcp;
 pub mod http;
 pub mod proxy;
 pub mod server;

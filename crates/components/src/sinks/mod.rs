@@ -7,6 +7,7 @@ pub mod blackhole;
 pub mod console;
 pub mod driver;
 pub mod file;
+pub mod gcp_cloud_storage;
 pub mod http;
 pub mod object;
 pub mod prometheus_exporter;

@@ -1,4 +1,4 @@
-//! What every object-store sink shares (`aws_s3`, `azure_blob`; `gcp_cloud_storage` next):
+//! What every object-store sink shares (`aws_s3`, `azure_blob`, `gcp_cloud_storage`):
 //! object names, and turning a batch into one object body, compressed off the async workers.
 //!
 //! An object's name is `<key_prefix rendered><time>[-<uuid>].<extension>`: the prefix is a
