@@ -329,10 +329,7 @@ impl BlobService {
     }
 
     async fn put(&self, key: &PartitionKey, batch: &EncodedBatch) -> CallResult {
-        let name = match key.first() {
-            Some(prefix) => self.naming.key(prefix),
-            None => self.naming.key(&self.naming.prefix.static_prefix()),
-        };
+        let name = self.naming.name(key);
         let body = match compress(batch, self.delimiter, self.compression) {
             Ok(body) => Bytes::from(body),
             Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
@@ -433,10 +430,7 @@ impl Service for BlobService {
     }
 
     fn partition(&self, event: &sluice_core::LogEvent) -> Result<PartitionKey, String> {
-        if !self.naming.prefix.is_dynamic() {
-            return Ok(PartitionKey::new());
-        }
-        self.naming.prefix.render(event).map(|prefix| vec![prefix]).map_err(|e| format!("blob_prefix: {e}"))
+        self.naming.partition(event)
     }
 
     fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {

@@ -275,10 +275,7 @@ fn classify(status: http::StatusCode, body: &[u8]) -> CallResult {
 
 impl GcsService {
     async fn put(&self, key: &PartitionKey, batch: &EncodedBatch) -> CallResult {
-        let name = match key.first() {
-            Some(prefix) => self.naming.key(prefix),
-            None => self.naming.key(&self.naming.prefix.static_prefix()),
-        };
+        let name = self.naming.name(key);
         let body = match compress(batch, self.delimiter, self.compression) {
             Ok(body) => Bytes::from(body),
             Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
@@ -336,10 +333,7 @@ impl Service for GcsService {
     }
 
     fn partition(&self, event: &sluice_core::LogEvent) -> Result<PartitionKey, String> {
-        if !self.naming.prefix.is_dynamic() {
-            return Ok(PartitionKey::new());
-        }
-        self.naming.prefix.render(event).map(|prefix| vec![prefix]).map_err(|e| format!("key_prefix: {e}"))
+        self.naming.partition(event)
     }
 
     fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {

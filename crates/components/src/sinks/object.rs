@@ -11,7 +11,7 @@ use std::io::Write;
 use serde::Deserialize;
 use sluice_core::component::ConfigIssue;
 
-use super::driver::EncodedBatch;
+use super::driver::{EncodedBatch, PartitionKey};
 use super::template::Template;
 
 /// `compression` of object sinks.
@@ -65,8 +65,25 @@ impl ObjectNaming {
         Ok(Self { prefix, time_format: time_format.to_owned(), append_uuid, extension })
     }
 
+    /// The partition of an event: its rendered prefix (none when the prefix is the same for
+    /// every event). Events with different prefixes never share an object.
+    pub fn partition(&self, event: &sluice_core::LogEvent) -> Result<PartitionKey, String> {
+        if !self.prefix.is_dynamic() {
+            return Ok(PartitionKey::new());
+        }
+        self.prefix.render(event).map(|prefix| vec![prefix]).map_err(|e| format!("prefix: {e}"))
+    }
+
+    /// The name of a new object for a batch of partition `key`.
+    pub fn name(&self, key: &PartitionKey) -> String {
+        match key.first() {
+            Some(prefix) => self.key(prefix),
+            None => self.key(&self.prefix.static_prefix()),
+        }
+    }
+
     /// The name of a new object under `prefix` (a rendered `key_prefix`).
-    pub fn key(&self, prefix: &str) -> String {
+    fn key(&self, prefix: &str) -> String {
         use std::fmt::Write;
         let mut key = String::with_capacity(prefix.len() + 64);
         key.push_str(prefix);

@@ -13,7 +13,6 @@
 //!   and dead-letters the batch in one step.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -283,7 +282,7 @@ impl Sink for S3Sink {
                 None => format!("https://s3.{region}.amazonaws.com"),
             };
             let client = AwsClient::new(http, &config.auth, region, "s3").await;
-            let service = Arc::new(S3Service {
+            let service = S3Service {
                 client,
                 base,
                 bucket: config.bucket.clone(),
@@ -294,14 +293,14 @@ impl Sink for S3Sink {
                 headers,
                 encoder: config.encoding.build(),
                 strategy: config.retry_strategy.clone(),
-            });
+            };
             service.healthcheck(&cx.id).await;
             let settings = DriverSettings::new(
                 &config.batch,
                 &config.request,
                 (None, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_TIMEOUT_SECS),
             );
-            driver::run(SharedService(service), settings, cx, input).await;
+            driver::run(service, settings, cx, input).await;
             Ok(())
         })
     }
@@ -394,11 +393,7 @@ impl S3Service {
     }
 
     async fn put(&self, key: &PartitionKey, batch: &EncodedBatch) -> CallResult {
-        let object = match key.first() {
-            Some(prefix) => self.naming.key(prefix),
-            // A prefix without placeholders or strftime is the same for every event.
-            None => self.naming.key(&self.naming.prefix.static_prefix()),
-        };
+        let object = self.naming.name(key);
         let body = match compress(batch, self.delimiter, self.compression) {
             Ok(body) => Bytes::from(body),
             Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
@@ -452,27 +447,21 @@ fn classify(status: http::StatusCode, body: &[u8], strategy: &RetryStrategy) -> 
     CallResult::DestinationError { status: status_code, message }
 }
 
-/// The driver owns its service; S3's is shared with the healthcheck.
-struct SharedService(Arc<S3Service>);
-
-impl Service for SharedService {
+impl Service for S3Service {
     fn encode(&self, event: &sluice_core::LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
-        self.0.encoder.encode(event, buf).map_err(|e| e.to_string())
+        self.encoder.encode(event, buf).map_err(|e| e.to_string())
     }
 
     fn partition(&self, event: &sluice_core::LogEvent) -> Result<PartitionKey, String> {
-        if !self.0.naming.prefix.is_dynamic() {
-            return Ok(PartitionKey::new());
-        }
-        self.0.naming.prefix.render(event).map(|prefix| vec![prefix]).map_err(|e| format!("key_prefix: {e}"))
+        self.naming.partition(event)
     }
 
     fn call<'a>(&'a self, key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
-        Box::pin(self.0.put(key, batch))
+        Box::pin(self.put(key, batch))
     }
 
     fn retries_timeouts(&self) -> bool {
-        self.0.strategy.retries_transport()
+        self.strategy.retries_transport()
     }
 }
 
