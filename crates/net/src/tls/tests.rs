@@ -179,3 +179,28 @@ async fn the_http_client_reports_an_unknown_ca_as_tls() {
     assert_eq!(err.error_type(), "tls", "{err:?}");
     assert!(err.to_string().contains("unknown CA"), "{err}");
 }
+
+#[test]
+fn an_encrypted_key_opens_with_key_pass_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), "a");
+    let encrypted = dir.path().join("encrypted.pem");
+    let status = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:s3cret", "-in"])
+        .arg(&pki.server_key)
+        .arg("-out")
+        .arg(&encrypted)
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl (scripts/test installs it)");
+    let with = |pass: Option<&str>| TlsConfig {
+        key_file: Some(text(&encrypted)),
+        key_pass: pass.map(str::to_owned),
+        ..server(&pki)
+    };
+    assert!(with(Some("s3cret")).check("tls", true).is_empty());
+    let missing = with(None).check("tls", true);
+    assert!(missing[0].message.contains("give its passphrase as `key_pass`"), "{}", missing[0].message);
+    let wrong = with(Some("guess")).check("tls", true);
+    assert!(wrong[0].message.contains("wrong `key_pass`"), "{}", wrong[0].message);
+}
