@@ -179,6 +179,29 @@ decoding.codec = "json"
     assert!(duplicates <= 2000, "duplicates are bounded by what was in flight");
 }
 
+/// Runs `command` (sluice, with its environment set) on `config` with `input` on stdin.
+fn run(
+    mut command: std::process::Command,
+    config: &std::path::Path,
+    ledger: Option<&std::path::Path>,
+    input: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    command.arg("--config").arg(config);
+    if let Some(ledger) = ledger {
+        command.arg("--ledger-json").arg(ledger);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).unwrap_or_else(|e| panic!("{e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs sluice with no AWS credentials anywhere it looks (and the instance metadata service
 /// switched off: nothing leaves loopback).
 fn without_aws_environment(command: &mut std::process::Command, home: &std::path::Path) {
@@ -220,20 +243,7 @@ fn a_profile_in_a_credentials_file_is_used() {
     ));
     let mut command = common::sluice();
     without_aws_environment(&mut command, case.dir.path());
-    let output = command
-        .arg("--config")
-        .arg(&config)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(events(0, 10).as_bytes())?;
-            }
-            child.wait_with_output()
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = run(command, &config, None, events(0, 10).as_bytes());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(ids_in(&moto, "profiled").len(), 10);
 }
@@ -250,22 +260,7 @@ fn no_credentials_is_a_clear_error_at_start_not_a_stream_of_403s() {
     ));
     let mut command = common::sluice();
     without_aws_environment(&mut command, case.dir.path());
-    let output = command
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger-json")
-        .arg(case.path("ledger.json"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(events(0, 10).as_bytes())?;
-            }
-            child.wait_with_output()
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = run(command, &config, Some(&case.path("ledger.json")), events(0, 10).as_bytes());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("No AWS credentials"), "said at start: {stderr}");
     assert!(moto.keys("nocreds").is_empty());
@@ -415,4 +410,64 @@ fn a_large_object_is_a_multipart_upload() {
     let ids = ids_in(&moto, "large");
     assert_eq!(ids.len(), 100_000);
     assert!(ids.values().all(|n| *n == 1));
+}
+
+#[test]
+fn an_assumed_role_signs_the_uploads() {
+    let moto = Moto::start();
+    moto.create_bucket("assumed");
+    let proxy = common::forward_proxy::ForwardProxy::start();
+    let case = Case::new();
+    let sink = s3_sink(&moto, "assumed", "batch.timeout_secs = 0.2")
+        + &format!(
+            "auth.assume_role = \"arn:aws:iam::123456789012:role/sluice-writer\"\nauth.session_name = \"sluice-test\"\nproxy.http = \"http://127.0.0.1:{}\"\n",
+            proxy.port
+        );
+    let config = case.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"json\"\n{sink}"
+    ));
+    let mut command = common::sluice();
+    // STS is moto's too; the SDK's variable points the role's session there.
+    command.env("AWS_ENDPOINT_URL_STS", moto.endpoint()).env("AWS_EC2_METADATA_DISABLED", "true");
+    let output = run(command, &config, None, events(0, 20).as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(ids_in(&moto, "assumed").len(), 20);
+    let seen = proxy.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let puts: Vec<_> = seen.iter().filter(|(line, _, _)| line.starts_with("PUT ")).collect();
+    assert!(!puts.is_empty());
+    for (_, _, auth) in puts {
+        let auth = auth.as_deref().unwrap_or_default();
+        // Temporary credentials from AssumeRole, not the configured "testing" key.
+        assert!(auth.contains("Credential=ASIA") && !auth.contains("Credential=testing/"), "{auth}");
+    }
+}
+
+#[test]
+fn the_default_chain_takes_credentials_from_the_environment() {
+    let moto = Moto::start();
+    moto.create_bucket("envcreds");
+    let proxy = common::forward_proxy::ForwardProxy::start();
+    let case = Case::new();
+    let sink = s3_sink(
+        &moto,
+        "envcreds",
+        &format!("batch.timeout_secs = 0.2\nproxy.http = \"http://127.0.0.1:{}\"", proxy.port),
+    )
+    .replace("auth.access_key_id = \"testing\"\nauth.secret_access_key = \"testing\"\n", "");
+    let config = case.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"json\"\n{sink}"
+    ));
+    let mut command = common::sluice();
+    without_aws_environment(&mut command, case.dir.path());
+    command.env("AWS_ACCESS_KEY_ID", "AKIAFROMENVIRONMENT").env("AWS_SECRET_ACCESS_KEY", "secret");
+    let output = run(command, &config, None, events(0, 10).as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(ids_in(&moto, "envcreds").len(), 10);
+    let seen = proxy.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        seen.iter()
+            .filter(|(l, _, _)| l.starts_with("PUT "))
+            .all(|(_, _, a)| a.as_deref().unwrap_or_default().contains("Credential=AKIAFROMENVIRONMENT/")),
+        "{seen:?}"
+    );
 }

@@ -39,6 +39,7 @@ impl AwsCredentials {
         let conf = ProviderConfig::empty()
             .with_http_client(http.clone())
             .with_sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
+            .with_time_source(aws_smithy_async::time::SystemTimeSource::new())
             .with_region(Some(region.clone()));
         let base = match (&auth.access_key_id, &auth.secret_access_key, &auth.credentials_file) {
             (Some(id), Some(secret), _) => SharedCredentialsProvider::new(Credentials::new(
@@ -72,14 +73,24 @@ impl AwsCredentials {
         let provider = match &auth.assume_role {
             Some(role) => {
                 let sts_region = auth.region.clone().map(Region::new).unwrap_or(region.clone());
-                let sdk = aws_types::SdkConfig::builder()
+                let mut sdk = aws_types::SdkConfig::builder()
                     .http_client(http)
                     .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(
                         aws_smithy_async::rt::sleep::TokioSleep::new(),
                     ))
+                    .time_source(aws_smithy_async::time::SharedTimeSource::new(
+                        aws_smithy_async::time::SystemTimeSource::new(),
+                    ))
                     .region(sts_region.clone())
-                    .behavior_version(aws_config::BehaviorVersion::latest())
-                    .build();
+                    .behavior_version(aws_config::BehaviorVersion::latest());
+                // The SDK's own variables for another STS endpoint (a VPC endpoint, a test server).
+                if let Some(endpoint) = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+                    .iter()
+                    .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+                {
+                    sdk = sdk.endpoint_url(endpoint);
+                }
+                let sdk = sdk.build();
                 let mut builder = aws_config::sts::AssumeRoleProvider::builder(role).configure(&sdk).region(sts_region);
                 if let Some(id) = &auth.external_id {
                     builder = builder.external_id(id);
