@@ -272,3 +272,32 @@ encoding.codec = "text"
     common::files::stop(child);
     assert_eq!(common::files::out_lines(&case), vec!["first".to_owned(), "second".to_owned()]);
 }
+
+#[test]
+fn a_machine_without_root_certificates_still_sends_plain_http() {
+    use std::io::Write;
+    let intake = Intake::start(|_, _, _| 200);
+    let case = Case::new();
+    let config = case.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"http\"\ninputs = [\"in\"]\nuri = \"http://127.0.0.1:{}/\"\nencoding.codec = \"text\"\n",
+        intake.port
+    ));
+    // No system roots: rustls-native-certs reads only these, and they do not exist.
+    let mut child = common::sluice()
+        .env("SSL_CERT_FILE", case.path("no-roots.pem"))
+        .env("SSL_CERT_DIR", case.path("no-roots"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&lines(10)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(intake.accepted_lines().len(), 10);
+    assert!(stderr.contains("no root certificates"), "the missing roots are said: {stderr}");
+}

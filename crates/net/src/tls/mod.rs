@@ -120,10 +120,11 @@ impl TlsConfig {
         }
     }
 
-    /// The trusted roots: the system's plus `ca_file`.
+    /// The trusted roots: the system's plus `ca_file`. With neither, the store is empty: plain
+    /// HTTP still works, and every certificate fails as `unknown CA` (a warning says why).
     fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
-        let (added, _ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
+        roots.add_parsable_certificates(system_roots().iter().cloned());
         if let Some(ca) = &self.ca_file {
             for cert in load_certs("ca_file", ca)? {
                 roots.add(cert).map_err(|e| TlsError::Invalid {
@@ -133,10 +134,13 @@ impl TlsConfig {
                 })?;
             }
         }
-        if added == 0 && roots.is_empty() {
-            return Err(TlsError::Setting {
-                field: "ca_file",
-                message: "the system has no root certificates; give the CA to trust here".into(),
+        if roots.is_empty() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "The system has no root certificates (install ca-certificates) and no tls.ca_file is given: \
+                     HTTPS connections will fail as `unknown CA`."
+                );
             });
         }
         Ok(roots)

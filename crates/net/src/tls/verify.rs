@@ -15,15 +15,25 @@ pub(super) fn server_verifier(
     verify_certificate: bool,
     verify_hostname: bool,
 ) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), super::provider())
-        .build()
-        .map_err(|e| TlsError::Setting { field: "ca_file", message: e.to_string() })?;
-    Ok(Arc::new(Verifier { webpki, verify_certificate, verify_hostname }))
+    // With no roots at all there is nothing to build a chain to: every certificate is from
+    // an unknown CA (unless certificates are not checked).
+    let webpki = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), super::provider())
+                .build()
+                .map_err(|e| TlsError::Setting { field: "ca_file", message: e.to_string() })?,
+        )
+    };
+    let algorithms = super::provider().signature_verification_algorithms;
+    Ok(Arc::new(Verifier { webpki, algorithms, verify_certificate, verify_hostname }))
 }
 
 #[derive(Debug)]
 struct Verifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     verify_certificate: bool,
     verify_hostname: bool,
 }
@@ -40,7 +50,10 @@ impl ServerCertVerifier for Verifier {
         if !self.verify_certificate {
             return Ok(ServerCertVerified::assertion());
         }
-        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        let Some(webpki) = &self.webpki else {
+            return Err(Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.verify_hostname => Ok(ServerCertVerified::assertion()),
@@ -54,7 +67,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -63,10 +76,10 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
