@@ -102,3 +102,15 @@ fn no_proxy_hosts_are_reached_directly() {
     run(&case, &disabled, &[("HTTP_PROXY", format!("http://127.0.0.1:{}", proxy.port))], &lines(100));
     assert!(proxy.lines().is_empty(), "enabled = false ignores the environment too");
 }
+
+#[test]
+fn the_top_level_proxy_applies_to_every_component() {
+    let intake = Intake::start(|_, _, _| 200);
+    let proxy = ForwardProxy::start();
+    let case = Case::new();
+    let uri = format!("http://127.0.0.1:{}/ingest", intake.port);
+    let config = case.config(&format!("proxy.http = \"http://127.0.0.1:{}\"\n{}", proxy.port, http_sink(&uri, "")));
+    run(&case, &config, &[], &lines(100));
+    assert_eq!(intake.accepted_lines().len(), 100);
+    assert_eq!(proxy.lines().len(), 4, "every batch went through the top-level proxy");
+}

@@ -87,6 +87,8 @@ pub struct GlobalOptions {
     pub hostname: Bytes,
     /// Directory of the config file, for relative paths (remap `file`).
     pub config_dir: Option<PathBuf>,
+    /// The top-level `proxy` block; components merge their own over it.
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 impl Default for GlobalOptions {
@@ -95,6 +97,7 @@ impl Default for GlobalOptions {
             data_dir: PathBuf::from("/var/lib/sluice"),
             hostname: Bytes::from_static(b"localhost"),
             config_dir: None,
+            proxy: crate::proxy::ProxyConfig::default(),
         }
     }
 }

@@ -77,7 +77,7 @@ impl HttpClient {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
         };
-        let proxies = proxy.matcher().map(Arc::new);
+        let proxies = crate::proxy::matcher(proxy).map(Arc::new);
         let connector = builder.enable_http1().wrap_connector(ProxyConnector::new(http, proxies.clone()));
         Ok(Self { inner: Client::builder(TokioExecutor::new()).build(connector), proxies })
     }

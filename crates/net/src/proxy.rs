@@ -9,7 +9,8 @@
 //!   for all) is reached directly.
 //!
 //! The block's `http`/`https` override the variables; its `no_proxy` entries are added to
-//! `NO_PROXY`. `enabled = false` ignores the variables as well.
+//! `NO_PROXY`. `enabled = false` ignores the variables as well. A component's block is merged
+//! over the top-level `proxy` first (`ProxyConfig::over`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,72 +20,37 @@ use std::task::{Context, Poll};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use sluice_core::component::ConfigIssue;
+pub use sluice_core::proxy::ProxyConfig;
 use tokio::net::TcpStream;
-
-/// The `proxy` block (Vector's fields).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyConfig {
-    /// Whether proxies are used at all, from here or from the environment. Default true.
-    pub enabled: Option<bool>,
-    /// Proxy for `http://` destinations. Default: `HTTP_PROXY`.
-    pub http: Option<String>,
-    /// Proxy for `https://` destinations. Default: `HTTPS_PROXY`.
-    pub https: Option<String>,
-    /// Hosts reached directly, added to `NO_PROXY`.
-    #[serde(default)]
-    pub no_proxy: Vec<String>,
-}
 
 fn env(upper: &str) -> Option<String> {
     std::env::var(upper).ok().or_else(|| std::env::var(upper.to_ascii_lowercase()).ok()).filter(|v| !v.is_empty())
 }
 
-impl ProxyConfig {
-    /// Problems `validate` can see: proxy URLs that do not parse.
-    pub fn check(&self, prefix: &str) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        for (field, value) in [("http", &self.http), ("https", &self.https)] {
-            if let Some(value) = value {
-                match value.parse::<http::Uri>() {
-                    Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
-                    _ => issues.push(ConfigIssue::new(
-                        format!("{prefix}.{field}"),
-                        format!("`{value}` is not an `http://host:port` proxy URL"),
-                    )),
-                }
-            }
-        }
-        issues
+/// The rules of a (merged) `proxy` block over the environment. `None`: no proxy.
+pub(crate) fn matcher(config: &ProxyConfig) -> Option<Matcher> {
+    if config.enabled == Some(false) {
+        return None;
     }
-
-    /// The rules for this component: the block over the environment. `None`: no proxy.
-    pub(crate) fn matcher(&self) -> Option<Matcher> {
-        if self.enabled == Some(false) {
-            return None;
-        }
-        let http = self.http.clone().or_else(|| env("HTTP_PROXY"));
-        let https = self.https.clone().or_else(|| env("HTTPS_PROXY"));
-        let all = env("ALL_PROXY");
-        if http.is_none() && https.is_none() && all.is_none() {
-            return None;
-        }
-        let mut no: Vec<String> = env("NO_PROXY").into_iter().collect();
-        no.extend(self.no_proxy.iter().cloned());
-        let mut builder = Matcher::builder().no(no.join(","));
-        if let Some(all) = all {
-            builder = builder.all(all);
-        }
-        if let Some(http) = http {
-            builder = builder.http(http);
-        }
-        if let Some(https) = https {
-            builder = builder.https(https);
-        }
-        Some(builder.build())
+    let http = config.http.clone().or_else(|| env("HTTP_PROXY"));
+    let https = config.https.clone().or_else(|| env("HTTPS_PROXY"));
+    let all = env("ALL_PROXY");
+    if http.is_none() && https.is_none() && all.is_none() {
+        return None;
     }
+    let mut no: Vec<String> = env("NO_PROXY").into_iter().collect();
+    no.extend(config.no_proxy.iter().cloned());
+    let mut builder = Matcher::builder().no(no.join(","));
+    if let Some(all) = all {
+        builder = builder.all(all);
+    }
+    if let Some(http) = http {
+        builder = builder.http(http);
+    }
+    if let Some(https) = https {
+        builder = builder.https(https);
+    }
+    Some(builder.build())
 }
 
 /// A connection, direct or through a proxy; `proxied` marks one to a proxy that expects

@@ -180,7 +180,8 @@ impl SinkConfig for AzureBlobConfig {
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let service = BlobService {
-            http: HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?,
+            http: HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
+                .map_err(|e| BuildError(format!("tls.{e}")))?,
             account: self.account().map_err(issue)?,
             container: self.container_name.clone(),
             naming: self.naming().map_err(issue)?,

@@ -195,7 +195,8 @@ impl SinkConfig for GcsSinkConfig {
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let service = GcsService {
-            http: HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?,
+            http: HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
+                .map_err(|e| BuildError(format!("tls.{e}")))?,
             auth: self.auth().map_err(issue)?,
             endpoint: self.endpoint().map_err(issue)?,
             bucket: self.bucket.clone(),

@@ -203,8 +203,8 @@ impl SinkConfig for HttpSinkConfig {
             HttpSinkMethod::Options => http::Method::OPTIONS,
             HttpSinkMethod::Trace => http::Method::TRACE,
         };
-        let client =
-            HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?;
+        let client = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
+            .map_err(|e| BuildError(format!("tls.{e}")))?;
         Ok(Box::new(HttpSink { config: self.clone(), client, uri, method, headers, templated, framing, cx }))
     }
 }

@@ -253,6 +253,7 @@ fn parse_globals(
         // Static: events clone it without touching a shared refcount.
         hostname: bytes::Bytes::from_static(Box::leak(hostname.into_boxed_str()).as_bytes()),
         config_dir,
+        proxy: raw.proxy.unwrap_or_default(),
     };
     Some((
         Globals { options: Arc::new(options), acknowledgements, api_address },

@@ -21,6 +21,8 @@ pub struct GlobalRaw {
     pub timezone: Option<String>,
     pub wildcard_matching: Option<WildcardMatching>,
     pub expire_metrics_secs: Option<f64>,
+    /// HTTP proxies for every component (`enabled`, `http`, `https`, `no_proxy`).
+    pub proxy: Option<sluice_core::proxy::ProxyConfig>,
     /// Config unit tests (`sluice test`); accepted and not run by `run`.
     pub tests: Option<serde_json::Value>,
 }

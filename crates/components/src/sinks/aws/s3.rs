@@ -243,8 +243,8 @@ impl SinkConfig for S3SinkConfig {
         let delimiter = self.delimiter().map_err(issue)?;
         let endpoint = self.endpoint().map_err(issue)?;
         let headers = self.object_headers().map_err(issue)?;
-        let http =
-            HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
+            .map_err(|e| BuildError(format!("tls.{e}")))?;
         Ok(Box::new(S3Sink { config: self.clone(), naming, delimiter, endpoint, headers, http, cx }))
     }
 }

@@ -116,8 +116,8 @@ impl SinkConfig for SqsSinkConfig {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let (group, dedup) = self.templates().map_err(issue)?;
         let target = self.target().map_err(issue)?;
-        let http =
-            HttpClient::with_proxy(self.tls.as_ref(), &self.proxy).map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
+            .map_err(|e| BuildError(format!("tls.{e}")))?;
         Ok(Box::new(SqsSink { config: self.clone(), group, dedup, target, http, cx }))
     }
 }
