@@ -14,7 +14,6 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hmac::Mac;
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 use sluice_net::http::HttpClient;
@@ -23,7 +22,7 @@ use sluice_net::{ProxyConfig, TlsConfig};
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, Service,
 };
-use super::object::{ObjectCompression, ObjectNaming, compress};
+use super::object::{ObjectCompression, ObjectNaming, compress, upload_result};
 use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 
 /// Vector's `azure_blob` defaults: 10 MiB batches, sent after 300 s at the latest.
@@ -304,12 +303,7 @@ impl BlobService {
             .map_err(|e| CallResult::Permanent { status: None, message: format!("cannot build the request: {e}") })?;
         self.sign(&mut request, length)
             .map_err(|e| CallResult::Permanent { status: None, message: format!("cannot sign the request: {e}") })?;
-        self.http.send(request).await.map_err(|err| CallResult::Retriable {
-            status: None,
-            message: err.to_string(),
-            retry_after: None,
-            error_type: err.error_type(),
-        })
+        self.http.send(request).await.map_err(|e| CallResult::no_answer(&e, e.error_type()))
     }
 
     /// Get Container Properties at start: logs whether the container can be reached.
@@ -341,16 +335,12 @@ impl BlobService {
         if let Some(encoding) = self.compression.content_encoding() {
             request = request.header(http::header::CONTENT_ENCODING, encoding);
         }
-        match self.send(request, body).await {
-            Ok(response) if response.status().is_success() => CallResult::Delivered,
-            Ok(response) => {
-                let status = response.status();
-                let code = response.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                classify(status, code.as_deref(), &body)
-            }
-            Err(result) => result,
-        }
+        let sent = self.send(request, body).await;
+        upload_result(sent, |status, headers, body| {
+            let code = headers.get("x-ms-error-code").and_then(|v| v.to_str().ok());
+            classify(status, code, body)
+        })
+        .await
     }
 }
 

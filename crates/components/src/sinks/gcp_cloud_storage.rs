@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 use sluice_net::gcp::GcpAuth;
@@ -23,7 +23,7 @@ use sluice_net::{ProxyConfig, TlsConfig};
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, Service,
 };
-use super::object::{ObjectCompression, ObjectNaming, compress};
+use super::object::{ObjectCompression, ObjectNaming, compress, upload_result};
 use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 
 /// Vector's `gcp_cloud_storage` defaults: 10 MB batches, sent after 300 s at the latest.
@@ -283,14 +283,7 @@ impl GcsService {
         };
         let authorization = match self.auth.authorization(&self.http).await {
             Ok(value) => value,
-            Err(err) => {
-                return CallResult::Retriable {
-                    status: None,
-                    message: err.to_string(),
-                    retry_after: None,
-                    error_type: "credentials",
-                };
-            }
+            Err(err) => return CallResult::no_answer(&err, "credentials"),
         };
         let mut url =
             format!("{}/{}/{}", self.endpoint, self.bucket, percent_encoding::utf8_percent_encode(&name, NAME));
@@ -311,20 +304,8 @@ impl GcsService {
                 return CallResult::Permanent { status: None, message: format!("cannot build the request: {err}") };
             }
         };
-        match self.http.send(request).await {
-            Ok(response) if response.status().is_success() => CallResult::Delivered,
-            Ok(response) => {
-                let status = response.status();
-                let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                classify(status, &body)
-            }
-            Err(err) => CallResult::Retriable {
-                status: None,
-                message: err.to_string(),
-                retry_after: None,
-                error_type: err.error_type(),
-            },
-        }
+        let sent = self.http.send(request).await.map_err(|e| CallResult::no_answer(&e, e.error_type()));
+        upload_result(sent, |status, _, body| classify(status, body)).await
     }
 }
 

@@ -358,12 +358,7 @@ impl Service for HttpService {
                     let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                     self.classify(status, hint, &body)
                 }
-                Err(err) if self.strategy.retries_transport() => CallResult::Retriable {
-                    status: None,
-                    message: err.to_string(),
-                    retry_after: None,
-                    error_type: err.error_type(),
-                },
+                Err(err) if self.strategy.retries_transport() => CallResult::no_answer(&err, err.error_type()),
                 Err(err) => CallResult::Permanent { status: None, message: err.to_string() },
             }
         })

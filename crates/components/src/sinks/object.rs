@@ -11,7 +11,7 @@ use std::io::Write;
 use serde::Deserialize;
 use sluice_core::component::ConfigIssue;
 
-use super::driver::{EncodedBatch, PartitionKey};
+use super::driver::{CallResult, EncodedBatch, PartitionKey};
 use super::template::Template;
 
 /// `compression` of object sinks.
@@ -152,4 +152,24 @@ pub fn compress(
     } else {
         object_body(batch, delimiter, compression)
     }
+}
+
+/// How an upload ended: delivered on 2xx; otherwise `classify` reads the answer's status,
+/// headers and body. `sent` is the request's result, its failure already sorted.
+pub async fn upload_result(
+    sent: Result<sluice_net::http::Response, CallResult>,
+    classify: impl FnOnce(http::StatusCode, &http::HeaderMap, &[u8]) -> CallResult,
+) -> CallResult {
+    use http_body_util::BodyExt;
+    let response = match sent {
+        Ok(response) => response,
+        Err(result) => return result,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return CallResult::Delivered;
+    }
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    classify(status, &headers, &body)
 }

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
 use sluice_net::aws::{AwsAuth, AwsClient};
@@ -27,7 +26,7 @@ use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 use crate::sinks::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
 };
-use crate::sinks::object::{ObjectCompression, ObjectNaming, compress};
+use crate::sinks::object::{ObjectCompression, ObjectNaming, compress, upload_result};
 
 mod multipart;
 
@@ -407,20 +406,8 @@ impl S3Service {
             request = request.header(*name, value);
         }
         request = request.header(http::header::CONTENT_LENGTH, body.len());
-        match self.client.send(request, body, true).await {
-            Ok(response) if response.status().is_success() => CallResult::Delivered,
-            Ok(response) => {
-                let status = response.status();
-                let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                classify(status, &body, &self.strategy)
-            }
-            Err(err) => CallResult::Retriable {
-                status: None,
-                message: err.to_string(),
-                retry_after: None,
-                error_type: err.error_type(),
-            },
-        }
+        let sent = self.client.send(request, body, true).await.map_err(|e| CallResult::no_answer(&e, e.error_type()));
+        upload_result(sent, |status, _, body| classify(status, body, &self.strategy)).await
     }
 }
 

@@ -264,14 +264,7 @@ impl SqsService {
         let body = Bytes::from(self.request_body(batch));
         let response = match self.client.send(request, body, false).await {
             Ok(response) => response,
-            Err(err) => {
-                return CallResult::Retriable {
-                    status: None,
-                    message: err.to_string(),
-                    retry_after: None,
-                    error_type: err.error_type(),
-                };
-            }
+            Err(err) => return CallResult::no_answer(&err, err.error_type()),
         };
         let status = response.status();
         let body = match response.into_body().collect().await {

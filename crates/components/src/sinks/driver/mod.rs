@@ -175,6 +175,14 @@ pub enum CallResult {
     PerItem(Vec<ItemResult>),
 }
 
+impl CallResult {
+    /// A request that got no answer (no connection, a failed handshake, a reset, no
+    /// credentials): retriable, counted under `error_type`.
+    pub fn no_answer(error: &impl std::fmt::Display, error_type: &'static str) -> Self {
+        Self::Retriable { status: None, message: error.to_string(), retry_after: None, error_type }
+    }
+}
+
 /// How one event of a request fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemResult {

@@ -28,12 +28,8 @@ async fn step(
     request: http::request::Builder,
     body: Bytes,
 ) -> Result<(http::HeaderMap, Bytes), CallResult> {
-    let response = service.client.send(request, body, true).await.map_err(|err| CallResult::Retriable {
-        status: None,
-        message: err.to_string(),
-        retry_after: None,
-        error_type: err.error_type(),
-    })?;
+    let response =
+        service.client.send(request, body, true).await.map_err(|e| CallResult::no_answer(&e, e.error_type()))?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.map(|b| b.to_bytes()).map_err(|err| CallResult::Retriable {
