@@ -139,6 +139,10 @@ impl SourceConfig for HttpServerConfig {
         Some(self.ack_timeout_secs)
     }
 
+    fn warnings(&self) -> Vec<ConfigIssue> {
+        self.tls.as_ref().map(|tls| tls.server_warnings("tls")).unwrap_or_default()
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if StatusCode::from_u16(self.response_code).is_err() {

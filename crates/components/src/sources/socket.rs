@@ -78,6 +78,10 @@ impl SourceConfig for SocketConfig {
         false
     }
 
+    fn warnings(&self) -> Vec<sluice_core::component::ConfigIssue> {
+        self.tls.as_ref().map(|tls| tls.server_warnings("tls")).unwrap_or_default()
+    }
+
     fn check(&self, _globals: &sluice_core::component::GlobalOptions) -> Vec<sluice_core::component::ConfigIssue> {
         match self.tls.as_ref().filter(|t| t.is_enabled()) {
             Some(_) if self.mode == SocketMode::Udp => {

@@ -106,6 +106,20 @@ impl TlsConfig {
         self.enabled.unwrap_or(false)
     }
 
+    /// For listening components: a block that names files but is not enabled serves plain
+    /// text, which is worth a warning.
+    pub fn server_warnings(&self, prefix: &str) -> Vec<ConfigIssue> {
+        let names_files = self.crt_file.is_some() || self.key_file.is_some() || self.ca_file.is_some();
+        if names_files && self.enabled.is_none() {
+            vec![ConfigIssue::new(
+                format!("{prefix}.enabled"),
+                "TLS files are given but `enabled` is not set: this listens without TLS (set `enabled = true`)",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn alpn(&self) -> Vec<Vec<u8>> {
         self.alpn_protocols.iter().flatten().map(|p| p.as_bytes().to_vec()).collect()
     }

@@ -204,3 +204,13 @@ fn an_encrypted_key_opens_with_key_pass_only() {
     let wrong = with(Some("guess")).check("tls", true);
     assert!(wrong[0].message.contains("wrong `key_pass`"), "{}", wrong[0].message);
 }
+
+#[test]
+fn tls_files_without_enabled_are_warned_about() {
+    let files = TlsConfig { crt_file: Some("a.pem".into()), key_file: Some("a.key".into()), ..TlsConfig::default() };
+    assert_eq!(files.server_warnings("tls")[0].path, "tls.enabled");
+    let on = TlsConfig { enabled: Some(true), ..files.clone() };
+    assert!(on.server_warnings("tls").is_empty());
+    let off = TlsConfig { enabled: Some(false), ..files };
+    assert!(off.server_warnings("tls").is_empty(), "an explicit `false` is a choice");
+}
