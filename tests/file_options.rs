@@ -187,3 +187,28 @@ encoding.codec = "text"
     assert!(stderr.contains("read once, with the settings of the first"), "{stderr}");
     assert!(stderr.contains("\"a\"") && stderr.contains("\"b\""), "{stderr}");
 }
+
+/// A file source with a `data_dir` of its own keeps its checkpoints there; `sluice
+/// checkpoints list --config` reads every store the config uses and says which.
+#[test]
+fn checkpoints_list_with_a_config_finds_a_sources_own_data_dir() {
+    let (case, config) = common::files::file_case("*.log", "data_dir = \"{dir}/own\"");
+    common::files::append(&case.path("logs/app.log"), "app", 0..5);
+    let child = case.spawn(&config);
+    assert_eq!(common::files::wait_lines(&case.path("out.log"), 5, Duration::from_secs(30)), 5);
+    common::files::stop(child);
+    let output = common::sluice()
+        .args(["checkpoints", "list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "the source's own store is read: {stdout}");
+    assert!(listed[0]["path"].as_str().is_some_and(|p| p.ends_with("app.log")), "{stdout}");
+    let own = case.path("own").join("checkpoints").display().to_string();
+    let global = case.path("data").join("checkpoints").display().to_string();
+    assert!(stderr.contains(&format!("{own}: 1 checkpoints")), "says which stores it read: {stderr}");
+    assert!(stderr.contains(&format!("{global}: 0 checkpoints")), "{stderr}");
+}

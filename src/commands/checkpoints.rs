@@ -3,13 +3,14 @@
 //! are refused while a sluice uses the store.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sluice_file_tail::checkpoint::{self, Checkpoint, Store};
 use sluice_file_tail::fingerprint::{self, Fingerprint, Strategy};
 
 use super::dlq::data_dir;
-use crate::cli::CheckpointsCommand;
+use super::{EXIT_CONFIG, load_options, report};
+use crate::cli::{CheckpointsCommand, DlqPlace};
 
 pub fn run(command: &CheckpointsCommand) -> u8 {
     match execute(command) {
@@ -46,6 +47,44 @@ fn print(checkpoints: &[Checkpoint], json: bool) {
     }
 }
 
+/// Every checkpoint store the place names: with `--config`, the global `data_dir` and each
+/// source's own `data_dir`, so no store of the config is missed (and `true`: the stores read
+/// are then said on stderr).
+fn store_dirs(place: &DlqPlace) -> Result<(Vec<PathBuf>, bool), u8> {
+    if place.data_dir.is_some() || (place.config.config.is_empty() && place.config.config_dir.is_empty()) {
+        return Ok((vec![checkpoint::store_dir(&data_dir(place)?)], false));
+    }
+    let registry = sluice_components::registry();
+    let (graph, _) = sluice_runtime::config::load(&load_options(&place.config, &[]), &registry).map_err(|diagnostics| {
+        report(&diagnostics);
+        EXIT_CONFIG
+    })?;
+    let mut dirs = vec![graph.globals.options.data_dir.clone()];
+    for component in &graph.components {
+        if let sluice_core::component::AnyConfig::Source(source) = &component.config
+            && let Some(dir) = source.data_dir()
+        {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    Ok((dirs.iter().map(|d| checkpoint::store_dir(d)).collect(), true))
+}
+
+/// The entries of every store; with `say`, which stores were read goes to stderr.
+fn read_all((dirs, say): &(Vec<PathBuf>, bool)) -> Result<Vec<Checkpoint>, u8> {
+    let mut all = Vec::new();
+    for dir in dirs {
+        let entries = checkpoint::read_only(dir).map_err(fail)?;
+        if *say {
+            eprintln!("{}: {} checkpoints", dir.display(), entries.len());
+        }
+        all.extend(entries);
+    }
+    Ok(all)
+}
+
 fn open(dir: &Path) -> Result<Store, u8> {
     Store::open(dir).map_err(fail)
 }
@@ -53,12 +92,11 @@ fn open(dir: &Path) -> Result<Store, u8> {
 fn execute(command: &CheckpointsCommand) -> Result<(), u8> {
     match command {
         CheckpointsCommand::List { place, json } => {
-            let dir = checkpoint::store_dir(&data_dir(place)?);
-            let entries = checkpoint::read_only(&dir).map_err(fail)?;
+            let entries = read_all(&store_dirs(place)?)?;
             print(&entries, *json);
         }
         CheckpointsCommand::Show { place, target, json } => {
-            let dir = checkpoint::store_dir(&data_dir(place)?);
+            let dirs = store_dirs(place)?;
             let wanted = match target.parse::<Fingerprint>() {
                 Ok(fp) => fp,
                 Err(_) => {
@@ -70,7 +108,7 @@ fn execute(command: &CheckpointsCommand) -> Result<(), u8> {
                     }
                 }
             };
-            let entries = checkpoint::read_only(&dir).map_err(fail)?;
+            let entries = read_all(&dirs)?;
             let found: Vec<Checkpoint> = entries.into_iter().filter(|c| c.fingerprint == wanted).collect();
             if found.is_empty() {
                 return Err(fail(format!("no checkpoint for {wanted}")));
@@ -87,21 +125,29 @@ fn execute(command: &CheckpointsCommand) -> Result<(), u8> {
             }
             let pattern =
                 path.as_deref().map(glob::Pattern::new).transpose().map_err(|e| fail(format!("--path: {e}")))?;
-            let mut store = open(&checkpoint::store_dir(&data_dir(place)?))?;
-            let doomed: Vec<Fingerprint> = store
-                .entries()
-                .filter(|c| {
-                    wanted.contains(&c.fingerprint)
-                        || source.as_deref() == Some(c.source.as_str())
-                        || pattern.as_ref().is_some_and(|p| p.matches(&c.path))
-                })
-                .map(|c| c.fingerprint)
-                .collect();
-            for fp in &doomed {
-                store.remove(fp);
+            let mut forgotten = 0;
+            let (dirs, say) = store_dirs(place)?;
+            for dir in dirs {
+                let mut store = open(&dir)?;
+                let doomed: Vec<Fingerprint> = store
+                    .entries()
+                    .filter(|c| {
+                        wanted.contains(&c.fingerprint)
+                            || source.as_deref() == Some(c.source.as_str())
+                            || pattern.as_ref().is_some_and(|p| p.matches(&c.path))
+                    })
+                    .map(|c| c.fingerprint)
+                    .collect();
+                for fp in &doomed {
+                    store.remove(fp);
+                }
+                store.flush().map_err(fail)?;
+                if say {
+                    eprintln!("{}: forgot {}", dir.display(), doomed.len());
+                }
+                forgotten += doomed.len();
             }
-            store.flush().map_err(fail)?;
-            println!("Forgot {} checkpoints.", doomed.len());
+            println!("Forgot {forgotten} checkpoints.");
         }
         CheckpointsCommand::Import { place, vector_data_dir, source } => {
             let found = sluice_file_tail::vector::read_all(vector_data_dir).map_err(fail)?;

@@ -222,6 +222,11 @@ pub trait SourceConfig: Send + Sync + Debug {
     fn ack_timeout_secs(&self) -> Option<f64> {
         None
     }
+    /// A directory of its own for state (checkpoints), instead of the global `data_dir`.
+    /// Used by the commands that read that state (`sluice checkpoints`).
+    fn data_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// Everything a transform gets at build time.

@@ -298,6 +298,10 @@ impl SourceConfig for FileSourceConfig {
         true
     }
 
+    fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
+    }
+
     fn warnings(&self) -> Vec<ConfigIssue> {
         let mut warnings = Vec::new();
         if self.start_at_beginning.is_some() {

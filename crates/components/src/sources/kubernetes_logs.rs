@@ -226,6 +226,10 @@ impl SourceConfig for KubernetesLogsConfig {
         true
     }
 
+    fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
+    }
+
     fn warnings(&self) -> Vec<ConfigIssue> {
         self.api_fields_set()
             .into_iter()
