@@ -55,10 +55,11 @@ fn store_dirs(place: &DlqPlace) -> Result<(Vec<PathBuf>, bool), u8> {
         return Ok((vec![checkpoint::store_dir(&data_dir(place)?)], false));
     }
     let registry = sluice_components::registry();
-    let (graph, _) = sluice_runtime::config::load(&load_options(&place.config, &[]), &registry).map_err(|diagnostics| {
-        report(&diagnostics);
-        EXIT_CONFIG
-    })?;
+    let (graph, _) =
+        sluice_runtime::config::load(&load_options(&place.config, &[]), &registry).map_err(|diagnostics| {
+            report(&diagnostics);
+            EXIT_CONFIG
+        })?;
     let mut dirs = vec![graph.globals.options.data_dir.clone()];
     for component in &graph.components {
         if let sluice_core::component::AnyConfig::Source(source) = &component.config
