@@ -179,29 +179,6 @@ decoding.codec = "json"
     assert!(duplicates <= 2000, "duplicates are bounded by what was in flight");
 }
 
-/// Runs `command` (sluice, with its environment set) on `config` with `input` on stdin.
-fn run(
-    mut command: std::process::Command,
-    config: &std::path::Path,
-    ledger: Option<&std::path::Path>,
-    input: &[u8],
-) -> std::process::Output {
-    use std::io::Write;
-    command.arg("--config").arg(config);
-    if let Some(ledger) = ledger {
-        command.arg("--ledger-json").arg(ledger);
-    }
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).unwrap_or_else(|e| panic!("{e}"));
-    }
-    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Runs sluice with no AWS credentials anywhere it looks (and the instance metadata service
 /// switched off: nothing leaves loopback).
 fn without_aws_environment(command: &mut std::process::Command, home: &std::path::Path) {
@@ -243,7 +220,7 @@ fn a_profile_in_a_credentials_file_is_used() {
     ));
     let mut command = common::sluice();
     without_aws_environment(&mut command, case.dir.path());
-    let output = run(command, &config, None, events(0, 10).as_bytes());
+    let output = common::run_sluice(command, &config, None, events(0, 10).as_bytes());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(ids_in(&moto, "profiled").len(), 10);
 }
@@ -260,7 +237,7 @@ fn no_credentials_is_a_clear_error_at_start_not_a_stream_of_403s() {
     ));
     let mut command = common::sluice();
     without_aws_environment(&mut command, case.dir.path());
-    let output = run(command, &config, Some(&case.path("ledger.json")), events(0, 10).as_bytes());
+    let output = common::run_sluice(command, &config, Some(&case.path("ledger.json")), events(0, 10).as_bytes());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("No AWS credentials"), "said at start: {stderr}");
     assert!(moto.keys("nocreds").is_empty());
@@ -429,7 +406,7 @@ fn an_assumed_role_signs_the_uploads() {
     let mut command = common::sluice();
     // STS is moto's too; the SDK's variable points the role's session there.
     command.env("AWS_ENDPOINT_URL_STS", moto.endpoint()).env("AWS_EC2_METADATA_DISABLED", "true");
-    let output = run(command, &config, None, events(0, 20).as_bytes());
+    let output = common::run_sluice(command, &config, None, events(0, 20).as_bytes());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(ids_in(&moto, "assumed").len(), 20);
     let seen = proxy.seen.lock().map(|s| s.clone()).unwrap_or_default();
@@ -460,7 +437,7 @@ fn the_default_chain_takes_credentials_from_the_environment() {
     let mut command = common::sluice();
     without_aws_environment(&mut command, case.dir.path());
     command.env("AWS_ACCESS_KEY_ID", "AKIAFROMENVIRONMENT").env("AWS_SECRET_ACCESS_KEY", "secret");
-    let output = run(command, &config, None, events(0, 10).as_bytes());
+    let output = common::run_sluice(command, &config, None, events(0, 10).as_bytes());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(ids_in(&moto, "envcreds").len(), 10);
     let seen = proxy.seen.lock().map(|s| s.clone()).unwrap_or_default();

@@ -20,7 +20,6 @@ fn http_sink(uri: &str, extra: &str) -> String {
 }
 
 fn run(case: &Case, config: &std::path::Path, env: &[(&str, String)], input: &[u8]) {
-    use std::io::Write;
     let mut command = common::sluice();
     for var in
         ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy"]
@@ -30,19 +29,7 @@ fn run(case: &Case, config: &std::path::Path, env: &[(&str, String)], input: &[u
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command
-        .arg("--config")
-        .arg(config)
-        .arg("--ledger-json")
-        .arg(case.path("ledger.json"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let output = common::run_sluice(command, config, Some(&case.path("ledger.json")), input);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let ledger = case.ledger();
     common::assert_ledger_balanced(&ledger);

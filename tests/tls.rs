@@ -98,6 +98,16 @@ request.retry_max_duration_secs = 0.5
     assert!(message.contains("TLS handshake failed: unknown CA"), "{message}");
 }
 
+/// A config whose source (`source`: its type and address lines) listens with TLS on the
+/// server certificate of `pki`, plus `tls_extra` lines, into a text file sink at `out.log`.
+fn listener_config(case: &Case, pki: &TestPki, source: &str, tls_extra: &str) -> std::path::PathBuf {
+    case.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\n{source}\ntls.enabled = true\ntls.crt_file = \"{crt}\"\ntls.key_file = \"{key}\"\n{tls_extra}\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{{dir}}/out.log\"\nencoding.codec = \"text\"\n",
+        crt = pki.server_crt.display(),
+        key = pki.server_key.display(),
+    ))
+}
+
 /// Posts `body` over HTTPS with the given client TLS settings; the status, or why it failed.
 fn post_tls(port: u16, tls: &TlsConfig, body: &str) -> Result<u16, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -120,27 +130,9 @@ fn http_server_with_mutual_tls_refuses_a_client_without_a_certificate() {
     let case = Case::new();
     let pki = TestPki::new(case.dir.path(), "server");
     let port = common::free_port();
-    let config = case.config(&format!(
-        r#"
-data_dir = "{{dir}}/data"
-[sources.in]
-type = "http_server"
-address = "127.0.0.1:{port}"
-tls.enabled = true
-tls.crt_file = "{crt}"
-tls.key_file = "{key}"
-tls.ca_file = "{ca}"
-tls.verify_certificate = true
-[sinks.out]
-type = "file"
-inputs = ["in"]
-path = "{{dir}}/out.log"
-encoding.codec = "text"
-"#,
-        crt = pki.server_crt.display(),
-        key = pki.server_key.display(),
-        ca = pki.ca.display()
-    ));
+    let source = format!("type = \"http_server\"\naddress = \"127.0.0.1:{port}\"");
+    let mtls = format!("tls.ca_file = \"{}\"\ntls.verify_certificate = true", pki.ca.display());
+    let config = listener_config(&case, &pki, &source, &mtls);
     let api = common::enable_api(&config);
     let child = case.spawn(&config);
     common::wait_for_port(port, Duration::from_secs(30));
@@ -171,24 +163,8 @@ fn http_server_with_tls_answers_https_and_not_plain_http() {
     let case = Case::new();
     let pki = TestPki::new(case.dir.path(), "server");
     let port = common::free_port();
-    let config = case.config(&format!(
-        r#"
-data_dir = "{{dir}}/data"
-[sources.in]
-type = "http_server"
-address = "127.0.0.1:{port}"
-tls.enabled = true
-tls.crt_file = "{crt}"
-tls.key_file = "{key}"
-[sinks.out]
-type = "file"
-inputs = ["in"]
-path = "{{dir}}/out.log"
-encoding.codec = "text"
-"#,
-        crt = pki.server_crt.display(),
-        key = pki.server_key.display(),
-    ));
+    let source = format!("type = \"http_server\"\naddress = \"127.0.0.1:{port}\"");
+    let config = listener_config(&case, &pki, &source, "");
     let child = case.spawn(&config);
     common::wait_for_port(port, Duration::from_secs(30));
     assert_eq!(common::try_post(port, "/", b"plain\n"), None, "plain HTTP gets no answer");
@@ -236,25 +212,8 @@ fn the_socket_source_reads_lines_over_tls() {
     let case = Case::new();
     let pki = TestPki::new(case.dir.path(), "server");
     let port = common::free_port();
-    let config = case.config(&format!(
-        r#"
-data_dir = "{{dir}}/data"
-[sources.in]
-type = "socket"
-mode = "tcp"
-address = "127.0.0.1:{port}"
-tls.enabled = true
-tls.crt_file = "{crt}"
-tls.key_file = "{key}"
-[sinks.out]
-type = "file"
-inputs = ["in"]
-path = "{{dir}}/out.log"
-encoding.codec = "text"
-"#,
-        crt = pki.server_crt.display(),
-        key = pki.server_key.display(),
-    ));
+    let source = format!("type = \"socket\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"");
+    let config = listener_config(&case, &pki, &source, "");
     let child = case.spawn(&config);
     common::wait_for_port(port, Duration::from_secs(30));
     let client = TlsConfig { ca_file: Some(pki.ca.display().to_string()), ..TlsConfig::default() };
@@ -275,7 +234,6 @@ encoding.codec = "text"
 
 #[test]
 fn a_machine_without_root_certificates_still_sends_plain_http() {
-    use std::io::Write;
     let intake = Intake::start(|_, _, _| 200);
     let case = Case::new();
     let config = case.config(&format!(
@@ -283,19 +241,9 @@ fn a_machine_without_root_certificates_still_sends_plain_http() {
         intake.port
     ));
     // No system roots: rustls-native-certs reads only these, and they do not exist.
-    let mut child = common::sluice()
-        .env("SSL_CERT_FILE", case.path("no-roots.pem"))
-        .env("SSL_CERT_DIR", case.path("no-roots"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&lines(10)).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let mut command = common::sluice();
+    command.env("SSL_CERT_FILE", case.path("no-roots.pem")).env("SSL_CERT_DIR", case.path("no-roots"));
+    let output = common::run_sluice(command, &config, None, &lines(10));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(intake.accepted_lines().len(), 10);

@@ -50,24 +50,7 @@ impl Case {
 
     /// Runs `sluice --config config.toml --ledger-json ledger.json` with `input` on stdin.
     pub fn run_with_stdin(&self, config: &Path, input: &[u8]) -> Output {
-        let mut child = sluice()
-            .arg("--config")
-            .arg(config)
-            .arg("--ledger-json")
-            .arg(self.path("ledger.json"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn sluice: {e}"));
-        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let output = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
-        let _ = writer.join();
-        output
+        run_sluice(sluice(), config, Some(&self.path("ledger.json")), input)
     }
 
     /// Starts `sluice` in the background.
@@ -83,6 +66,29 @@ impl Case {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn sluice: {e}"))
     }
+}
+
+/// Runs `command` (the sluice binary, its environment set by the caller) on `config` with
+/// `input` on stdin; `ledger` adds `--ledger-json`.
+pub fn run_sluice(mut command: Command, config: &Path, ledger: Option<&Path>, input: &[u8]) -> Output {
+    command.arg("--config").arg(config);
+    if let Some(ledger) = ledger {
+        command.arg("--ledger-json").arg(ledger);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn sluice: {e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
+    let _ = writer.join();
+    output
 }
 
 /// Asserts that every component's ledger balances and nothing is left in flight.

@@ -104,12 +104,6 @@ fn classify(err: &hyper_util::client::legacy::Error) -> SendError {
     if let Some(reason) = handshake_failure(err) {
         return SendError::Tls(reason);
     }
-    let mut detail = err.to_string();
-    let mut next = std::error::Error::source(err);
-    while let Some(cause) = next {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        next = cause.source();
-    }
+    let detail = crate::error_chain(err);
     if err.is_connect() { SendError::Connect(detail) } else { SendError::Transport(detail) }
 }

@@ -17,3 +17,15 @@ pub mod tls;
 
 pub use proxy::ProxyConfig;
 pub use tls::{TlsConfig, TlsError};
+
+/// An error and its causes on one line (`outer: cause: root cause`).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}

@@ -42,10 +42,6 @@ impl AwsClient {
         Self { http, credentials, region, service }
     }
 
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
     /// Fetches credentials once, so that a missing one is reported at start.
     pub async fn check_credentials(&self) -> Result<(), AwsError> {
         self.credentials.get().await.map(drop)

@@ -120,20 +120,8 @@ impl AwsCredentials {
         let fresh = tokio::time::timeout(self.timeout, self.provider.provide_credentials())
             .await
             .map_err(|_| AwsError::Credentials(format!("none found within {:?}", self.timeout)))?
-            .map_err(|e| AwsError::Credentials(describe(&e)))?;
+            .map_err(|e| AwsError::Credentials(crate::error_chain(&e)))?;
         *cached = Some(fresh.clone());
         Ok(fresh)
     }
-}
-
-/// The error and its causes on one line.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }

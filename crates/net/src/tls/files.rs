@@ -28,7 +28,7 @@ fn read(field: &'static str, value: &str) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in a PEM file, or the one certificate of a DER file.
-pub fn load_certs(field: &'static str, value: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certs(field: &'static str, value: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(field, value)?;
     let pem: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
     if !pem.is_empty() {
@@ -42,7 +42,7 @@ pub fn load_certs(field: &'static str, value: &str) -> Result<Vec<CertificateDer
 }
 
 /// The private key of a PEM or DER file; an encrypted PKCS#8 key is opened with `pass`.
-pub fn load_key(value: &str, pass: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(value: &str, pass: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
     let field = "key_file";
     let bytes = read(field, value)?;
     let invalid = |message: String| TlsError::Invalid { field, path: shown(value), message };

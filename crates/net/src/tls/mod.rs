@@ -23,7 +23,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use sluice_core::component::ConfigIssue;
 
-pub use files::{load_certs, load_key};
+use files::load_certs;
 
 /// The `tls` block (Vector's fields).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
