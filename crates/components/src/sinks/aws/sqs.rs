@@ -219,27 +219,6 @@ struct ErrorAnswer {
 }
 
 impl SqsService {
-    fn classify(&self, status: http::StatusCode, body: &[u8]) -> CallResult {
-        let error: ErrorAnswer = serde_json::from_slice(body).unwrap_or_default();
-        let code = error.kind.rsplit('#').next().unwrap_or_default().to_owned();
-        let text = error.message.or(error.message_capitalised).unwrap_or_default();
-        let message = format!("SQS answered {status} {code}: {text}");
-        let status_code = Some(status.as_u16());
-        let throttled = code.contains("Throttl") || code == "RequestThrottled" || code == "KmsThrottled";
-        if throttled || status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
-            return CallResult::Retriable {
-                status: status_code,
-                message,
-                retry_after: None,
-                error_type: "http_status",
-            };
-        }
-        if code == "BatchRequestTooLong" || code == "InvalidParameterValue" || code == "InvalidMessageContents" {
-            return CallResult::Permanent { status: status_code, message };
-        }
-        CallResult::DestinationError { status: status_code, message }
-    }
-
     fn request_body(&self, batch: &EncodedBatch) -> Vec<u8> {
         let mut body = Vec::with_capacity(batch.bytes() + batch.len() * 16 + self.queue_url.len() + 32);
         body.extend_from_slice(b"{\"QueueUrl\":");
@@ -280,7 +259,7 @@ impl SqsService {
             }
         };
         if !status.is_success() {
-            return self.classify(status, &body);
+            return classify(status, &body);
         }
         let answer: BatchAnswer = match serde_json::from_slice(&body) {
             Ok(answer) => answer,
@@ -340,6 +319,23 @@ impl SqsService {
     }
 }
 
+/// Sorts a whole-request error answer of the JSON protocol.
+fn classify(status: http::StatusCode, body: &[u8]) -> CallResult {
+    let error: ErrorAnswer = serde_json::from_slice(body).unwrap_or_default();
+    let code = error.kind.rsplit('#').next().unwrap_or_default().to_owned();
+    let text = error.message.or(error.message_capitalised).unwrap_or_default();
+    let message = format!("SQS answered {status} {code}: {text}");
+    let status_code = Some(status.as_u16());
+    let throttled = code.contains("Throttl") || code == "RequestThrottled" || code == "KmsThrottled";
+    if throttled || status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
+        return CallResult::Retriable { status: status_code, message, retry_after: None, error_type: "http_status" };
+    }
+    if code == "BatchRequestTooLong" || code == "InvalidParameterValue" || code == "InvalidMessageContents" {
+        return CallResult::Permanent { status: status_code, message };
+    }
+    CallResult::DestinationError { status: status_code, message }
+}
+
 /// One result per message of the batch, in order, from `SendMessageBatch`'s answer.
 fn item_results(answer: BatchAnswer, messages: usize) -> Vec<ItemResult> {
     let mut results: Vec<Option<ItemResult>> = vec![None; messages];
@@ -396,5 +392,22 @@ mod tests {
         assert!(matches!(&results[2], ItemResult::Retriable { message, .. } if message.contains("InternalError")));
         assert_eq!(results[3], ItemResult::Delivered);
         assert!(matches!(&results[4], ItemResult::Retriable { .. }), "not mentioned: sent again");
+    }
+
+    #[test]
+    fn whole_request_errors_are_retried_split_or_dead_lettered() {
+        let answer = |status: u16, kind: &str| {
+            let body = format!("{{\"__type\":\"com.amazonaws.sqs#{kind}\",\"message\":\"m\",\"Message\":\"m\"}}");
+            classify(http::StatusCode::from_u16(status).unwrap_or_default(), body.as_bytes())
+        };
+        assert!(matches!(answer(400, "ThrottlingException"), CallResult::Retriable { .. }));
+        assert!(matches!(answer(500, "InternalError"), CallResult::Retriable { .. }));
+        assert!(matches!(answer(400, "BatchRequestTooLong"), CallResult::Permanent { .. }), "split");
+        match answer(400, "QueueDoesNotExist") {
+            CallResult::DestinationError { message, .. } => {
+                assert!(message.contains("QueueDoesNotExist: m"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
