@@ -1,7 +1,9 @@
 //! Helpers for tests that drive the real `sluice` binary.
 #![allow(dead_code)]
 
+pub mod api_server;
 pub mod azurite;
+pub mod elastic;
 pub mod fault_proxy;
 pub mod files;
 pub mod forward_proxy;

@@ -6,6 +6,7 @@ use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 use crate::sinks::aws::s3::S3SinkConfig;
 use crate::sinks::aws::sqs::SqsSinkConfig;
 use crate::sinks::azure_blob::AzureBlobConfig;
+use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
@@ -132,6 +133,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Events to standard output or error",
             parse: parse_sink::<ConsoleConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "elasticsearch",
+            aliases: &[],
+            summary: "Documents to Elasticsearch or OpenSearch with the bulk API, read item by item",
+            parse: parse_sink::<ElasticsearchConfig>,
         },
         ComponentSpec {
             kind: Sink,

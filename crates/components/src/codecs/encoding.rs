@@ -114,7 +114,59 @@ pub struct EncodeError(pub String);
 #[derive(Debug, Clone)]
 pub struct Encoder {
     config: EncodingConfig,
+    transformer: Transformer,
     csv_delimiter: u8,
+}
+
+/// `encoding` of sinks whose wire format is fixed (elasticsearch, datadog_logs, clickhouse):
+/// no codec, only how each event is reshaped first (Vector's "transformer" fields).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transformer {
+    /// Keep only these top-level fields.
+    pub only_fields: Option<Vec<String>>,
+    /// Remove these top-level fields.
+    pub except_fields: Option<Vec<String>>,
+    /// How timestamps are written. Default `rfc3339`.
+    pub timestamp_format: Option<TimestampFormat>,
+}
+
+impl Transformer {
+    pub fn check(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.only_fields.is_some() && self.except_fields.is_some() {
+            issues.push(ConfigIssue::new("encoding", "`only_fields` and `except_fields` cannot both be set"));
+        }
+        issues
+    }
+
+    /// True when events are written as they are.
+    pub fn is_identity(&self) -> bool {
+        self.only_fields.is_none()
+            && self.except_fields.is_none()
+            && self.timestamp_format.is_none_or(|f| f == TimestampFormat::Rfc3339)
+    }
+
+    /// `value` reshaped: borrowed as it is when nothing is configured.
+    pub fn apply<'a>(&self, value: &'a Value) -> std::borrow::Cow<'a, Value> {
+        if self.is_identity() {
+            return std::borrow::Cow::Borrowed(value);
+        }
+        let keep = |k: &str| {
+            self.only_fields.as_ref().is_none_or(|only| only.iter().any(|f| f == k))
+                && self.except_fields.as_ref().is_none_or(|except| !except.iter().any(|f| f == k))
+        };
+        let mut value = match value {
+            Value::Object(map) => {
+                Value::Object(map.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            other => other.clone(),
+        };
+        if let Some(format) = self.timestamp_format {
+            convert_timestamps(&mut value, format);
+        }
+        std::borrow::Cow::Owned(value)
+    }
 }
 
 impl EncodingConfig {
@@ -129,15 +181,21 @@ impl EncodingConfig {
                 _ => {}
             }
         }
-        if self.only_fields.is_some() && self.except_fields.is_some() {
-            issues.push(ConfigIssue::new("encoding", "`only_fields` and `except_fields` cannot both be set"));
-        }
+        issues.extend(self.transformer().check());
         issues
+    }
+
+    fn transformer(&self) -> Transformer {
+        Transformer {
+            only_fields: self.only_fields.clone(),
+            except_fields: self.except_fields.clone(),
+            timestamp_format: self.timestamp_format,
+        }
     }
 
     pub fn build(&self) -> Encoder {
         let csv_delimiter = self.csv.as_ref().map_or(b',', |c| c.delimiter as u8);
-        Encoder { config: self.clone(), csv_delimiter }
+        Encoder { config: self.clone(), transformer: self.transformer(), csv_delimiter }
     }
 }
 
@@ -171,43 +229,10 @@ fn convert_timestamps(value: &mut Value, format: TimestampFormat) {
 }
 
 impl Encoder {
-    /// Whether the event must be reshaped before encoding (field filters, timestamp format).
-    fn needs_transform(&self) -> bool {
-        self.config.only_fields.is_some()
-            || self.config.except_fields.is_some()
-            || self.config.timestamp_format.is_some_and(|f| f != TimestampFormat::Rfc3339)
-    }
-
-    fn shaped(&self, value: &Value) -> Value {
-        let mut value = match (value, &self.config.only_fields, &self.config.except_fields) {
-            (Value::Object(map), Some(only), _) => Value::Object(
-                map.iter()
-                    .filter(|(k, _)| only.iter().any(|f| f == k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<ObjectMap>(),
-            ),
-            (Value::Object(map), None, Some(except)) => Value::Object(
-                map.iter()
-                    .filter(|(k, _)| !except.iter().any(|f| f == k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<ObjectMap>(),
-            ),
-            _ => value.clone(),
-        };
-        if let Some(format) = self.config.timestamp_format {
-            convert_timestamps(&mut value, format);
-        }
-        value
-    }
-
     /// Appends the encoding of `event` to `buf` (no framing).
     pub fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
-        if self.needs_transform() {
-            let value = self.shaped(event.value());
-            self.encode_value(&value, buf)
-        } else {
-            self.encode_value(event.value(), buf)
-        }
+        let value = self.transformer.apply(event.value());
+        self.encode_value(&value, buf)
     }
 
     fn encode_value(&self, value: &Value, buf: &mut Vec<u8>) -> Result<(), EncodeError> {

@@ -6,4 +6,4 @@ pub mod encoding;
 pub use sluice_core::json;
 
 pub use decoding::{DecodingConfig, Framer, FramingConfig};
-pub use encoding::{Encoder, EncodingConfig, SinkFraming};
+pub use encoding::{Encoder, EncodingConfig, SinkFraming, Transformer};

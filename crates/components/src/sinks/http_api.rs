@@ -1,0 +1,141 @@
+//! What the API sinks (elasticsearch, datadog_logs, loki, splunk_hec_logs, clickhouse) share:
+//! base URLs, basic auth, request body compression, and how a whole response's status is
+//! classified.
+
+use std::io::Write;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use sluice_core::component::ConfigIssue;
+
+use super::driver::CallResult;
+
+/// A base URL (`http://host:port[/path]`), checked: `field` names it in errors.
+pub fn base_url(field: &str, text: &str) -> Result<String, ConfigIssue> {
+    let uri: http::Uri = text.parse().map_err(|e| ConfigIssue::new(field, format!("not a valid URL: {e}")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(text.trim_end_matches('/').to_owned()),
+        _ => Err(ConfigIssue::new(field, "must be an `http://` or `https://` URL with a host")),
+    }
+}
+
+/// `Authorization: Basic …`.
+pub fn basic_auth(user: &str, password: &str) -> Result<http::HeaderValue, String> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    http::HeaderValue::try_from(format!("Basic {token}")).map_err(|e| e.to_string())
+}
+
+/// Request body compression of the API sinks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zlib,
+    Zstd,
+}
+
+impl Compression {
+    /// The `Content-Encoding` value, if any.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Gzip => Some("gzip"),
+            Self::Zlib => Some("deflate"),
+            Self::Zstd => Some("zstd"),
+        }
+    }
+
+    /// `body` compressed (as it is with `none`).
+    pub fn compress(self, body: Vec<u8>) -> std::io::Result<Bytes> {
+        let level = flate2::Compression::default();
+        Ok(Bytes::from(match self {
+            Self::None => body,
+            Self::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
+                encoder.write_all(&body)?;
+                encoder.finish()?
+            }
+            Self::Zlib => {
+                let mut encoder = flate2::write::ZlibEncoder::new(Vec::with_capacity(body.len() / 4), level);
+                encoder.write_all(&body)?;
+                encoder.finish()?
+            }
+            Self::Zstd => zstd::bulk::compress(&body, 3)?,
+        }))
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by intakes in practice).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A response body, read whole; a body cut short reads as what arrived.
+pub async fn read_body(response: sluice_net::http::Response) -> Result<Bytes, String> {
+    response.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| format!("response cut short: {e}"))
+}
+
+/// The start of a body, for messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A non-2xx status of a whole request, the way every API sink reads it unless it knows
+/// better: 401, 403 and 404 are about the destination (bad key, no such index or path), so
+/// the batch is dead-lettered whole; 408, 429 and 5xx (but 501) are retried; other 4xx (400,
+/// 413, 422) can come from the events, so the batch is split.
+pub fn status_result(status: http::StatusCode, retry_after: Option<Duration>, message: String) -> CallResult {
+    let code = status.as_u16();
+    match code {
+        200..=299 => CallResult::Delivered,
+        401 | 403 | 404 => CallResult::DestinationError { status: Some(code), message },
+        408 | 429 => CallResult::Retriable { status: Some(code), message, retry_after, error_type: "http_status" },
+        501 => CallResult::Permanent { status: Some(code), message },
+        500..=599 => CallResult::Retriable { status: Some(code), message, retry_after, error_type: "http_status" },
+        _ => CallResult::Permanent { status: Some(code), message },
+    }
+}
+
+/// `Content-Type` and `Content-Encoding` for a body compressed with `compression`.
+pub fn body_headers(
+    mut request: http::request::Builder,
+    content_type: &'static str,
+    compression: Compression,
+) -> http::request::Builder {
+    request = request.header(http::header::CONTENT_TYPE, content_type);
+    if let Some(encoding) = compression.content_encoding() {
+        request = request.header(http::header::CONTENT_ENCODING, encoding);
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_sorted_by_what_they_say_about_the_batch() {
+        let sort = |code: u16| status_result(http::StatusCode::from_u16(code).unwrap_or_default(), None, String::new());
+        assert!(matches!(sort(403), CallResult::DestinationError { .. }));
+        assert!(matches!(sort(429), CallResult::Retriable { .. }));
+        assert!(matches!(sort(503), CallResult::Retriable { .. }));
+        assert!(matches!(sort(400), CallResult::Permanent { .. }));
+        assert!(matches!(sort(413), CallResult::Permanent { .. }));
+        assert!(matches!(sort(501), CallResult::Permanent { .. }));
+        assert_eq!(sort(202), CallResult::Delivered);
+    }
+
+    #[test]
+    fn base_urls_need_a_scheme_and_host() {
+        assert_eq!(base_url("endpoint", "http://127.0.0.1:9200/").ok().as_deref(), Some("http://127.0.0.1:9200"));
+        assert!(base_url("endpoint", "127.0.0.1:9200").is_err());
+        assert!(base_url("endpoint", "ftp://x").is_err());
+    }
+}
