@@ -6,6 +6,7 @@ use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 use crate::sinks::aws::s3::S3SinkConfig;
 use crate::sinks::aws::sqs::SqsSinkConfig;
 use crate::sinks::azure_blob::AzureBlobConfig;
+use crate::sinks::datadog::logs::DatadogLogsConfig;
 use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
 use crate::sinks::{
@@ -133,6 +134,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Events to standard output or error",
             parse: parse_sink::<ConsoleConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "datadog_logs",
+            aliases: &[],
+            summary: "Logs to Datadog, partitioned by API key so one bad key fails only its events",
+            parse: parse_sink::<DatadogLogsConfig>,
         },
         ComponentSpec {
             kind: Sink,

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod azure_blob;
 pub mod blackhole;
 pub mod console;
+pub mod datadog;
 pub mod driver;
 pub mod elasticsearch;
 pub mod file;

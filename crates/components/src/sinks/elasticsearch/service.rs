@@ -17,7 +17,7 @@ use vrl::value::Value;
 use super::{ApiVersion, ElasticAuth, ElasticsearchConfig, OpenSearchServiceType, VersionType};
 use crate::codecs::Transformer;
 use crate::sinks::driver::{CallResult, EncodedBatch, ItemResult, PartitionKey, Service};
-use crate::sinks::http_api::{self, Compression};
+use crate::sinks::http_api::{self, Compression, Field, write_object};
 use crate::sinks::template::Template;
 
 /// Where each event goes.
@@ -293,47 +293,6 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
-/// Writes `value` as a JSON document without the top-level fields in `skip`, renaming
-/// `rename` (from, to) when the target is free, and adding `extra` fields.
-fn write_document(
-    buf: &mut Vec<u8>,
-    value: &Value,
-    skip: &[&str],
-    rename: Option<(&str, &str)>,
-    extra: &[(&str, Value)],
-) {
-    let Value::Object(map) = value else {
-        write_value(buf, value);
-        return;
-    };
-    buf.push(b'{');
-    let mut first = true;
-    let mut field = |buf: &mut Vec<u8>, key: &str, value: &Value| {
-        if !first {
-            buf.push(b',');
-        }
-        first = false;
-        write_str(buf, key);
-        buf.push(b':');
-        write_value(buf, value);
-    };
-    let rename = rename.filter(|(_, to)| !map.contains_key(*to));
-    for (key, value) in map {
-        let key = key.as_str();
-        if skip.contains(&key) || extra.iter().any(|(k, _)| *k == key) {
-            continue;
-        }
-        match rename {
-            Some((from, to)) if from == key => field(buf, to, value),
-            _ => field(buf, key, value),
-        }
-    }
-    for (key, value) in extra {
-        field(buf, key, value);
-    }
-    buf.push(b'}');
-}
-
 /// A `_bulk` answer: `errors` first, items only when it is true.
 #[derive(Deserialize)]
 struct BulkHead {
@@ -435,13 +394,17 @@ impl Service for ElasticService {
         let extra = self.action_line(event, buf)?;
         let value = self.transformer.apply(event.value());
         let data_stream = matches!(self.target, IndexTarget::DataStream { .. });
-        match (&self.id_key, data_stream) {
-            (None, false) => write_value(buf, &value),
-            (id_key, _) => {
-                let skip: Vec<&str> = id_key.iter().map(String::as_str).collect();
-                let rename = data_stream.then_some(("timestamp", "@timestamp"));
-                write_document(buf, &value, &skip, rename, &extra);
-            }
+        if self.id_key.is_none() && !data_stream {
+            write_value(buf, &value);
+        } else {
+            let rename = data_stream && value.as_object().is_some_and(|m| !m.contains_key("@timestamp"));
+            let id_key = self.id_key.as_deref();
+            let each = |key: &str, _: &Value| match key {
+                "timestamp" if rename => Field::Rename("@timestamp"),
+                key if Some(key) == id_key => Field::Skip,
+                _ => Field::Keep,
+            };
+            write_object(buf, &value, each, &extra);
         }
         buf.push(b'\n');
         Ok(())
@@ -514,16 +477,5 @@ mod tests {
     fn an_answer_that_is_not_json_is_retried() {
         assert!(matches!(read_bulk(b"<html>proxy error</html>", true), CallResult::Retriable { .. }));
         assert_eq!(read_bulk(br#"{"took":1,"errors":false,"items":[]}"#, true), CallResult::Delivered);
-    }
-
-    #[test]
-    fn documents_drop_the_id_and_rename_the_timestamp() {
-        let mut map = vrl::value::ObjectMap::new();
-        map.insert("id".into(), Value::from("a1"));
-        map.insert("timestamp".into(), Value::from("t"));
-        map.insert("message".into(), Value::from("m"));
-        let mut buf = Vec::new();
-        write_document(&mut buf, &Value::Object(map), &["id"], Some(("timestamp", "@timestamp")), &[]);
-        assert_eq!(String::from_utf8_lossy(&buf), r#"{"message":"m","@timestamp":"t"}"#);
     }
 }
