@@ -130,7 +130,7 @@ fn handle(state: &mut DdState, request: &Request, key: &str, valid: bool) -> (Re
                 if !s.get("metric").is_some_and(Value::is_string) {
                     return (bad_request("each series needs a `metric` name"), 0);
                 }
-                if !s.get("type").and_then(Value::as_u64).is_some_and(|t| t <= 3) {
+                if s.get("type").and_then(Value::as_u64).is_none_or(|t| t > 3) {
                     return (bad_request("`type` must be 0 (unspecified), 1 (count), 2 (rate) or 3 (gauge)"), 0);
                 }
                 let Some(points) = s.get("points").and_then(Value::as_array).filter(|p| !p.is_empty()) else {
