@@ -3,6 +3,7 @@
 
 pub mod api_server;
 pub mod azurite;
+pub mod clickhouse;
 pub mod datadog;
 pub mod elastic;
 pub mod fault_proxy;

@@ -6,6 +6,7 @@ use sluice_core::ledger::ComponentKind::{Sink, Source, Transform};
 use crate::sinks::aws::s3::S3SinkConfig;
 use crate::sinks::aws::sqs::SqsSinkConfig;
 use crate::sinks::azure_blob::AzureBlobConfig;
+use crate::sinks::clickhouse::ClickhouseConfig;
 use crate::sinks::datadog::logs::DatadogLogsConfig;
 use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
@@ -127,6 +128,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Accept and forget events",
             parse: parse_sink::<BlackholeConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "clickhouse",
+            aliases: &[],
+            summary: "Rows into a ClickHouse table; rows it cannot parse are isolated and dead-lettered",
+            parse: parse_sink::<ClickhouseConfig>,
         },
         ComponentSpec {
             kind: Sink,

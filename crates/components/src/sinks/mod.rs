@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod azure_blob;
 pub mod blackhole;
+pub mod clickhouse;
 pub mod console;
 pub mod datadog;
 pub mod driver;
