@@ -10,6 +10,7 @@ use crate::sinks::clickhouse::ClickhouseConfig;
 use crate::sinks::datadog::logs::DatadogLogsConfig;
 use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
+use crate::sinks::loki::LokiConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -177,6 +178,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Batches of events to an HTTP endpoint",
             parse: parse_sink::<HttpSinkConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "loki",
+            aliases: &[],
+            summary: "Log lines to Loki streams; entries Loki refuses are dead-lettered one by one",
+            parse: parse_sink::<LokiConfig>,
         },
         ComponentSpec {
             kind: Sink,

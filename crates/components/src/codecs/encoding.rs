@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Deserialize;
 use sluice_core::LogEvent;
 use sluice_core::component::ConfigIssue;
+use sluice_core::json::Field;
 use vrl::value::{ObjectMap, Value};
 
 /// `encoding` block (Vector's field names).
@@ -233,6 +234,34 @@ impl Encoder {
     pub fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
         let value = self.transformer.apply(event.value());
         self.encode_value(&value, buf)
+    }
+
+    /// Appends the encoding of `event` without its top-level fields `skip` (loki's removed
+    /// label and timestamp fields). JSON is written skipping them; other codecs encode a copy.
+    pub fn encode_without(&self, event: &LogEvent, skip: &[&str], buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let Value::Object(map) = event.value() else { return self.encode(event, buf) };
+        if !skip.iter().any(|k| map.contains_key(*k)) {
+            return self.encode(event, buf);
+        }
+        let value = self.transformer.apply(event.value());
+        let pretty = self.config.json.as_ref().is_some_and(|j| j.pretty);
+        match self.config.codec {
+            Codec::Json if !pretty => {
+                let each = |key: &str, _: &Value| if skip.contains(&key) { Field::Skip } else { Field::Keep };
+                sluice_core::json::write_object(buf, &value, each, &[]);
+                Ok(())
+            }
+            Codec::Text | Codec::RawMessage if !skip.contains(&"message") => self.encode_value(&value, buf),
+            _ => {
+                let mut value = value.into_owned();
+                if let Value::Object(map) = &mut value {
+                    for key in skip {
+                        map.remove(*key);
+                    }
+                }
+                self.encode_value(&value, buf)
+            }
+        }
     }
 
     fn encode_value(&self, value: &Value, buf: &mut Vec<u8>) -> Result<(), EncodeError> {

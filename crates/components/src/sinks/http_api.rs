@@ -10,8 +10,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use sluice_core::component::ConfigIssue;
-use sluice_core::json::{write_str, write_value};
-use vrl::value::Value;
 
 use super::driver::CallResult;
 
@@ -116,56 +114,6 @@ pub fn body_headers(
         request = request.header(http::header::CONTENT_ENCODING, encoding);
     }
     request
-}
-
-/// What becomes of one top-level field when a document is written.
-pub enum Field<'a> {
-    Keep,
-    Skip,
-    Rename(&'a str),
-    Replace(&'a str, Value),
-}
-
-/// Writes `value` as a JSON object, each top-level field as `each` says, then `extra` fields
-/// (which replace any field of the same name). A value that is not an object is written as
-/// it is.
-pub fn write_object(
-    buf: &mut Vec<u8>,
-    value: &Value,
-    mut each: impl FnMut(&str, &Value) -> Field<'static>,
-    extra: &[(&str, Value)],
-) {
-    let Value::Object(map) = value else {
-        write_value(buf, value);
-        return;
-    };
-    buf.push(b'{');
-    let mut first = true;
-    let mut field = |buf: &mut Vec<u8>, key: &str, value: &Value| {
-        if !first {
-            buf.push(b',');
-        }
-        first = false;
-        write_str(buf, key);
-        buf.push(b':');
-        write_value(buf, value);
-    };
-    for (key, value) in map {
-        let key = key.as_str();
-        if extra.iter().any(|(k, _)| *k == key) {
-            continue;
-        }
-        match each(key, value) {
-            Field::Keep => field(buf, key, value),
-            Field::Skip => {}
-            Field::Rename(to) => field(buf, to, value),
-            Field::Replace(to, new) => field(buf, to, &new),
-        }
-    }
-    for (key, value) in extra {
-        field(buf, key, value);
-    }
-    buf.push(b'}');
 }
 
 #[cfg(test)]

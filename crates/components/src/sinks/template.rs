@@ -63,6 +63,22 @@ impl Template {
         self.strftime || self.parts.iter().any(|p| matches!(p, Part::Field(_) | Part::Secret(_)))
     }
 
+    /// The event fields the template reads.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The field path when the template is exactly one `{{ field }}` and nothing else.
+    pub fn single_field(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Field(name)] if !self.strftime => Some(name),
+            _ => None,
+        }
+    }
+
     /// The literal text before the first placeholder or strftime specifier.
     pub fn static_prefix(&self) -> String {
         let mut prefix = String::new();
@@ -111,7 +127,8 @@ impl Template {
     }
 }
 
-fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+/// The value at a dotted `path` of `value`.
+pub fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(value, |v, key| match v {
         Value::Object(map) => map.get(key),
         _ => None,

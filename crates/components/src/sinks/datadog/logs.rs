@@ -23,7 +23,8 @@ use crate::codecs::Transformer;
 use crate::sinks::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, Service,
 };
-use crate::sinks::http_api::{self, Compression, Field, write_object};
+use crate::sinks::http_api::{self, Compression};
+use sluice_core::json::{Field, write_object};
 
 /// Datadog's limits for one request and one log.
 const MAX_EVENTS: usize = 1_000;

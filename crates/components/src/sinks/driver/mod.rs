@@ -187,8 +187,19 @@ impl CallResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemResult {
     Delivered,
-    Retriable { status: Option<u16>, message: String },
-    Permanent { status: Option<u16>, message: String },
+    Retriable {
+        status: Option<u16>,
+        message: String,
+    },
+    Permanent {
+        status: Option<u16>,
+        message: String,
+    },
+    /// Not sent, on purpose, by a rule the user configured (loki's
+    /// `out_of_order_action = "drop"`): resolved as discarded and counted under `reason`.
+    Discarded {
+        reason: &'static str,
+    },
 }
 
 /// What events of one batch share (e.g. rendered header values, a per-tenant key). Events
@@ -252,18 +263,29 @@ pub struct Batch {
 /// An event rejected for good, with its status and error.
 type Rejected = (LogEvent, Option<u16>, String);
 
+/// A batch's events sorted by their per-item results.
+struct Sorted {
+    delivered: Vec<LogEvent>,
+    failed: Vec<Rejected>,
+    discarded: Vec<(LogEvent, &'static str)>,
+    retry: Batch,
+}
+
 impl Batch {
     /// Applies per-event results: returns the delivered events, the permanently failed ones
-    /// with their errors, and a batch of the events to retry.
-    fn sort_items(self, results: &[ItemResult]) -> (Vec<LogEvent>, Vec<Rejected>, Batch) {
+    /// with their errors, the discarded ones with their reason, and a batch of the events to
+    /// retry.
+    fn sort_items(self, results: &[ItemResult]) -> Sorted {
         let mut delivered = Vec::new();
         let mut failed = Vec::new();
+        let mut discarded = Vec::new();
         let mut retry = Batch { key: self.key.clone(), ..Batch::default() };
         let items: Vec<Vec<u8>> = self.encoded.items().map(<[u8]>::to_vec).collect();
         for ((event, item), result) in self.events.into_iter().zip(items).zip(results) {
             match result {
                 ItemResult::Delivered => delivered.push(event),
                 ItemResult::Permanent { status, message } => failed.push((event, *status, message.clone())),
+                ItemResult::Discarded { reason } => discarded.push((event, *reason)),
                 ItemResult::Retriable { .. } => {
                     retry.encoded.buf.extend_from_slice(&item);
                     retry.encoded.ends.push(retry.encoded.buf.len());
@@ -271,7 +293,7 @@ impl Batch {
                 }
             }
         }
-        (delivered, failed, retry)
+        Sorted { delivered, failed, discarded, retry }
     }
 
     fn split(mut self) -> (Batch, Batch) {
@@ -508,8 +530,13 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
             };
             let result = match result {
                 CallResult::PerItem(items) if items.len() == batch.events.len() => {
-                    let (delivered, failed, rest) = std::mem::take(&mut batch).sort_items(&items);
+                    let Sorted { delivered, failed, discarded, retry: rest } =
+                        std::mem::take(&mut batch).sort_items(&items);
                     settle_delivered(shared, delivered);
+                    for (event, reason) in discarded {
+                        event.resolve(Outcome::Discarded);
+                        shared.cx.ledger.discarded(1, reason, true);
+                    }
                     for (event, status, message) in failed {
                         let failure = failure(DeadLetterReason::Permanent, status, message, retries + 1);
                         shared.cx.dead_letter.submit(vec![event], failure).await;

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use sluice_core::LogEvent;
 use sluice_core::component::SinkContext;
-use sluice_core::json::{write_str, write_value};
+use sluice_core::json::{Field, write_object, write_str, write_value};
 use sluice_net::aws::AwsClient;
 use sluice_net::http::HttpClient;
 use vrl::value::Value;
@@ -17,8 +17,8 @@ use vrl::value::Value;
 use super::{ApiVersion, ElasticAuth, ElasticsearchConfig, OpenSearchServiceType, VersionType};
 use crate::codecs::Transformer;
 use crate::sinks::driver::{CallResult, EncodedBatch, ItemResult, PartitionKey, Service};
-use crate::sinks::http_api::{self, Compression, Field, write_object};
-use crate::sinks::template::Template;
+use crate::sinks::http_api::{self, Compression};
+use crate::sinks::template::{Template, lookup};
 
 /// Where each event goes.
 #[derive(Debug, Clone)]
@@ -284,13 +284,6 @@ impl ElasticService {
         buf.extend_from_slice(b"}}\n");
         Ok(extra)
     }
-}
-
-fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(value, |v, key| match v {
-        Value::Object(map) => map.get(key),
-        _ => None,
-    })
 }
 
 /// A `_bulk` answer: `errors` first, items only when it is true.
