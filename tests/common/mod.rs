@@ -13,6 +13,7 @@ pub mod gcp;
 pub mod intake;
 pub mod loki;
 pub mod moto;
+pub mod splunk;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

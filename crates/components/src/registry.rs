@@ -11,6 +11,7 @@ use crate::sinks::datadog::logs::DatadogLogsConfig;
 use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
 use crate::sinks::loki::LokiConfig;
+use crate::sinks::splunk_hec::SplunkHecLogsConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -192,6 +193,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Metric events for Prometheus to scrape (no metric source yet)",
             parse: parse_sink::<PrometheusExporterConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "splunk_hec_logs",
+            aliases: &[],
+            summary: "Events to Splunk's HTTP Event Collector, delivered once Splunk says they are indexed",
+            parse: parse_sink::<SplunkHecLogsConfig>,
         },
     ]
 }

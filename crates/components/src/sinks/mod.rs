@@ -16,6 +16,7 @@ pub mod http_api;
 pub mod loki;
 pub mod object;
 pub mod prometheus_exporter;
+pub mod splunk_hec;
 pub mod template;
 
 use sluice_core::ack::{BatchFinalizers, Outcome};

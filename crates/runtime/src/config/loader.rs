@@ -344,9 +344,22 @@ fn parse_component(
         }
     };
     let mut acknowledgements = None;
+    // Keys of a sink's `acknowledgements` table besides `enabled` (splunk_hec_logs' indexer
+    // acknowledgements) are the sink's own: they stay in its config.
+    let mut own_ack_keys = None;
     if kind != ComponentKind::Transform
-        && let Some(value) = body.remove("acknowledgements")
+        && let Some(mut value) = body.remove("acknowledgements")
     {
+        if kind == ComponentKind::Sink
+            && let Value::Object(map) = &mut value
+            && map.keys().any(|k| k != "enabled")
+        {
+            let own: serde_json::Map<String, Value> =
+                map.iter().filter(|(k, _)| *k != "enabled").map(|(k, v)| (k.clone(), v.clone())).collect();
+            map.retain(|k, _| k == "enabled");
+            own_ack_keys = own.keys().next().cloned();
+            body.insert("acknowledgements".to_owned(), Value::Object(own));
+        }
         match schema::parse_enabled(&value) {
             Ok(enabled) => acknowledgements = Some(enabled),
             Err(message) => diagnostics.push(here(Diagnostic::error(message).field("acknowledgements"))),
@@ -373,7 +386,13 @@ fn parse_component(
     let config = match (spec.parse)(Value::Object(body)) {
         Ok(config) => Some(config),
         Err(issues) => {
-            for issue in issues {
+            for mut issue in issues {
+                if let Some(key) = &own_ack_keys
+                    && issue.message.starts_with("unknown field `acknowledgements`")
+                {
+                    issue.path = "acknowledgements".to_owned();
+                    issue.message = format!("unknown field `{key}`, expected `enabled`");
+                }
                 let suggestion = suggestion_from_serde(&issue.message);
                 diagnostics.push(here(Diagnostic::error(issue.message).field(issue.path).suggest(suggestion)));
             }
