@@ -10,6 +10,9 @@
 //!   `{"series":[{"metric","type","points":[{"timestamp","value"}],"tags","resources",
 //!   "interval"}]}` with `type` 0–3 (unspecified, count, rate, gauge), timestamps in seconds
 //!   and not more than 10 minutes ahead, else 400; 202 `{"errors":[]}`.
+//! - `POST /api/v1/distribution_points`: `{"series":[{"metric","points":[[ts,[values…]]],
+//!   "tags":["k:v"],"host"}]}`, each value a number, else 400; 202 `{"status":"ok"}`.
+//! - Metric bodies may be deflate (zlib) or gzip compressed.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -25,6 +28,8 @@ pub struct DdState {
     pub logs: BTreeMap<String, Vec<Value>>,
     /// Accepted series by API key.
     pub series: BTreeMap<String, Vec<Value>>,
+    /// Accepted distribution series by API key.
+    pub distributions: BTreeMap<String, Vec<Value>>,
     /// Requests answered 403, by key.
     pub forbidden: BTreeMap<String, usize>,
     /// Logs over 1 MB that were truncated.
@@ -153,6 +158,42 @@ fn handle(state: &mut DdState, request: &Request, key: &str, valid: bool) -> (Re
             let n = series.len();
             state.series.entry(key.to_owned()).or_default().extend(series.iter().cloned());
             (Reply::json(202, &json!({ "errors": [] })), n)
+        }
+        "/api/v1/distribution_points" => {
+            if media != "application/json" {
+                return (Reply::json(415, &json!({ "errors": ["Unsupported Media Type"] })), 0);
+            }
+            let body: Value = match serde_json::from_slice(&request.body) {
+                Ok(body) => body,
+                Err(err) => return (bad_request(&format!("invalid JSON: {err}")), 0),
+            };
+            let Some(series) = body.get("series").and_then(Value::as_array) else {
+                return (bad_request("missing `series`"), 0);
+            };
+            for s in series {
+                if !s.get("metric").is_some_and(Value::is_string) {
+                    return (bad_request("each series needs a `metric` name"), 0);
+                }
+                if s.get("tags").is_some_and(|t| !t.as_array().is_some_and(|t| t.iter().all(Value::is_string))) {
+                    return (bad_request("`tags` must be a list of strings"), 0);
+                }
+                let Some(points) = s.get("points").and_then(Value::as_array).filter(|p| !p.is_empty()) else {
+                    return (bad_request("each series needs `points`"), 0);
+                };
+                for p in points {
+                    let valid = p.as_array().is_some_and(|p| {
+                        p.len() == 2
+                            && p[0].is_i64()
+                            && p[1].as_array().is_some_and(|v| !v.is_empty() && v.iter().all(Value::is_number))
+                    });
+                    if !valid {
+                        return (bad_request("each point is [timestamp, [values…]]"), 0);
+                    }
+                }
+            }
+            let n = series.len();
+            state.distributions.entry(key.to_owned()).or_default().extend(series.iter().cloned());
+            (Reply::json(202, &json!({ "status": "ok" })), n)
         }
         _ => (Reply::json(404, &json!({ "errors": ["Not Found"] })), 0),
     }

@@ -8,6 +8,7 @@ use crate::sinks::aws::sqs::SqsSinkConfig;
 use crate::sinks::azure_blob::AzureBlobConfig;
 use crate::sinks::clickhouse::ClickhouseConfig;
 use crate::sinks::datadog::logs::DatadogLogsConfig;
+use crate::sinks::datadog::metrics::DatadogMetricsConfig;
 use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
 use crate::sinks::loki::LokiConfig;
@@ -21,7 +22,9 @@ use crate::sources::{
     http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, kubernetes_logs::KubernetesLogsConfig,
     socket::SocketConfig, stdin::StdinConfig,
 };
-use crate::transforms::{filter::FilterConfig, remap::RemapConfig, route::RouteConfig};
+use crate::transforms::{
+    filter::FilterConfig, log_to_metric::LogToMetricConfig, remap::RemapConfig, route::RouteConfig,
+};
 
 /// Every component type sluice knows, sources first.
 pub fn registry() -> Vec<ComponentSpec> {
@@ -91,6 +94,13 @@ pub fn registry() -> Vec<ComponentSpec> {
         },
         ComponentSpec {
             kind: Transform,
+            type_name: "log_to_metric",
+            aliases: &[],
+            summary: "Metric events made from log fields, carrying the log's acknowledgement",
+            parse: parse_transform::<LogToMetricConfig>,
+        },
+        ComponentSpec {
+            kind: Transform,
             type_name: "remap",
             aliases: &[],
             summary: "Change events with a VRL program",
@@ -151,6 +161,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Logs to Datadog, partitioned by API key so one bad key fails only its events",
             parse: parse_sink::<DatadogLogsConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "datadog_metrics",
+            aliases: &[],
+            summary: "Metrics to Datadog, aggregated per series; distributions sent with every sample",
+            parse: parse_sink::<DatadogMetricsConfig>,
         },
         ComponentSpec {
             kind: Sink,

@@ -19,6 +19,7 @@ pub mod json;
 pub mod ledger;
 pub mod log_limit;
 pub mod metric;
+pub mod metric_event;
 pub mod proxy;
 pub mod shutdown;
 

@@ -1,6 +1,7 @@
 //! Transforms: `remap`, `filter`, `route`, and the VRL glue they share.
 
 pub mod filter;
+pub mod log_to_metric;
 pub mod remap;
 pub mod route;
 pub mod vrl;

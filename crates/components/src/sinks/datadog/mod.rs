@@ -7,6 +7,7 @@
 //! every other key keeps flowing.
 
 pub mod logs;
+pub mod metrics;
 
 use sluice_core::LogEvent;
 use sluice_core::component::ConfigIssue;

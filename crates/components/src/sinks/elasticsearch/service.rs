@@ -230,9 +230,9 @@ impl ElasticService {
                 let routed = |name: &str, template: &Template| -> Result<String, String> {
                     if *auto_routing
                         && let Some(Value::Object(ds)) = event.get("data_stream")
-                        && let Some(Value::Bytes(v)) = ds.get(name)
+                        && let Some(v) = ds.get(name).and_then(Value::to_str_lossy)
                     {
-                        return Ok(String::from_utf8_lossy(v).into_owned());
+                        return Ok(v.into_owned());
                     }
                     template.render(event).map_err(|e| format!("data_stream.{name}: {e}"))
                 };
@@ -261,10 +261,7 @@ impl ElasticService {
             && let Some(id) = lookup(event.value(), key).filter(|v| !matches!(v, Value::Null))
         {
             buf.extend_from_slice(b",\"_id\":");
-            match id {
-                Value::Bytes(b) => write_str(buf, &String::from_utf8_lossy(b)),
-                other => write_str(buf, &other.to_string_lossy()),
-            }
+            write_str(buf, &id.to_string_lossy());
         }
         if let Some((version, kind)) = version {
             let number: u64 =

@@ -104,10 +104,7 @@ fn sanitize(key: &str) -> String {
 }
 
 fn text(value: &Value) -> String {
-    match value {
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        other => other.to_string_lossy().into_owned(),
-    }
+    value.to_string_lossy().into_owned()
 }
 
 /// The pairs `rules` make of `event`, sorted by name; rules that cannot be rendered, and
