@@ -7,6 +7,10 @@ lines on stdin, and prints events/s, MiB/s, CPU seconds and peak RSS (from wait4
 sluice process is measured). Every run is checked: the sink must have received every event,
 the ledger must balance and the exit code must be 0.
 
+`stdin_elasticsearch` and `stdin_loki` send to examples/api_intake.rs (always OK; build it
+with `cargo build --release --example api_intake`), beside `stdin_file_json`, the same events
+written as JSON lines to a file: the cost of an API sink's encoding next to the file sink's.
+
 `stdin_https` is `stdin_http` over TLS (the harness makes a CA with openssl); `stdin_s3`
 writes gzip objects to moto's S3 (started by the harness; `pip install 'moto[server]'`) and
 is followed by `gzip -6` alone on the same data, for comparison.
@@ -139,6 +143,40 @@ uri = "https://localhost:{port}/"
 encoding.codec = "text"
 batch.max_events = 1000
 tls.ca_file = "{dir}/ca.pem"
+""",
+    # The baseline of the API sinks below: the same events written as JSON lines to a file.
+    "stdin_file_json": """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{dir}/out.jsonl"
+encoding.codec = "json"
+""",
+    # stdin -> elasticsearch and -> loki against examples/api_intake.rs (always OK, started
+    # by the harness; build it with `cargo build --release --example api_intake`).
+    "stdin_elasticsearch": """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "elasticsearch"
+inputs = ["in"]
+endpoints = ["http://127.0.0.1:{api_intake}"]
+bulk.index = "logs"
+""",
+    "stdin_loki": """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "loki"
+inputs = ["in"]
+endpoint = "http://127.0.0.1:{api_intake}"
+labels.source = "bench"
+encoding.codec = "json"
 """,
     # stdin -> aws_s3 (gzip, 10 MB batches) against moto, started by the harness.
     "stdin_s3": """
@@ -407,6 +445,23 @@ def start_intake(binary: Path, d: str, port: int, tls: bool = False):
     sys.exit("the intake did not start")
 
 
+def start_api_intake(binary: Path, port: int):
+    """examples/api_intake.rs, next to the release binary."""
+    path = binary.parent / "examples" / "api_intake"
+    if not path.exists():
+        sys.exit(f"{path} is missing: cargo build --release --example api_intake")
+    proc = subprocess.Popen([str(path), f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("the API intake did not start")
+
+
 def stop_intake(proc, d: str, events: int):
     proc.terminate()
     if proc.wait(timeout=120) != 0:
@@ -504,13 +559,16 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: 
         silent_port, silent_stop = silent_listener() if "{silent_port}" in SCENARIOS[scenario] else (0, None)
         api_port = free_port()
         bucket, s3_endpoint = f"bench-{random.randrange(1 << 30)}", ""
+        api_intake_port, api_intake = free_port(), None
+        if "{api_intake}" in SCENARIOS[scenario]:
+            api_intake = start_api_intake(binary, api_intake_port)
         if "{s3_endpoint}" in SCENARIOS[scenario]:
             MOTO = MOTO or Moto()
             MOTO.create_bucket(bucket)
             s3_endpoint = MOTO.endpoint()
         config.write_text(SCENARIOS[scenario].format(
             dir=d, enrich=ENRICH, port=port, silent_port=silent_port, api_port=api_port,
-            bucket=bucket, s3_endpoint=s3_endpoint,
+            bucket=bucket, s3_endpoint=s3_endpoint, api_intake=api_intake_port,
             acks="" if acks else "acknowledgements = false\n"))
         ledger_path = Path(d) / "ledger.json"
         samples, polled = [], threading.Event()
@@ -541,6 +599,12 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: 
             sys.exit(f"{scenario}: ledger does not balance: {ledger}")
         if intake:
             stop_intake(intake, d, events)
+        if api_intake:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_intake_port}/count") as answer:
+                received = int(answer.read())
+            api_intake.kill()
+            if received != events:
+                sys.exit(f"{scenario}: the API intake received {received} of {events} events")
         return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ledger, after
 
 
