@@ -30,7 +30,10 @@ mod proto {
     }
 }
 
-async fn handle(request: Request<hyper::body::Incoming>, count: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    request: Request<hyper::body::Incoming>,
+    count: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let reply = |status: u16, body: Vec<u8>| {
@@ -52,8 +55,10 @@ async fn handle(request: Request<hyper::body::Incoming>, count: Arc<AtomicU64>) 
                     answer.push(b',');
                 }
                 answer.extend_from_slice(
-                    format!(r#"{{"index":{{"_index":"logs","_id":"{i}","_version":1,"result":"created","status":201}}}}"#)
-                        .as_bytes(),
+                    format!(
+                        r#"{{"index":{{"_index":"logs","_id":"{i}","_version":1,"result":"created","status":201}}}}"#
+                    )
+                    .as_bytes(),
                 );
             }
             answer.extend_from_slice(b"]}");
@@ -62,7 +67,8 @@ async fn handle(request: Request<hyper::body::Incoming>, count: Arc<AtomicU64>) 
         "/loki/api/v1/push" => {
             use prost::Message;
             let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap_or_default();
-            let entries = proto::PushRequest::decode(&raw[..]).map(|p| p.streams.iter().map(|s| s.entries.len()).sum::<usize>());
+            let entries =
+                proto::PushRequest::decode(&raw[..]).map(|p| p.streams.iter().map(|s| s.entries.len()).sum::<usize>());
             match entries {
                 Ok(n) => {
                     count.fetch_add(n as u64, Ordering::Relaxed);

@@ -216,3 +216,26 @@ fn requests_take_turns_over_endpoints_and_skip_a_dead_one() {
     assert!(a.count("logs") >= 50 && b.count("logs") >= 50, "both live endpoints took requests");
     common::assert_ledger_balanced(&case.ledger());
 }
+
+#[test]
+fn opensearch_service_requests_are_signed_for_es_in_the_region() {
+    let es = Elastic::start(
+        EsOptions {
+            sigv4_region: Some("eu-west-1"),
+            distribution: Some("opensearch"),
+            version: "2.11.0",
+            ..EsOptions::default()
+        },
+        |_, _| None,
+    );
+    let case = Case::new();
+    let extra = "auth.strategy = \"aws\"\nauth.access_key_id = \"AKIDEXAMPLE\"\nauth.secret_access_key = \"secret\"\naws.region = \"eu-west-1\"";
+    let config = case.config(&es_config(&[es.url()], extra));
+    let output = case.run_with_stdin(&config, events(20).as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let dlq = common::files::dead_letters(&case.path("data"), "es");
+    assert_eq!(es.count("logs"), 20, "signed requests are accepted: {:?}", dlq.first());
+    let requests = es.state.lock().map(|s| s.requests.clone()).unwrap_or_default();
+    assert_eq!(requests[0].1, "/", "the version was read with a signed GET");
+    common::assert_ledger_balanced(&case.ledger());
+}

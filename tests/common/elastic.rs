@@ -34,12 +34,15 @@ pub struct EsOptions {
     pub version: &'static str,
     pub distribution: Option<&'static str>,
     pub basic_auth: Option<(&'static str, &'static str)>,
+    /// Amazon OpenSearch Service: requests must be SigV4-signed for this region and `es`
+    /// (the signature's form is checked, not its value).
+    pub sigv4_region: Option<&'static str>,
     pub pretty: bool,
 }
 
 impl Default for EsOptions {
     fn default() -> Self {
-        Self { version: "8.15.0", distribution: None, basic_auth: None, pretty: false }
+        Self { version: "8.15.0", distribution: None, basic_auth: None, sigv4_region: None, pretty: false }
     }
 }
 
@@ -129,6 +132,17 @@ fn handle(options: &EsOptions, state: &mut EsState, rule: &Rule, request: &Reque
                 .with_header("WWW-Authenticate", "Basic realm=\"security\" charset=\"UTF-8\"");
         }
     }
+    if let Some(region) = options.sigv4_region {
+        let scope = format!("/{region}/es/aws4_request, SignedHeaders=");
+        let signed = request
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=") && a.contains(&scope))
+            && request.header("x-amz-date").is_some();
+        if !signed {
+            let reason = "The request signature we calculated does not match the signature you provided.";
+            return reply(options, request, 403, &json!({ "message": reason }));
+        }
+    }
     let path = request.path.trim_end_matches('/');
     match (request.method.as_str(), path) {
         ("GET", "") => {
@@ -179,7 +193,11 @@ fn bulk(
     if request.body.last() != Some(&b'\n') {
         return bad("The bulk request must be terminated by a newline [\\n]".to_owned());
     }
-    let major: u32 = options.version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(8);
+    // OpenSearch (1.x, 2.x) has no document types, as Elasticsearch 8.
+    let major: u32 = match options.distribution {
+        Some("opensearch") => 8,
+        _ => options.version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(8),
+    };
     let text = String::from_utf8_lossy(&request.body);
     let lines: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
     // First validate every action line, as Elasticsearch does before running any item.

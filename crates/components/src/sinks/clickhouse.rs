@@ -366,10 +366,7 @@ impl Service for ClickhouseService {
                 Ok(uri) => uri,
                 Err(message) => return CallResult::DestinationError { status: None, message },
             };
-            let mut body = Vec::with_capacity(batch.bytes());
-            for item in batch.items() {
-                body.extend_from_slice(item);
-            }
+            let body = batch.as_bytes().to_vec();
             let body = match self.compression.compress(body) {
                 Ok(body) => body,
                 Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },

@@ -239,6 +239,10 @@ impl EncodedBatch {
     pub fn bytes(&self) -> usize {
         self.buf.len()
     }
+    /// Every event's encoding, one after the other.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
     /// Each event's encoding, in order.
     pub fn items(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
@@ -348,9 +352,28 @@ struct Shared<S> {
     /// When this driver first saw shutdown start.
     shutdown_seen: std::sync::OnceLock<tokio::time::Instant>,
     retry_log: sluice_core::log_limit::LogLimit,
+    /// Buffers of delivered batches, reused by new ones: a batch of megabytes then neither
+    /// grows by copying nor faults fresh pages in.
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
+/// Buffers kept for reuse.
+const SPARE_BUFFERS: usize = 4;
+
 impl<S> Shared<S> {
+    fn take_buffer(&self) -> Vec<u8> {
+        self.buffers.lock().ok().and_then(|mut spare| spare.pop()).unwrap_or_default()
+    }
+
+    fn recycle(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut spare) = self.buffers.lock()
+            && spare.len() < SPARE_BUFFERS
+        {
+            spare.push(buf);
+        }
+    }
+
     /// The moment by which everything must be settled, once shutdown has started.
     fn drain_deadline(&self) -> Option<tokio::time::Instant> {
         if !self.cx.shutdown.is_triggered() {
@@ -376,6 +399,7 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
         rate_limit,
         shutdown_seen: std::sync::OnceLock::new(),
         retry_log: sluice_core::log_limit::LogLimit::default(),
+        buffers: std::sync::Mutex::new(Vec::new()),
     });
     let mut requests: JoinSet<()> = JoinSet::new();
     let mut open: std::collections::HashMap<PartitionKey, Open> = std::collections::HashMap::new();
@@ -407,7 +431,11 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
             };
             let settings = &shared.settings;
             let slot = open.entry(key.clone()).or_insert_with(|| Open {
-                batch: Batch { key: key.clone(), ..Batch::default() },
+                batch: Batch {
+                    key: key.clone(),
+                    encoded: EncodedBatch { buf: shared.take_buffer(), ends: Vec::new() },
+                    ..Batch::default()
+                },
                 deadline: tokio::time::Instant::now() + settings.batch_timeout,
             });
             let mark = slot.batch.encoded.buf.len();
@@ -560,6 +588,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
             match result {
                 CallResult::Delivered => {
                     settle_delivered(shared, batch.events);
+                    shared.recycle(batch.encoded.buf);
                     return;
                 }
                 CallResult::Retriable { status, message, retry_after, error_type } => {

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use sluice_core::LogEvent;
 use sluice_core::component::SinkContext;
+use sluice_core::event::EventMetadata;
 use sluice_core::json::{Field, write_object, write_str, write_value};
 use sluice_net::aws::AwsClient;
 use sluice_net::http::HttpClient;
@@ -50,7 +51,12 @@ pub enum Action {
 enum Auth {
     None,
     Basic(http::HeaderValue),
-    Aws(Box<AwsClient>),
+    /// `hash_header`: send the payload's hash as `x-amz-content-sha256` (OpenSearch
+    /// Serverless requires it).
+    Aws {
+        client: Box<AwsClient>,
+        hash_header: bool,
+    },
 }
 
 pub struct ElasticService {
@@ -63,6 +69,9 @@ pub struct ElasticService {
     target: IndexTarget,
     /// `_type` of action lines (Elasticsearch 6 only).
     doc_type: Option<String>,
+    /// The action line, when it is the same for every event (a fixed action and index, no
+    /// `_id` or version): written once, copied for each event.
+    fixed_action: Option<Vec<u8>>,
     id_key: Option<String>,
     transformer: Transformer,
     compression: Compression,
@@ -97,7 +106,8 @@ impl ElasticService {
                 if let Err(err) = client.check_credentials().await {
                     tracing::error!(component_id = &*cx.id, error = %err, "No AWS credentials; every batch will fail until some are found.");
                 }
-                Auth::Aws(Box::new(client))
+                let hash_header = config.opensearch_service_type == OpenSearchServiceType::Serverless;
+                Auth::Aws { client: Box::new(client), hash_header }
             }
         };
         let query = config.query_string();
@@ -122,6 +132,7 @@ impl ElasticService {
             headers,
             target,
             doc_type: None,
+            fixed_action: None,
             id_key: config.id_key.clone(),
             transformer: config.encoding.clone(),
             compression: config.compression,
@@ -143,6 +154,16 @@ impl ElasticService {
         };
         if version == ApiVersion::V6 {
             service.doc_type = Some(config.doc_type.clone().unwrap_or_else(|| "_doc".to_owned()));
+        }
+        if let IndexTarget::Bulk { action: Action::Index | Action::Create, index, version: None, .. } = &service.target
+            && !index.is_dynamic()
+            && service.id_key.is_none()
+        {
+            let mut line = Vec::new();
+            let probe = LogEvent::from_value(Value::Null, EventMetadata::new("", chrono::Utc::now()));
+            if service.action_line(&probe, &mut line).is_ok() {
+                service.fixed_action = Some(line);
+            }
         }
         service
     }
@@ -188,7 +209,9 @@ impl ElasticService {
             request = request.header(name, value);
         }
         match &self.auth {
-            Auth::Aws(client) => client.send(request, body, false).await.map_err(|e| (e.error_type(), e.to_string())),
+            Auth::Aws { client, hash_header } => {
+                client.send(request, body, *hash_header).await.map_err(|e| (e.error_type(), e.to_string()))
+            }
             auth => {
                 if let Auth::Basic(value) = auth {
                     request = request.header(http::header::AUTHORIZATION, value);
@@ -381,7 +404,13 @@ fn read_failure(status: http::StatusCode, retry_after: Option<std::time::Duratio
 
 impl Service for ElasticService {
     fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
-        let extra = self.action_line(event, buf)?;
+        let extra = match &self.fixed_action {
+            Some(line) => {
+                buf.extend_from_slice(line);
+                Vec::new()
+            }
+            None => self.action_line(event, buf)?,
+        };
         let value = self.transformer.apply(event.value());
         let data_stream = matches!(self.target, IndexTarget::DataStream { .. });
         if self.id_key.is_none() && !data_stream {
@@ -402,10 +431,7 @@ impl Service for ElasticService {
 
     fn call<'a>(&'a self, _key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
-            let mut body = Vec::with_capacity(batch.bytes());
-            for item in batch.items() {
-                body.extend_from_slice(item);
-            }
+            let body = batch.as_bytes().to_vec();
             let body = match self.compression.compress(body) {
                 Ok(body) => body,
                 Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },

@@ -397,10 +397,7 @@ impl Service for HecService {
             let Ok(uri) = uri.parse::<http::Uri>() else {
                 return CallResult::DestinationError { status: None, message: format!("invalid HEC URL `{uri}`") };
             };
-            let mut body = Vec::with_capacity(batch.bytes());
-            for item in batch.items() {
-                body.extend_from_slice(item);
-            }
+            let body = batch.as_bytes().to_vec();
             let body = match self.compression.compress(body) {
                 Ok(body) => body,
                 Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
