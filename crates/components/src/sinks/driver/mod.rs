@@ -448,7 +448,10 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
             if !slot.batch.events.is_empty() && slot.batch.encoded.buf.len() > settings.max_bytes {
                 // This event would overflow the batch: send the batch without it.
                 let count = slot.batch.events.len();
-                let tail = slot.batch.encoded.split_off(count);
+                let cut = slot.batch.encoded.ends[count - 1];
+                let mut tail = EncodedBatch { buf: shared.take_buffer(), ends: Vec::new() };
+                tail.buf.extend_from_slice(&slot.batch.encoded.buf[cut..]);
+                slot.batch.encoded.buf.truncate(cut);
                 let full =
                     std::mem::replace(&mut slot.batch, Batch { key: key.clone(), events: Vec::new(), encoded: tail });
                 slot.deadline = tokio::time::Instant::now() + settings.batch_timeout;
