@@ -120,6 +120,7 @@ labels.app = "{{ app }}"
 labels."pod_labels_*" = "{{ kubernetes.pod_labels }}"
 structured_metadata.trace_id = "{{ trace }}"
 remove_label_fields = true
+request.headers.X-Note = "from-config"
 "#;
     let config = case.config(&loki_config(&loki, extra));
     let input = format!(
@@ -145,6 +146,8 @@ remove_label_fields = true
     assert!(line.get("app").is_none() && line.get("timestamp").is_none(), "{line}");
     assert!(line["kubernetes"].get("pod_labels").is_none() && line["kubernetes"]["ns"] == "prod", "{line}");
     assert_eq!(line["trace"], "abc", "metadata fields stay unless removed");
+    let notes = loki.state.lock().map(|s| s.notes.clone()).unwrap_or_default();
+    assert!(!notes.is_empty() && notes.iter().all(|n| n == "from-config"), "request.headers: {notes:?}");
     common::assert_ledger_balanced(&case.ledger());
 }
 

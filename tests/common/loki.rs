@@ -73,6 +73,8 @@ pub struct LokiState {
     pub streams: BTreeMap<(String, BTreeMap<String, String>), Vec<Stored>>,
     /// Pushes: (content type, status).
     pub pushes: Vec<(String, u16)>,
+    /// Values of an `X-Note` header, as sent.
+    pub notes: Vec<String>,
 }
 
 pub struct Loki {
@@ -96,6 +98,9 @@ impl Loki {
             let mut state = s.lock().unwrap_or_else(|e| e.into_inner());
             let reply = push(&options, &mut state, request);
             let kind = request.header("content-type").unwrap_or_default().to_owned();
+            if let Some(note) = request.header("x-note") {
+                state.notes.push(note.to_owned());
+            }
             state.pushes.push((kind, reply.status));
             reply
         });

@@ -188,6 +188,7 @@ impl SinkConfig for ClickhouseConfig {
             issues.extend(tls.check("tls", false));
         }
         issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::configured_headers(&self.request).err());
         if self.batch.max_events.is_some_and(|n| n == 0 || n > 1_048_576) {
             issues.push(ConfigIssue::new(
                 "batch.max_events",
@@ -202,6 +203,7 @@ impl SinkConfig for ClickhouseConfig {
         let base = http_api::base_url("endpoint", &self.endpoint).map_err(issue)?;
         let (database, table) = self.templates().map_err(issue)?;
         let auth = self.auth_header().map_err(issue)?;
+        let headers = http_api::configured_headers(&self.request).map_err(issue)?;
         let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
             .map_err(|e| BuildError(format!("tls.{e}")))?;
         let service = ClickhouseService {
@@ -212,6 +214,7 @@ impl SinkConfig for ClickhouseConfig {
             database,
             table,
             auth,
+            headers,
             transformer: self.encoding.clone(),
             compression: self.compression,
         };
@@ -244,6 +247,7 @@ struct ClickhouseService {
     database: Template,
     table: Template,
     auth: Option<http::HeaderValue>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     transformer: Transformer,
     compression: Compression,
 }
@@ -371,8 +375,8 @@ impl Service for ClickhouseService {
                 Ok(body) => body,
                 Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
             };
-            let mut request =
-                http_api::body_headers(http::Request::post(uri), "application/x-ndjson", self.compression);
+            let request = http_api::with_headers(http::Request::post(uri), &self.headers);
+            let mut request = http_api::body_headers(request, "application/x-ndjson", self.compression);
             if let Some(auth) = &self.auth {
                 request = request.header(http::header::AUTHORIZATION, auth);
             }

@@ -22,6 +22,34 @@ pub fn base_url(field: &str, text: &str) -> Result<String, ConfigIssue> {
     }
 }
 
+/// `request.headers`: extra headers of every request; `request.headers.<name>` in errors.
+pub fn configured_headers(
+    request: &super::driver::RequestConfig,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigIssue> {
+    request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let bad = |e: String| ConfigIssue::new(format!("request.headers.{name}"), e);
+            Ok((
+                http::HeaderName::try_from(name.as_str()).map_err(|e| bad(e.to_string()))?,
+                http::HeaderValue::try_from(value.as_str()).map_err(|e| bad(e.to_string()))?,
+            ))
+        })
+        .collect()
+}
+
+/// Adds `headers` to `request`.
+pub fn with_headers(
+    mut request: http::request::Builder,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+) -> http::request::Builder {
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request
+}
+
 /// `Authorization: Basic …`.
 pub fn basic_auth(user: &str, password: &str) -> Result<http::HeaderValue, String> {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

@@ -102,6 +102,7 @@ impl SinkConfig for DatadogLogsConfig {
             issues.extend(tls.check("tls", false));
         }
         issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::configured_headers(&self.request).err());
         issues
     }
 
@@ -111,18 +112,8 @@ impl SinkConfig for DatadogLogsConfig {
         let uri: http::Uri = format!("{base}/api/v2/logs").parse().map_err(|e| BuildError(format!("endpoint: {e}")))?;
         let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
             .map_err(|e| BuildError(format!("tls.{e}")))?;
-        let headers = self
-            .request
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let bad = |e: String| BuildError(format!("request.headers.{k}: {e}"));
-                Ok((
-                    http::HeaderName::try_from(k).map_err(|e| bad(e.to_string()))?,
-                    http::HeaderValue::try_from(v).map_err(|e| bad(e.to_string()))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, BuildError>>()?;
+        let headers = http_api::configured_headers(&self.request)
+            .map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
         let service = LogsService {
             http,
             uri,
@@ -204,10 +195,8 @@ impl Service for LogsService {
                 let message = "the API key has characters a header cannot carry".to_owned();
                 return CallResult::DestinationError { status: None, message };
             };
-            let mut request = http::Request::post(self.uri.clone()).header("DD-API-KEY", api_key);
-            for (name, value) in &self.headers {
-                request = request.header(name, value);
-            }
+            let request = http::Request::post(self.uri.clone()).header("DD-API-KEY", api_key);
+            let request = http_api::with_headers(request, &self.headers);
             let request = http_api::body_headers(request, "application/json", self.compression);
             let request = match request.body(http_body_util::Full::new(body)) {
                 Ok(request) => request,

@@ -85,6 +85,7 @@ impl SinkConfig for DatadogMetricsConfig {
             issues.extend(tls.check("tls", false));
         }
         issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::configured_headers(&self.request).err());
         if self.series_api_version.as_deref().is_some_and(|v| v != "v1" && v != "v2") {
             issues.push(ConfigIssue::new("series_api_version", "`v1` or `v2`"));
         }
@@ -97,8 +98,11 @@ impl SinkConfig for DatadogMetricsConfig {
             |path: &str| format!("{base}{path}").parse::<http::Uri>().map_err(|e| BuildError(format!("endpoint: {e}")));
         let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
             .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let headers = http_api::configured_headers(&self.request)
+            .map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
         let service = MetricsService {
             http,
+            headers,
             series_uri: parse("/api/v2/series")?,
             distribution_uri: parse("/api/v1/distribution_points")?,
             common: self.common(),
@@ -165,6 +169,7 @@ type SeriesKey = (String, Vec<String>, Option<String>, RecordKind);
 
 struct MetricsService {
     http: HttpClient,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     series_uri: http::Uri,
     distribution_uri: http::Uri,
     common: DatadogCommon,
@@ -182,7 +187,8 @@ impl MetricsService {
         let Ok(key) = http::HeaderValue::try_from(api_key) else {
             return CallResult::DestinationError { status: None, message: "the API key cannot be a header".into() };
         };
-        let request = http_api::body_headers(http::Request::post(uri.clone()), "application/json", Compression::Zlib)
+        let request = http_api::with_headers(http::Request::post(uri.clone()), &self.headers);
+        let request = http_api::body_headers(request, "application/json", Compression::Zlib)
             .header("DD-API-KEY", key)
             .body(http_body_util::Full::new(body));
         let request = match request {

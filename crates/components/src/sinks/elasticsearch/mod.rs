@@ -298,6 +298,7 @@ impl SinkConfig for ElasticsearchConfig {
             issues.extend(tls.check("tls", false));
         }
         issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::configured_headers(&self.request).err());
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }

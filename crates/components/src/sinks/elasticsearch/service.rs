@@ -118,12 +118,7 @@ impl ElasticService {
                 url.parse().ok()
             })
             .collect();
-        let headers = config
-            .request
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((http::HeaderName::try_from(k).ok()?, http::HeaderValue::try_from(v).ok()?)))
-            .collect();
+        let headers = http_api::configured_headers(&config.request).unwrap_or_default();
         let mut service = Self {
             http,
             auth,
@@ -205,9 +200,7 @@ impl ElasticService {
         mut request: http::request::Builder,
         body: Bytes,
     ) -> Result<sluice_net::http::Response, (&'static str, String)> {
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
+        request = http_api::with_headers(request, &self.headers);
         match &self.auth {
             Auth::Aws { client, hash_header } => {
                 client.send(request, body, *hash_header).await.map_err(|e| (e.error_type(), e.to_string()))

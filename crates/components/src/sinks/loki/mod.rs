@@ -31,7 +31,7 @@ use super::http::HttpAuth;
 use super::http_api;
 use super::template::Template;
 use crate::codecs::EncodingConfig;
-use push::{LabelRule, LokiService};
+use push::{LabelRule, LokiService, Transport};
 
 /// Vector's defaults: 100,000 events, 1 MB, 1 s.
 const DEFAULT_BATCH_EVENTS: usize = 100_000;
@@ -168,6 +168,7 @@ impl SinkConfig for LokiConfig {
             issues.extend(tls.check("tls", false));
         }
         issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::configured_headers(&self.request).err());
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }
@@ -190,7 +191,8 @@ impl SinkConfig for LokiConfig {
         };
         let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
             .map_err(|e| BuildError(format!("tls.{e}")))?;
-        let service = LokiService::new(self, http, uri, labels, metadata, tenant, auth);
+        let headers = http_api::configured_headers(&self.request).map_err(issue)?;
+        let service = LokiService::new(self, Transport { http, uri, auth, headers }, labels, metadata, tenant);
         Ok(Box::new(LokiSink { config: self.clone(), service, cx }))
     }
 }

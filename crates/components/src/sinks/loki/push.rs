@@ -31,6 +31,15 @@ pub enum LabelRule {
     },
 }
 
+/// Where and how pushes are sent.
+pub struct Transport {
+    pub http: HttpClient,
+    pub uri: http::Uri,
+    pub auth: Option<http::HeaderValue>,
+    /// `request.headers`.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
 pub struct LokiService {
     http: HttpClient,
     uri: http::Uri,
@@ -39,6 +48,7 @@ pub struct LokiService {
     metadata: Vec<LabelRule>,
     tenant: Option<Template>,
     auth: Option<http::HeaderValue>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     compression: LokiCompression,
     out_of_order: OutOfOrderAction,
     /// Top-level fields left out of each line.
@@ -52,13 +62,12 @@ pub struct LokiService {
 impl LokiService {
     pub fn new(
         config: &LokiConfig,
-        http: HttpClient,
-        uri: http::Uri,
+        transport: Transport,
         labels: Vec<LabelRule>,
         metadata: Vec<LabelRule>,
         tenant: Option<Template>,
-        auth: Option<http::HeaderValue>,
     ) -> Self {
+        let Transport { http, uri, auth, headers } = transport;
         let mut removed: Vec<String> = Vec::new();
         if config.remove_timestamp {
             removed.push("timestamp".to_owned());
@@ -89,6 +98,7 @@ impl LokiService {
             metadata,
             tenant,
             auth,
+            headers,
             compression: config.compression,
             out_of_order: config.out_of_order_action,
             skip,
@@ -511,7 +521,8 @@ impl Service for LokiService {
                 Ok(body) => body,
                 Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
             };
-            let mut request = http_api::body_headers(http::Request::post(self.uri.clone()), content_type, encoding);
+            let request = http_api::with_headers(http::Request::post(self.uri.clone()), &self.headers);
+            let mut request = http_api::body_headers(request, content_type, encoding);
             if let Some(tenant) = key.first() {
                 match http::HeaderValue::try_from(tenant.as_str()) {
                     Ok(value) => request = request.header("X-Scope-OrgID", value),

@@ -183,6 +183,7 @@ impl SinkConfig for SplunkHecLogsConfig {
             issues.extend(tls.check("tls", false));
         }
         issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::configured_headers(&self.request).err());
         issues
     }
 
@@ -190,6 +191,7 @@ impl SinkConfig for SplunkHecLogsConfig {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let base = http_api::base_url("endpoint", &self.endpoint).map_err(issue)?;
         let [index, sourcetype, source] = self.templates().map_err(issue)?;
+        let headers = http_api::configured_headers(&self.request).map_err(issue)?;
         let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
             .map_err(|e| BuildError(format!("tls.{e}")))?;
         let service = HecService {
@@ -206,6 +208,7 @@ impl SinkConfig for SplunkHecLogsConfig {
             indexed_fields: self.indexed_fields.clone(),
             auto_extract_timestamp: self.auto_extract_timestamp,
             default_token: self.default_token.clone(),
+            headers,
             compression: self.compression,
             channel: uuid::Uuid::new_v4().to_string(),
             ack_wait: self.ack_wait(),
@@ -250,6 +253,7 @@ struct HecService {
     indexed_fields: Vec<String>,
     auto_extract_timestamp: bool,
     default_token: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     compression: Compression,
     /// This sink's channel (`X-Splunk-Request-Channel`), which its ack ids belong to.
     channel: String,
@@ -403,7 +407,8 @@ impl Service for HecService {
                 Err(err) => return CallResult::Permanent { status: None, message: format!("cannot compress: {err}") },
             };
             let content_type = if self.target == EndpointTarget::Raw { "text/plain" } else { "application/json" };
-            let request = http_api::body_headers(http::Request::post(uri), content_type, self.compression)
+            let request = http_api::with_headers(http::Request::post(uri), &self.headers);
+            let request = http_api::body_headers(request, content_type, self.compression)
                 .header(http::header::AUTHORIZATION, auth.clone())
                 .header("X-Splunk-Request-Channel", self.channel.as_str());
             let request = match request.body(http_body_util::Full::new(body)) {
