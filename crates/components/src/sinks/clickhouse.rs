@@ -380,20 +380,11 @@ impl Service for ClickhouseService {
             if let Some(auth) = &self.auth {
                 request = request.header(http::header::AUTHORIZATION, auth);
             }
-            let request = match request.body(http_body_util::Full::new(body)) {
-                Ok(request) => request,
-                Err(err) => {
-                    return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") };
-                }
+            let answer = match http_api::exchange(&self.http, request, body).await {
+                Ok(answer) => answer,
+                Err(result) => return result,
             };
-            let response = match self.http.send(request).await {
-                Ok(response) => response,
-                Err(err) => return CallResult::no_answer(&err, err.error_type()),
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = http_api::read_body(response).await.unwrap_or_default();
-            read_answer(status, &headers, &body)
+            read_answer(answer.status, &answer.headers, &answer.body)
         })
     }
 }

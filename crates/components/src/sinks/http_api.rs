@@ -56,6 +56,42 @@ pub fn basic_auth(user: &str, password: &str) -> Result<http::HeaderValue, Strin
     http::HeaderValue::try_from(format!("Basic {token}")).map_err(|e| e.to_string())
 }
 
+/// An answer, read whole.
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// `HTTP <status>: <the start of the body>`.
+    pub fn message(&self) -> String {
+        format!("HTTP {}: {}", self.status, snippet(&self.body))
+    }
+
+    /// The status read as [`status_result`] does.
+    pub fn result(&self) -> CallResult {
+        status_result(self.status, retry_after(&self.headers), self.message())
+    }
+}
+
+/// Sends `request` with `body` and reads the whole answer. A request that cannot be built
+/// (permanent) or gets no answer (retriable) is the error, ready to return.
+pub async fn exchange(
+    http: &sluice_net::http::HttpClient,
+    request: http::request::Builder,
+    body: Bytes,
+) -> Result<Answer, CallResult> {
+    let request = request
+        .body(http_body_util::Full::new(body))
+        .map_err(|err| CallResult::Permanent { status: None, message: format!("cannot build request: {err}") })?;
+    let response = http.send(request).await.map_err(|err| CallResult::no_answer(&err, err.error_type()))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_body(response).await.unwrap_or_default();
+    Ok(Answer { status, headers, body })
+}
+
 /// Request body compression of the API sinks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -198,20 +198,11 @@ impl Service for LogsService {
             let request = http::Request::post(self.uri.clone()).header("DD-API-KEY", api_key);
             let request = http_api::with_headers(request, &self.headers);
             let request = http_api::body_headers(request, "application/json", self.compression);
-            let request = match request.body(http_body_util::Full::new(body)) {
-                Ok(request) => request,
-                Err(err) => {
-                    return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") };
-                }
+            let answer = match http_api::exchange(&self.http, request, body).await {
+                Ok(answer) => answer,
+                Err(result) => return result,
             };
-            let response = match self.http.send(request).await {
-                Ok(response) => response,
-                Err(err) => return CallResult::no_answer(&err, err.error_type()),
-            };
-            let status = response.status();
-            let hint = http_api::retry_after(response.headers());
-            let body = http_api::read_body(response).await.unwrap_or_default();
-            http_api::status_result(status, hint, format!("HTTP {status}: {}", http_api::snippet(&body)))
+            answer.result()
         })
     }
 }

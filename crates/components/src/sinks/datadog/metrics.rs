@@ -188,21 +188,11 @@ impl MetricsService {
             return CallResult::DestinationError { status: None, message: "the API key cannot be a header".into() };
         };
         let request = http_api::with_headers(http::Request::post(uri.clone()), &self.headers);
-        let request = http_api::body_headers(request, "application/json", Compression::Zlib)
-            .header("DD-API-KEY", key)
-            .body(http_body_util::Full::new(body));
-        let request = match request {
-            Ok(request) => request,
-            Err(err) => return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") },
-        };
-        let response = match self.http.send(request).await {
-            Ok(response) => response,
-            Err(err) => return CallResult::no_answer(&err, err.error_type()),
-        };
-        let status = response.status();
-        let hint = http_api::retry_after(response.headers());
-        let body = http_api::read_body(response).await.unwrap_or_default();
-        http_api::status_result(status, hint, format!("HTTP {status}: {}", http_api::snippet(&body)))
+        let request = http_api::body_headers(request, "application/json", Compression::Zlib).header("DD-API-KEY", key);
+        match http_api::exchange(&self.http, request, body).await {
+            Ok(answer) => answer.result(),
+            Err(result) => result,
+        }
     }
 }
 

@@ -535,30 +535,21 @@ impl Service for LokiService {
             if let Some(auth) = &self.auth {
                 request = request.header(http::header::AUTHORIZATION, auth);
             }
-            let request = match request.body(http_body_util::Full::new(body)) {
-                Ok(request) => request,
-                Err(err) => {
-                    return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") };
-                }
+            let answer = match http_api::exchange(&self.http, request, body).await {
+                Ok(answer) => answer,
+                Err(result) => return result,
             };
-            let response = match self.http.send(request).await {
-                Ok(response) => response,
-                Err(err) => return CallResult::no_answer(&err, err.error_type()),
-            };
-            let status = response.status();
-            let hint = http_api::retry_after(response.headers());
-            let body = http_api::read_body(response).await.unwrap_or_default();
-            if status.is_success() {
+            if answer.status.is_success() {
                 let dropped = results.iter().any(|r| matches!(r, ItemResult::Discarded { .. }));
                 return if dropped { CallResult::PerItem(results) } else { CallResult::Delivered };
             }
-            let text = String::from_utf8_lossy(&body);
-            if status == http::StatusCode::BAD_REQUEST
+            let text = String::from_utf8_lossy(&answer.body);
+            if answer.status == http::StatusCode::BAD_REQUEST
                 && refused_entries(&text, &streams, &times, &mut results).is_some()
             {
                 return CallResult::PerItem(results);
             }
-            http_api::status_result(status, hint, format!("HTTP {status}: {}", http_api::snippet(&body)))
+            answer.result()
         })
     }
 }

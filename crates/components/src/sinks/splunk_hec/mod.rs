@@ -411,28 +411,20 @@ impl Service for HecService {
             let request = http_api::body_headers(request, content_type, self.compression)
                 .header(http::header::AUTHORIZATION, auth.clone())
                 .header("X-Splunk-Request-Channel", self.channel.as_str());
-            let request = match request.body(http_body_util::Full::new(body)) {
-                Ok(request) => request,
-                Err(err) => {
-                    return CallResult::Permanent { status: None, message: format!("cannot build request: {err}") };
-                }
+            let answer = match http_api::exchange(&self.http, request, body).await {
+                Ok(answer) => answer,
+                Err(result) => return result,
             };
-            let response = match self.http.send(request).await {
-                Ok(response) => response,
-                Err(err) => return CallResult::no_answer(&err, err.error_type()),
-            };
-            let status = response.status();
-            let hint = http_api::retry_after(response.headers());
-            let body = http_api::read_body(response).await.unwrap_or_default();
-            if !status.is_success() {
-                let message = format!("HTTP {status}: {}", http_api::snippet(&body));
+            if !answer.status.is_success() {
                 // Codes 10 and 11: the data channel is missing or invalid; 1-4: the token.
-                return match hec_code(&body) {
-                    Some(1..=4 | 10 | 11) => CallResult::DestinationError { status: Some(status.as_u16()), message },
-                    _ => http_api::status_result(status, hint, message),
+                return match hec_code(&answer.body) {
+                    Some(1..=4 | 10 | 11) => {
+                        CallResult::DestinationError { status: Some(answer.status.as_u16()), message: answer.message() }
+                    }
+                    _ => answer.result(),
                 };
             }
-            let ack_id = serde_json::from_slice::<HecAnswer>(&body).ok().and_then(|a| a.ack_id);
+            let ack_id = serde_json::from_slice::<HecAnswer>(&answer.body).ok().and_then(|a| a.ack_id);
             let (Some(wait), Some(id)) = (self.ack_wait, ack_id) else { return CallResult::Delivered };
             let Some(poller) = self.poller(token, &auth) else {
                 return CallResult::no_answer(&"cannot start the acknowledgement poller", "indexer_ack");
