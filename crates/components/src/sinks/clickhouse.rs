@@ -184,11 +184,7 @@ impl SinkConfig for ClickhouseConfig {
         issues.extend(http_api::base_url("endpoint", &self.endpoint).err());
         issues.extend(self.templates().err());
         issues.extend(self.auth_header().err());
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
-        issues.extend(http_api::configured_headers(&self.request).err());
+        issues.extend(http_api::transport_issues(self.tls.as_ref(), &self.proxy, &self.request));
         if self.batch.max_events.is_some_and(|n| n == 0 || n > 1_048_576) {
             issues.push(ConfigIssue::new(
                 "batch.max_events",

@@ -22,6 +22,18 @@ pub fn base_url(field: &str, text: &str) -> Result<String, ConfigIssue> {
     }
 }
 
+/// What `validate` checks of an API sink's `tls`, `proxy` and `request.headers`.
+pub fn transport_issues(
+    tls: Option<&sluice_net::TlsConfig>,
+    proxy: &sluice_net::ProxyConfig,
+    request: &super::driver::RequestConfig,
+) -> Vec<ConfigIssue> {
+    let mut issues = tls.map(|tls| tls.check("tls", false)).unwrap_or_default();
+    issues.extend(proxy.check("proxy"));
+    issues.extend(configured_headers(request).err());
+    issues
+}
+
 /// `request.headers`: extra headers of every request; `request.headers.<name>` in errors.
 pub fn configured_headers(
     request: &super::driver::RequestConfig,

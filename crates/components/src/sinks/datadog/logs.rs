@@ -98,11 +98,7 @@ impl SinkConfig for DatadogLogsConfig {
                 "at most 4998998 (Datadog takes at most 5 MB a request, uncompressed)",
             ));
         }
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
-        issues.extend(http_api::configured_headers(&self.request).err());
+        issues.extend(http_api::transport_issues(self.tls.as_ref(), &self.proxy, &self.request));
         issues
     }
 

@@ -81,11 +81,7 @@ impl SinkConfig for DatadogMetricsConfig {
 
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         let mut issues = self.common().check("api");
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
-        issues.extend(http_api::configured_headers(&self.request).err());
+        issues.extend(http_api::transport_issues(self.tls.as_ref(), &self.proxy, &self.request));
         if self.series_api_version.as_deref().is_some_and(|v| v != "v1" && v != "v2") {
             issues.push(ConfigIssue::new("series_api_version", "`v1` or `v2`"));
         }

@@ -294,11 +294,7 @@ impl SinkConfig for ElasticsearchConfig {
         if self.aws.is_some() && !matches!(self.auth, Some(ElasticAuth::Aws(_))) {
             issues.push(ConfigIssue::new("aws", "only used with `auth.strategy = \"aws\"`"));
         }
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
-        issues.extend(http_api::configured_headers(&self.request).err());
+        issues.extend(http_api::transport_issues(self.tls.as_ref(), &self.proxy, &self.request));
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }

@@ -112,36 +112,40 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn rules(field: &str, map: &BTreeMap<String, String>) -> Result<Vec<LabelRule>, ConfigIssue> {
+/// The label (or metadata) rules of `map`; every problem is reported.
+fn rules(field: &str, map: &BTreeMap<String, String>) -> Result<Vec<LabelRule>, Vec<ConfigIssue>> {
     let mut rules = Vec::new();
+    let mut issues = Vec::new();
     for (name, text) in map {
-        let path = format!("{field}.{name}");
-        let template = Template::parse(text).map_err(|m| ConfigIssue::new(path.as_str(), m))?;
-        if name.contains('*') {
-            let Some(source) = template.single_field() else {
-                return Err(ConfigIssue::new(
-                    path,
-                    "a key with `*` takes one object field, e.g. `\"{{ kubernetes.pod_labels }}\"`",
-                ));
-            };
-            if !valid_label_name(&name.replace('*', "x")) {
-                return Err(ConfigIssue::new(
-                    path,
-                    "not a valid label name pattern: letters, digits and `_`, then `*`",
-                ));
-            }
-            rules.push(LabelRule::Expand { pattern: name.clone(), field: source.to_owned() });
-        } else {
-            if !valid_label_name(name) {
-                return Err(ConfigIssue::new(
-                    path,
-                    format!("`{name}` is not a valid label name: letters, digits and `_`, not starting with a digit"),
-                ));
-            }
-            rules.push(LabelRule::One { name: name.clone(), template });
+        match rule(&format!("{field}.{name}"), name, text) {
+            Ok(rule) => rules.push(rule),
+            Err(issue) => issues.push(issue),
         }
     }
-    Ok(rules)
+    if issues.is_empty() { Ok(rules) } else { Err(issues) }
+}
+
+fn rule(path: &str, name: &str, text: &str) -> Result<LabelRule, ConfigIssue> {
+    let template = Template::parse(text).map_err(|m| ConfigIssue::new(path, m))?;
+    if name.contains('*') {
+        let Some(source) = template.single_field() else {
+            return Err(ConfigIssue::new(
+                path,
+                "a key with `*` takes one object field, e.g. `\"{{ kubernetes.pod_labels }}\"`",
+            ));
+        };
+        if !valid_label_name(&name.replace('*', "x")) {
+            return Err(ConfigIssue::new(path, "not a valid label name pattern: letters, digits and `_`, then `*`"));
+        }
+        return Ok(LabelRule::Expand { pattern: name.to_owned(), field: source.to_owned() });
+    }
+    if !valid_label_name(name) {
+        return Err(ConfigIssue::new(
+            path,
+            format!("`{name}` is not a valid label name: letters, digits and `_`, not starting with a digit"),
+        ));
+    }
+    Ok(LabelRule::One { name: name.to_owned(), template })
 }
 
 impl SinkConfig for LokiConfig {
@@ -159,16 +163,12 @@ impl SinkConfig for LokiConfig {
         if !self.path.starts_with('/') {
             issues.push(ConfigIssue::new("path", "must start with `/`"));
         }
-        issues.extend(rules("labels", &self.labels).err());
-        issues.extend(rules("structured_metadata", &self.structured_metadata).err());
+        issues.extend(rules("labels", &self.labels).err().into_iter().flatten());
+        issues.extend(rules("structured_metadata", &self.structured_metadata).err().into_iter().flatten());
         if let Some(tenant) = &self.tenant_id {
             issues.extend(Template::parse(tenant).err().map(|m| ConfigIssue::new("tenant_id", m)));
         }
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
-        issues.extend(http_api::configured_headers(&self.request).err());
+        issues.extend(http_api::transport_issues(self.tls.as_ref(), &self.proxy, &self.request));
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }
@@ -179,8 +179,10 @@ impl SinkConfig for LokiConfig {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let base = http_api::base_url("endpoint", &self.endpoint).map_err(issue)?;
         let uri: http::Uri = format!("{base}{}", self.path).parse().map_err(|e| BuildError(format!("path: {e}")))?;
-        let labels = rules("labels", &self.labels).map_err(issue)?;
-        let metadata = rules("structured_metadata", &self.structured_metadata).map_err(issue)?;
+        let first =
+            |issues: Vec<ConfigIssue>| issues.into_iter().next().map_or_else(|| BuildError("labels".into()), issue);
+        let labels = rules("labels", &self.labels).map_err(first)?;
+        let metadata = rules("structured_metadata", &self.structured_metadata).map_err(first)?;
         let tenant = self.tenant_id.as_deref().map(Template::parse).transpose().map_err(BuildError)?;
         let auth = match &self.auth {
             None => None,

@@ -179,11 +179,7 @@ impl SinkConfig for SplunkHecLogsConfig {
         if self.acknowledgements.query_interval <= 0.0 {
             issues.push(ConfigIssue::new("acknowledgements.query_interval", "must be more than 0"));
         }
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
-        issues.extend(http_api::configured_headers(&self.request).err());
+        issues.extend(http_api::transport_issues(self.tls.as_ref(), &self.proxy, &self.request));
         issues
     }
 
