@@ -125,3 +125,43 @@ batch.timeout_secs = 0.3
     assert_eq!(component(&ledger, "dd")["sent"], 6000 * 4, "four metrics per log, each delivered");
     assert_eq!(component(&ledger, "metrics")["received"], 6000 * 4, "extra metrics of a log count as received");
 }
+
+/// An absolute counter's first value is the baseline of the next change (as in Vector): its
+/// events are not sent, and are counted as discarded (`counter_baseline`), not as delivered.
+#[test]
+fn the_first_value_of_an_absolute_counter_is_counted_as_its_baseline() {
+    let dd = Datadog::start(&["metrics-key"]);
+    let case = Case::new();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "stdin"
+decoding.codec = "json"
+
+[transforms.metrics]
+type = "log_to_metric"
+inputs = ["in"]
+
+[[transforms.metrics.metrics]]
+type = "counter"
+field = "requests_total"
+increment_by_value = true
+kind = "absolute"
+
+[sinks.dd]
+type = "datadog_metrics"
+inputs = ["metrics"]
+endpoint = "{url}"
+default_api_key = "metrics-key"
+"#,
+        url = dd.url()
+    ));
+    let output = case.run_with_stdin(&config, b"{\"requests_total\":10}\n{\"requests_total\":25}\n");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let ledger = case.ledger();
+    common::assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "dd")["discarded"]["counter_baseline"], 2);
+    assert_eq!(component(&ledger, "dd")["sent"], 0);
+    assert!(dd.state.lock().map(|s| s.series.is_empty()).unwrap_or(false), "nothing sent for a baseline");
+}

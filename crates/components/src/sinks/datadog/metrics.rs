@@ -2,7 +2,8 @@
 //!
 //! - A batch's metrics are aggregated per series (name, tags, type): incremental counters are
 //!   summed; absolute counters become the change since the last value sent for the series
-//!   (the first value is the baseline); gauges keep their latest value; sets are merged and
+//!   (the first value is the baseline: its events are discarded, counted as
+//!   `counter_baseline`); gauges keep their latest value; sets are merged and
 //!   sent as a gauge of their size; distributions (histograms, summaries) are merged.
 //! - Counters and gauges go to `POST /api/v2/series` (types count and gauge); distributions
 //!   go to `POST /api/v1/distribution_points` with every sample, so Datadog computes their
@@ -163,6 +164,15 @@ enum Aggregate {
 
 type SeriesKey = (String, Vec<String>, Option<String>, RecordKind);
 
+/// Which request an event's metric went into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Series,
+    Distribution,
+    /// The first value of an absolute counter: kept as the baseline, sent with the next one.
+    Baseline,
+}
+
 struct MetricsService {
     http: HttpClient,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -257,18 +267,22 @@ impl Service for MetricsService {
             };
             // Aggregate: series key → (aggregate, latest time); each record remembers its series.
             let mut series: BTreeMap<SeriesKey, (Aggregate, i64)> = BTreeMap::new();
-            let mut absolute: BTreeMap<SeriesKey, (f64, i64)> = BTreeMap::new();
-            let mut to_distributions = vec![false; records.len()];
+            // Absolute counters: series → (latest value, its time, the records).
+            let mut absolute: BTreeMap<SeriesKey, (f64, i64, Vec<usize>)> = BTreeMap::new();
+            let mut routes = vec![Route::Series; records.len()];
             for (i, r) in records.into_iter().enumerate() {
                 let key: SeriesKey = (r.name, r.tags, r.host, r.kind);
                 if r.kind == RecordKind::AbsoluteCount {
-                    let entry = absolute.entry(key).or_insert((r.value, r.time));
+                    let entry = absolute.entry(key).or_insert((r.value, r.time, Vec::new()));
                     if r.time >= entry.1 {
-                        *entry = (r.value, r.time);
+                        (entry.0, entry.1) = (r.value, r.time);
                     }
+                    entry.2.push(i);
                     continue;
                 }
-                to_distributions[i] = r.kind == RecordKind::Distribution;
+                if r.kind == RecordKind::Distribution {
+                    routes[i] = Route::Distribution;
+                }
                 let fresh = || match r.kind {
                     RecordKind::Gauge => Aggregate::Gauge(0.0),
                     RecordKind::Set => Aggregate::Set(BTreeSet::new()),
@@ -290,11 +304,15 @@ impl Service for MetricsService {
                 *time = (*time).max(r.time);
             }
             if let Ok(mut previous) = self.previous.lock() {
-                for (key, (value, time)) in absolute {
+                for (key, (value, time, items)) in absolute {
                     let delta = match previous.insert(key.clone(), value) {
                         Some(before) if value >= before => value - before,
                         Some(_) => value,
-                        None => continue,
+                        None => {
+                            // The first value of the series: the baseline of the next change.
+                            items.iter().for_each(|&i| routes[i] = Route::Baseline);
+                            continue;
+                        }
                     };
                     let entry =
                         series.entry((key.0, key.1, key.2, RecordKind::Count)).or_insert((Aggregate::Count(0.0), time));
@@ -340,14 +358,21 @@ impl Service for MetricsService {
                 let body = serde_json::to_vec(&serde_json::json!({ "series": distributions })).unwrap_or_default();
                 self.post(&self.distribution_uri, api_key, body).await
             };
+            let only = |route: Route| routes.iter().all(|r| *r == route);
             match (&series_result, &distribution_result) {
-                (CallResult::Delivered, CallResult::Delivered) => CallResult::Delivered,
-                (_, CallResult::Delivered) if !to_distributions.contains(&true) => series_result,
-                (CallResult::Delivered, _) if !to_distributions.contains(&false) => distribution_result,
+                (CallResult::Delivered, CallResult::Delivered) if !routes.contains(&Route::Baseline) => {
+                    CallResult::Delivered
+                }
+                _ if only(Route::Series) => series_result,
+                _ if only(Route::Distribution) => distribution_result,
                 _ => CallResult::PerItem(
-                    to_distributions
+                    routes
                         .iter()
-                        .map(|&d| item_result(if d { &distribution_result } else { &series_result }))
+                        .map(|route| match route {
+                            Route::Series => item_result(&series_result),
+                            Route::Distribution => item_result(&distribution_result),
+                            Route::Baseline => ItemResult::Discarded { reason: "counter_baseline" },
+                        })
                         .collect(),
                 ),
             }
