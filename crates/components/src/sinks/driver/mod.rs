@@ -195,8 +195,9 @@ pub enum ItemResult {
         status: Option<u16>,
         message: String,
     },
-    /// Not sent, on purpose, by a rule the user configured (loki's
-    /// `out_of_order_action = "drop"`): resolved as discarded and counted under `reason`.
+    /// Not sent, on purpose: a rule the user configured (loki's `out_of_order_action =
+    /// "drop"`) or a value kept as a baseline (datadog_metrics' first absolute counter value).
+    /// Resolved as discarded and counted under `reason`.
     Discarded {
         reason: &'static str,
     },
