@@ -3,9 +3,7 @@
 //! Azurite fails the test, it never skips.
 #![allow(dead_code)]
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use base64::Engine;
 
@@ -23,27 +21,27 @@ pub struct Azurite {
 
 impl Azurite {
     pub fn start() -> Self {
-        let port = super::free_port();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let program = std::env::var("SLUICE_AZURITE_BLOB").unwrap_or_else(|_| "azurite-blob".to_owned());
-        let child = Command::new(&program)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--skipApiVersionCheck", "--silent"])
-            .arg("--location")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}; scripts/test installs Azurite (npm)"));
-        let mut azurite = Self { port, child, _dir: dir };
-        let started = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = azurite.child.try_wait() {
-                panic!("Azurite exited ({status})");
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "Azurite did not start on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        azurite
+        let spawn = |port: u16| {
+            Command::new(&program)
+                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--skipApiVersionCheck", "--silent"])
+                .arg("--location")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {program}: {e}; scripts/test installs Azurite (npm)"))
+        };
+        // Azurite names itself in the `Server` header of every answer.
+        let is_it = |port: u16| {
+            super::moto::request(port, "GET", "/", &[], b"")
+                .headers
+                .iter()
+                .any(|(name, value)| name == "server" && value.contains("Azurite"))
+        };
+        let (port, child) = super::start_server("Azurite", spawn, is_it);
+        Self { port, child, _dir: dir }
     }
 
     pub fn connection_string(&self) -> String {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 
@@ -32,10 +32,24 @@ fn binary() -> PathBuf {
 impl ClickHouse {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (port, tcp) = (super::free_port(), super::free_port());
         let root = dir.path().display().to_string();
-        let config = format!(
+        let users = format!(
             r#"<?xml version="1.0"?>
+<yandex>
+    <profiles><default></default></profiles>
+    <users>
+        <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
+        <{USER}><password>{PASSWORD}</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></{USER}>
+    </users>
+    <quotas><default></default></quotas>
+</yandex>
+"#
+        );
+        std::fs::write(dir.path().join("users.xml"), users).unwrap_or_else(|e| panic!("{e}"));
+        let spawn = |port: u16| {
+            let tcp = super::free_port();
+            let config = format!(
+                r#"<?xml version="1.0"?>
 <yandex>
     <logger><level>warning</level><console>1</console></logger>
     <http_port>{port}</http_port>
@@ -51,73 +65,56 @@ impl ClickHouse {
     <mark_cache_size>268435456</mark_cache_size>
 </yandex>
 "#
-        );
-        let users = format!(
-            r#"<?xml version="1.0"?>
-<yandex>
-    <profiles><default></default></profiles>
-    <users>
-        <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
-        <{USER}><password>{PASSWORD}</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></{USER}>
-    </users>
-    <quotas><default></default></quotas>
-</yandex>
-"#
-        );
-        std::fs::write(dir.path().join("config.xml"), config).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(dir.path().join("users.xml"), users).unwrap_or_else(|e| panic!("{e}"));
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(binary())
-            .arg(format!("--config-file={root}/config.xml"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start clickhouse-server: {e}"));
-        let server = Self { port, child, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.try_query("SELECT 1").map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "clickhouse-server did not start: {}", server.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
+            );
+            std::fs::write(dir.path().join("config.xml"), config).unwrap_or_else(|e| panic!("{e}"));
+            let log = std::fs::File::create(dir.path().join("server.log")).unwrap_or_else(|e| panic!("{e}"));
+            Command::new(binary())
+                .arg(format!("--config-file={root}/config.xml"))
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start clickhouse-server: {e}"))
+        };
+        // `SELECT version()` answers only from ClickHouse.
+        let is_it = |port: u16| {
+            try_query(port, "SELECT version()").is_some_and(|(status, body)| status == 200 && body.contains('.'))
+        };
+        let (port, child) = super::start_server("clickhouse-server", spawn, is_it);
+        Self { port, child, _dir: dir }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn try_query(&self, sql: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        let auth = base64::engine::general_purpose::STANDARD.encode("default:");
-        let head = format!(
-            "POST / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            sql.len()
-        );
-        stream.write_all(head.as_bytes()).ok()?;
-        stream.write_all(sql.as_bytes()).ok()?;
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok())?;
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        Some((status, if chunked { dechunk(body) } else { body.to_owned() }))
-    }
-
     /// Runs `sql`; panics unless it succeeds. Returns the answer's text.
     pub fn query(&self, sql: &str) -> String {
-        match self.try_query(sql) {
+        match try_query(self.port, sql) {
             Some((200, body)) => body,
             other => panic!("{sql}: {other:?}"),
         }
     }
+}
+
+fn try_query(port: u16, sql: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = base64::engine::general_purpose::STANDARD.encode("default:");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        sql.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(sql.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok())?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Some((status, if chunked { dechunk(body) } else { body.to_owned() }))
 }
 
 /// A chunked body's data (ClickHouse answers queries chunked).

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use base64::Engine;
 
@@ -24,33 +23,22 @@ pub struct GcsEmulator {
 
 impl GcsEmulator {
     pub fn start() -> Self {
-        let port = super::free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "gcp_storage_emulator",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--in-memory",
-                "-q",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start gcp-storage-emulator: {e}; scripts/test installs it"));
-        let mut emulator = Self { port, child };
-        let started = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = emulator.child.try_wait() {
-                panic!("gcp-storage-emulator exited ({status}): is it installed? scripts/test installs it");
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "the emulator did not start on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        emulator
+        let spawn = |port: u16| {
+            Command::new("python3")
+                .args(["-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--in-memory", "-q"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start gcp-storage-emulator: {e}; scripts/test installs it"))
+        };
+        // The JSON API's bucket list answers only from the emulator.
+        let is_it = |port: u16| {
+            let reply = request(port, "GET", "/storage/v1/b?project=test", &[], b"");
+            reply.status == 200 && reply.text().contains("storage#buckets")
+        };
+        let (port, child) = super::start_server("gcp-storage-emulator", spawn, is_it);
+        Self { port, child }
     }
 
     pub fn endpoint(&self) -> String {

@@ -113,6 +113,33 @@ pub fn component<'a>(ledger: &'a serde_json::Value, id: &str) -> &'a serde_json:
         .unwrap_or_else(|| panic!("no component {id} in {ledger:#}"))
 }
 
+/// Starts a server process on a free loopback port and waits until it answers as itself.
+/// `spawn(port)` starts it; `is_it(port)` asks it something only it answers (a port chosen free
+/// can be taken by another test before a slow server binds it: then the server exits, or
+/// something else answers, and a new port is tried).
+pub fn start_server(name: &str, mut spawn: impl FnMut(u16) -> Child, is_it: impl Fn(u16) -> bool) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("{name} exited ({status}) on port {port}; trying another port");
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && is_it(port) {
+                return (port, child);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{name} did not start on port {port} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("{name} could not start: is it installed? scripts/test installs it")
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

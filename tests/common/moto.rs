@@ -91,28 +91,25 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 impl Moto {
     /// Starts `python3 -m moto.server` (or `$SLUICE_MOTO_SERVER`) on a free port.
     pub fn start() -> Self {
-        let port = super::free_port();
         let program = std::env::var("SLUICE_MOTO_SERVER").unwrap_or_else(|_| "python3".to_owned());
-        let mut command = Command::new(&program);
-        if program == "python3" {
-            command.args(["-m", "moto.server"]);
-        }
-        let child = command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto ({program} -m moto.server): {e}; scripts/test installs it"));
-        let mut moto = Self { port, child };
-        let started = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto exited ({status}): is `moto[server]` installed? scripts/test installs it");
+        let spawn = |port: u16| {
+            let mut command = Command::new(&program);
+            if program == "python3" {
+                command.args(["-m", "moto.server"]);
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "moto did not start on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        moto
+            command
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start moto ({program} -m moto.server): {e}; scripts/test installs it")
+                })
+        };
+        // S3's ListBuckets at `/` answers only from moto.
+        let is_it = |port: u16| request(port, "GET", "/", &[], b"").text().contains("ListAllMyBucketsResult");
+        let (port, child) = super::start_server("moto", spawn, is_it);
+        Self { port, child }
     }
 
     pub fn endpoint(&self) -> String {
