@@ -322,7 +322,7 @@ fn exception_code(headers: &http::HeaderMap, body: &[u8]) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn read_answer(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> CallResult {
+pub(crate) fn read_answer(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> CallResult {
     if status.is_success() {
         return CallResult::Delivered;
     }

@@ -19,6 +19,9 @@ pub mod prometheus_exporter;
 pub mod splunk_hec;
 pub mod template;
 
+#[cfg(test)]
+mod answers_fuzz;
+
 use sluice_core::ack::{BatchFinalizers, Outcome};
 use sluice_core::ledger::ComponentLedger;
 use sluice_core::log_limit::{self, LogLimit};

@@ -18,6 +18,9 @@
 
 mod service;
 
+#[cfg(test)]
+pub(crate) use service::read_bulk;
+
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;

@@ -335,7 +335,7 @@ fn describe_error(error: Option<&serde_json::Value>) -> String {
 }
 
 /// Reads a 2xx `_bulk` answer.
-pub(super) fn read_bulk(body: &[u8], retry_partial: bool) -> CallResult {
+pub(crate) fn read_bulk(body: &[u8], retry_partial: bool) -> CallResult {
     let invalid = |err: serde_json::Error| CallResult::Retriable {
         status: None,
         message: format!("unreadable bulk answer ({err}): {}", http_api::snippet(body)),

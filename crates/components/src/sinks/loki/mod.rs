@@ -18,6 +18,9 @@
 
 mod push;
 
+#[cfg(test)]
+pub(crate) use push::refused_in_one_stream;
+
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;

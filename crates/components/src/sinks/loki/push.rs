@@ -415,6 +415,14 @@ fn refused_entries(body: &str, streams: &[Stream], times: &[i64], results: &mut 
     Some(())
 }
 
+/// [`refused_entries`] for one stream `{app="web"}` of entries at `times`.
+#[cfg(test)]
+pub(crate) fn refused_in_one_stream(body: &str, times: &[i64], results: &mut [ItemResult]) -> Option<()> {
+    let labels = vec![("app", "web")];
+    let streams = vec![Stream { name: stream_name(&labels), labels, entries: (0..times.len()).collect() }];
+    refused_entries(body, &streams, times, results)
+}
+
 impl Service for LokiService {
     fn partition(&self, event: &LogEvent) -> Result<PartitionKey, String> {
         match &self.tenant {
