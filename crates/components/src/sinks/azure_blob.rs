@@ -22,6 +22,7 @@ use sluice_net::{ProxyConfig, TlsConfig};
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, Service,
 };
+use super::http_api;
 use super::object::{ObjectCompression, ObjectNaming, compress, upload_result};
 use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 
@@ -169,18 +170,14 @@ impl SinkConfig for AzureBlobConfig {
         issues.extend(self.naming().err());
         issues.extend(self.account().err());
         issues.extend(self.delimiter().err());
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::tls_proxy_issues(self.tls.as_ref(), &self.proxy));
         issues
     }
 
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let service = BlobService {
-            http: HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-                .map_err(|e| BuildError(format!("tls.{e}")))?,
+            http: http_api::client(self.tls.as_ref(), &self.proxy, &cx)?,
             account: self.account().map_err(issue)?,
             container: self.container_name.clone(),
             naming: self.naming().map_err(issue)?,

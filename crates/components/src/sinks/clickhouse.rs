@@ -26,6 +26,7 @@ use sluice_net::{ProxyConfig, TlsConfig};
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, Service,
 };
+use super::http::HttpAuth;
 use super::http_api::{self, Compression};
 use super::template::Template;
 use crate::codecs::Transformer;
@@ -58,7 +59,7 @@ pub struct ClickhouseConfig {
     pub compression: Compression,
     #[serde(default)]
     pub encoding: Transformer,
-    pub auth: Option<ClickhouseAuth>,
+    pub auth: Option<HttpAuth>,
     /// Accepted: `async_insert_settings` become insert settings.
     pub query_settings: Option<QuerySettings>,
     #[serde(default)]
@@ -91,13 +92,6 @@ impl Format {
             Self::JsonAsString => "JSONAsString",
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ClickhouseAuth {
-    Basic { user: String, password: String },
-    Bearer { token: String },
 }
 
 /// `query_settings` block.
@@ -157,16 +151,7 @@ impl ClickhouseConfig {
     }
 
     fn auth_header(&self) -> Result<Option<http::HeaderValue>, ConfigIssue> {
-        let bad = |e: String| ConfigIssue::new("auth", e);
-        match &self.auth {
-            None => Ok(None),
-            Some(ClickhouseAuth::Basic { user, password }) => {
-                http_api::basic_auth(user, password).map(Some).map_err(bad)
-            }
-            Some(ClickhouseAuth::Bearer { token }) => {
-                http::HeaderValue::try_from(format!("Bearer {token}")).map(Some).map_err(|e| bad(e.to_string()))
-            }
-        }
+        self.auth.as_ref().map(HttpAuth::header_value).transpose().map_err(|e| ConfigIssue::new("auth", e))
     }
 }
 
@@ -200,8 +185,7 @@ impl SinkConfig for ClickhouseConfig {
         let (database, table) = self.templates().map_err(issue)?;
         let auth = self.auth_header().map_err(issue)?;
         let headers = http_api::configured_headers(&self.request).map_err(issue)?;
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let service = ClickhouseService {
             http,
             base,

@@ -12,7 +12,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
@@ -24,6 +23,7 @@ use sluice_net::{ProxyConfig, TlsConfig};
 use super::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
 };
+use super::http_api;
 use super::template::Template;
 use crate::codecs::encoding::{Codec, SinkFramingMethod};
 use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
@@ -85,6 +85,16 @@ pub enum HttpAuth {
     Bearer { token: String },
 }
 
+impl HttpAuth {
+    /// The `Authorization` value.
+    pub fn header_value(&self) -> Result<http::HeaderValue, String> {
+        match self {
+            Self::Basic { user, password } => http_api::basic_auth(user, password),
+            Self::Bearer { token } => http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 impl HttpSinkConfig {
     fn framing(&self) -> Result<Framing, ConfigIssue> {
         match &self.framing {
@@ -124,13 +134,7 @@ impl HttpSinkConfig {
             headers.push((name, value));
         }
         if let Some(auth) = &self.auth {
-            let value = match auth {
-                HttpAuth::Basic { user, password } => {
-                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-                }
-                HttpAuth::Bearer { token } => format!("Bearer {token}"),
-            };
-            let value = http::HeaderValue::try_from(value).map_err(|e| ConfigIssue::new("auth", e.to_string()))?;
+            let value = auth.header_value().map_err(|e| ConfigIssue::new("auth", e))?;
             headers.push((http::header::AUTHORIZATION, value));
         }
         let content_type = match self.encoding.codec {
@@ -170,10 +174,7 @@ impl SinkConfig for HttpSinkConfig {
         let mut issues = self.encoding.check();
         issues.extend(self.framing().err());
         issues.extend(self.parsed_uri().err());
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::tls_proxy_issues(self.tls.as_ref(), &self.proxy));
         issues.extend(self.headers().err());
         issues.extend(self.templated_headers().err());
         if self.batch.max_events == Some(0) {
@@ -203,8 +204,7 @@ impl SinkConfig for HttpSinkConfig {
             HttpSinkMethod::Options => http::Method::OPTIONS,
             HttpSinkMethod::Trace => http::Method::TRACE,
         };
-        let client = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let client = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         Ok(Box::new(HttpSink { config: self.clone(), client, uri, method, headers, templated, framing, cx }))
     }
 }
@@ -304,12 +304,6 @@ impl HttpService {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by intakes in practice).
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 impl Service for HttpService {
     fn retries_timeouts(&self) -> bool {
         self.strategy.retries_transport()
@@ -354,7 +348,7 @@ impl Service for HttpService {
             match self.client.send(request).await {
                 Ok(response) => {
                     let status = response.status();
-                    let hint = retry_after(response.headers());
+                    let hint = http_api::retry_after(response.headers());
                     let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                     self.classify(status, hint, &body)
                 }

@@ -1,5 +1,7 @@
-//! What the API sinks (elasticsearch, datadog_logs, loki, splunk_hec_logs, clickhouse) share:
-//! base URLs, basic auth, request body compression, and how a whole response's status is
+//! What the HTTP-speaking sinks share: the client built from a sink's `tls` and `proxy`
+//! blocks and their checks (every such sink); and for the API sinks (elasticsearch,
+//! datadog_*, loki, splunk_hec_logs, clickhouse) base URLs, basic auth, `request.headers`,
+//! request body compression, one request/answer exchange, and how a whole answer's status is
 //! classified.
 
 use std::io::Write;
@@ -22,14 +24,30 @@ pub fn base_url(field: &str, text: &str) -> Result<String, ConfigIssue> {
     }
 }
 
+/// A sink's HTTP client: its `tls` block, and its `proxy` block over the global one.
+pub fn client(
+    tls: Option<&sluice_net::TlsConfig>,
+    proxy: &sluice_net::ProxyConfig,
+    cx: &sluice_core::component::SinkContext,
+) -> Result<sluice_net::http::HttpClient, sluice_core::component::BuildError> {
+    sluice_net::http::HttpClient::with_proxy(tls, &proxy.over(&cx.globals.proxy))
+        .map_err(|e| sluice_core::component::BuildError(format!("tls.{e}")))
+}
+
+/// What `validate` checks of a sink's `tls` and `proxy` blocks.
+pub fn tls_proxy_issues(tls: Option<&sluice_net::TlsConfig>, proxy: &sluice_net::ProxyConfig) -> Vec<ConfigIssue> {
+    let mut issues = tls.map(|tls| tls.check("tls", false)).unwrap_or_default();
+    issues.extend(proxy.check("proxy"));
+    issues
+}
+
 /// What `validate` checks of an API sink's `tls`, `proxy` and `request.headers`.
 pub fn transport_issues(
     tls: Option<&sluice_net::TlsConfig>,
     proxy: &sluice_net::ProxyConfig,
     request: &super::driver::RequestConfig,
 ) -> Vec<ConfigIssue> {
-    let mut issues = tls.map(|tls| tls.check("tls", false)).unwrap_or_default();
-    issues.extend(proxy.check("proxy"));
+    let mut issues = tls_proxy_issues(tls, proxy);
     issues.extend(configured_headers(request).err());
     issues
 }

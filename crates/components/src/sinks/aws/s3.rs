@@ -26,6 +26,7 @@ use crate::codecs::{Encoder, EncodingConfig, SinkFraming};
 use crate::sinks::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, PartitionKey, RequestConfig, RetryStrategy, Service,
 };
+use crate::sinks::http_api;
 use crate::sinks::object::{ObjectCompression, ObjectNaming, compress, upload_result};
 
 mod multipart;
@@ -226,10 +227,7 @@ impl SinkConfig for S3SinkConfig {
         issues.extend(self.endpoint().err());
         issues.extend(self.object_headers().err());
         issues.extend(self.auth.check("auth"));
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::tls_proxy_issues(self.tls.as_ref(), &self.proxy));
         if self.batch.max_events == Some(0) {
             issues.push(ConfigIssue::new("batch.max_events", "must be at least 1"));
         }
@@ -242,8 +240,7 @@ impl SinkConfig for S3SinkConfig {
         let delimiter = self.delimiter().map_err(issue)?;
         let endpoint = self.endpoint().map_err(issue)?;
         let headers = self.object_headers().map_err(issue)?;
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         Ok(Box::new(S3Sink { config: self.clone(), naming, delimiter, endpoint, headers, http, cx }))
     }
 }

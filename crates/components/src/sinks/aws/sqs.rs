@@ -26,6 +26,7 @@ use crate::codecs::{Encoder, EncodingConfig};
 use crate::sinks::driver::{
     self, BatchConfig, CallResult, DriverSettings, EncodedBatch, ItemResult, PartitionKey, RequestConfig, Service,
 };
+use crate::sinks::http_api;
 use crate::sinks::template::Template;
 
 /// SQS's limits: 10 messages and 256 KiB per `SendMessageBatch`.
@@ -99,10 +100,7 @@ impl SinkConfig for SqsSinkConfig {
         issues.extend(self.templates().err());
         issues.extend(self.target().err());
         issues.extend(self.auth.check("auth"));
-        if let Some(tls) = &self.tls {
-            issues.extend(tls.check("tls", false));
-        }
-        issues.extend(self.proxy.check("proxy"));
+        issues.extend(http_api::tls_proxy_issues(self.tls.as_ref(), &self.proxy));
         if self.batch.max_events.is_some_and(|n| n == 0 || n > MAX_MESSAGES) {
             issues.push(ConfigIssue::new("batch.max_events", "from 1 to 10 (SQS sends at most 10 messages a request)"));
         }
@@ -116,8 +114,7 @@ impl SinkConfig for SqsSinkConfig {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let (group, dedup) = self.templates().map_err(issue)?;
         let target = self.target().map_err(issue)?;
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         Ok(Box::new(SqsSink { config: self.clone(), group, dedup, target, http, cx }))
     }
 }

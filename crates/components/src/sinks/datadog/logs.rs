@@ -106,8 +106,7 @@ impl SinkConfig for DatadogLogsConfig {
         let base =
             self.common().base_url("http-intake.logs").map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
         let uri: http::Uri = format!("{base}/api/v2/logs").parse().map_err(|e| BuildError(format!("endpoint: {e}")))?;
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let headers = http_api::configured_headers(&self.request)
             .map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
         let service = LogsService {

@@ -93,8 +93,7 @@ impl SinkConfig for DatadogMetricsConfig {
         let base = self.common().base_url("api").map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
         let parse =
             |path: &str| format!("{base}{path}").parse::<http::Uri>().map_err(|e| BuildError(format!("endpoint: {e}")));
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let headers = http_api::configured_headers(&self.request)
             .map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
         let service = MetricsService {

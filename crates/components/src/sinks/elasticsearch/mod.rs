@@ -311,8 +311,7 @@ impl SinkConfig for ElasticsearchConfig {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
         let endpoints = self.endpoints().map_err(issue)?;
         let target = self.target().map_err(issue)?;
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         Ok(Box::new(ElasticSink { config: self.clone(), endpoints, target, http, cx }))
     }
 }

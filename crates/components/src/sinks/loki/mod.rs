@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, Sink, SinkConfig, SinkContext, SinkInput};
-use sluice_net::http::HttpClient;
 use sluice_net::{ProxyConfig, TlsConfig};
 
 use super::driver::{self, BatchConfig, DriverSettings, RequestConfig};
@@ -187,15 +186,9 @@ impl SinkConfig for LokiConfig {
         let labels = rules("labels", &self.labels).map_err(first)?;
         let metadata = rules("structured_metadata", &self.structured_metadata).map_err(first)?;
         let tenant = self.tenant_id.as_deref().map(Template::parse).transpose().map_err(BuildError)?;
-        let auth = match &self.auth {
-            None => None,
-            Some(HttpAuth::Basic { user, password }) => Some(http_api::basic_auth(user, password).map_err(BuildError)?),
-            Some(HttpAuth::Bearer { token }) => Some(
-                http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|e| BuildError(format!("auth: {e}")))?,
-            ),
-        };
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let auth =
+            self.auth.as_ref().map(HttpAuth::header_value).transpose().map_err(|e| BuildError(format!("auth: {e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let headers = http_api::configured_headers(&self.request).map_err(issue)?;
         let service = LokiService::new(self, Transport { http, uri, auth, headers }, labels, metadata, tenant);
         Ok(Box::new(LokiSink { config: self.clone(), service, cx }))

@@ -188,8 +188,7 @@ impl SinkConfig for SplunkHecLogsConfig {
         let base = http_api::base_url("endpoint", &self.endpoint).map_err(issue)?;
         let [index, sourcetype, source] = self.templates().map_err(issue)?;
         let headers = http_api::configured_headers(&self.request).map_err(issue)?;
-        let http = HttpClient::with_proxy(self.tls.as_ref(), &self.proxy.over(&cx.globals.proxy))
-            .map_err(|e| BuildError(format!("tls.{e}")))?;
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let service = HecService {
             http,
             base,
