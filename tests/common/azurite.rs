@@ -35,10 +35,9 @@ impl Azurite {
         };
         // Azurite names itself in the `Server` header of every answer.
         let is_it = |port: u16| {
-            super::moto::request(port, "GET", "/", &[], b"")
-                .headers
-                .iter()
-                .any(|(name, value)| name == "server" && value.contains("Azurite"))
+            super::moto::probe(port, "/").is_some_and(|reply| {
+                reply.headers.iter().any(|(name, value)| name == "server" && value.contains("Azurite"))
+            })
         };
         let (port, child) = super::start_server("Azurite", spawn, is_it);
         Self { port, child, _dir: dir }

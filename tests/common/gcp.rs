@@ -34,8 +34,8 @@ impl GcsEmulator {
         };
         // The JSON API's bucket list answers only from the emulator.
         let is_it = |port: u16| {
-            let reply = request(port, "GET", "/storage/v1/b?project=test", &[], b"");
-            reply.status == 200 && reply.text().contains("storage#buckets")
+            super::moto::probe(port, "/storage/v1/b?project=test")
+                .is_some_and(|reply| reply.status == 200 && reply.text().contains("storage#buckets"))
         };
         let (port, child) = super::start_server("gcp-storage-emulator", spawn, is_it);
         Self { port, child }

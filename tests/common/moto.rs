@@ -28,8 +28,25 @@ impl Reply {
 
 /// A plain HTTP/1.1 request to `127.0.0.1:port`, connection closed after the answer.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect {port}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    exchange(port, method, path, headers, body, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The same request as a readiness probe: `None` for anything but a whole HTTP answer (a server
+/// still starting may accept a connection and close it unanswered).
+pub fn probe(port: u16, path: &str) -> Option<Reply> {
+    exchange(port, "GET", path, &[], b"", Duration::from_secs(5)).ok()
+}
+
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -44,11 +61,11 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
         head.push_str(&format!("Authorization: {}\r\n", authorization("s3")));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
-    stream.write_all(body).unwrap_or_else(|e| panic!("write: {e}"));
+    stream.write_all(head.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    stream.write_all(body).map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    parse_reply(&raw).unwrap_or_else(|| panic!("no HTTP answer from {port}: {}", String::from_utf8_lossy(&raw)))
+    parse_reply(&raw).ok_or_else(|| format!("no HTTP answer from {port}: {}", String::from_utf8_lossy(&raw)))
 }
 
 /// An `Authorization` header moto accepts for `service` (it checks no signature).
@@ -107,7 +124,7 @@ impl Moto {
                 })
         };
         // S3's ListBuckets at `/` answers only from moto.
-        let is_it = |port: u16| request(port, "GET", "/", &[], b"").text().contains("ListAllMyBucketsResult");
+        let is_it = |port: u16| probe(port, "/").is_some_and(|r| r.text().contains("ListAllMyBucketsResult"));
         let (port, child) = super::start_server("moto", spawn, is_it);
         Self { port, child }
     }
