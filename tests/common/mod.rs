@@ -11,6 +11,7 @@ pub mod files;
 pub mod forward_proxy;
 pub mod gcp;
 pub mod intake;
+pub mod kafka;
 pub mod loki;
 pub mod moto;
 pub mod splunk;

@@ -3,6 +3,7 @@
 //! `sinks/` with its config struct (strict, Vector's field names and defaults) and its run loop.
 
 pub mod codecs;
+pub mod kafka;
 pub mod registry;
 pub mod sinks;
 pub mod sources;

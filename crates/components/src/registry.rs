@@ -11,6 +11,7 @@ use crate::sinks::datadog::logs::DatadogLogsConfig;
 use crate::sinks::datadog::metrics::DatadogMetricsConfig;
 use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
+use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sinks::loki::LokiConfig;
 use crate::sinks::splunk_hec::SplunkHecLogsConfig;
 use crate::sinks::{
@@ -19,8 +20,8 @@ use crate::sinks::{
 };
 use crate::sources::{
     dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, file::FileSourceConfig,
-    http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, kubernetes_logs::KubernetesLogsConfig,
-    socket::SocketConfig, stdin::StdinConfig,
+    http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, kafka::KafkaSourceConfig,
+    kubernetes_logs::KubernetesLogsConfig, socket::SocketConfig, stdin::StdinConfig,
 };
 use crate::transforms::{
     filter::FilterConfig, log_to_metric::LogToMetricConfig, remap::RemapConfig, route::RouteConfig,
@@ -63,6 +64,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "sluice's own counters and gauges as metric events",
             parse: parse_source::<InternalMetricsConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "kafka",
+            aliases: &[],
+            summary: "Messages from Kafka topics in a consumer group; offsets committed only past delivered events",
+            parse: parse_source::<KafkaSourceConfig>,
         },
         ComponentSpec {
             kind: Source,
@@ -196,6 +204,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Batches of events to an HTTP endpoint",
             parse: parse_sink::<HttpSinkConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "kafka",
+            aliases: &[],
+            summary: "Messages to a Kafka topic (idempotent, acks=all); refused messages are dead-lettered one by one",
+            parse: parse_sink::<KafkaSinkConfig>,
         },
         ComponentSpec {
             kind: Sink,

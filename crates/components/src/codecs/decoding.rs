@@ -73,6 +73,13 @@ pub struct Framer {
     max_length: Option<usize>,
 }
 
+impl Framer {
+    /// Whether the whole input is one frame, whatever its length.
+    pub fn is_bytes(&self) -> bool {
+        self.delimiter.is_none() && self.max_length.is_none()
+    }
+}
+
 impl FramingConfig {
     /// `default_method` is used when `method` is unset (newline for streams, bytes for messages).
     pub fn framer(&self, default_method: FramingMethod, legacy_max_length: Option<usize>) -> Result<Framer, String> {

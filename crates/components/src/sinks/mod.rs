@@ -13,6 +13,7 @@ pub mod file;
 pub mod gcp_cloud_storage;
 pub mod http;
 pub mod http_api;
+pub mod kafka;
 pub mod loki;
 pub mod object;
 pub mod prometheus_exporter;

@@ -6,6 +6,7 @@ pub mod demo_logs;
 pub mod file;
 pub mod http_server;
 pub mod internal_metrics;
+pub mod kafka;
 pub mod kubernetes_logs;
 pub mod socket;
 pub mod stdin;
