@@ -22,6 +22,12 @@ time until both healthy sinks delivered all N (read from `/metrics` every 20 ms)
 `after stall` is the healthy sinks' rate from the moment the stuck sink was diverted
 (`component_stalled` = 1) to the end; the stuck sink's events must all be in its DLQ.
 
+`kafka_hop` is file-like data through a broker: sluice A (stdin → `kafka` sink) produces to a
+6-partition topic of tansu (the Kafka-protocol broker `scripts/test` installs; started by the
+harness), and sluice B (`kafka` source → blackhole) consumes it. events/s is N over the time
+from A's start until B's blackhole has all N; CPU seconds are A's and B's together, RSS the
+larger of the two.
+
 With `--rate N` stdin is fed at N lines per second instead of as fast as sluice reads: the
 `fanout_*` scenarios then compare the healthy sinks' rate at an offered load below what the
 machine can do, where a diverted sink's extra work is not taken from its siblings.
@@ -264,6 +270,7 @@ type = "blackhole"
 inputs = ["in"]
 """
 
+SCENARIOS["kafka_hop"] = "two sluice processes and a broker: see run_kafka"
 SCENARIOS["fanout_healthy"] = FANOUT
 SCENARIOS["fanout_one_stuck"] = FANOUT + STUCK
 
@@ -547,10 +554,95 @@ def feed(pipe, data: Path, rate: int):
 MOTO = None
 
 
+KAFKA_PRODUCER = """
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "kafka"
+inputs = ["in"]
+bootstrap_servers = "127.0.0.1:{broker}"
+topic = "bench"
+encoding.codec = "text"
+"""
+
+KAFKA_CONSUMER = """
+data_dir = "{dir}"
+api.enabled = true
+api.address = "127.0.0.1:{api_port}"
+[sources.in]
+type = "kafka"
+bootstrap_servers = "127.0.0.1:{broker}"
+group_id = "bench"
+topics = ["bench"]
+auto_offset_reset = "earliest"
+{acks}
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+"""
+
+TANSU = os.environ.get("SLUICE_TANSU", "/var/tmp/sluice-tools/bin/tansu")
+
+
+def run_kafka(binary: Path, data: Path, acks: bool, events: int):
+    """stdin -> kafka sink -> tansu -> kafka source -> blackhole, two sluice processes."""
+    import signal
+    acks_line = "" if acks else "acknowledgements = false\n"
+    with tempfile.TemporaryDirectory() as d:
+        broker_port = free_port()
+        broker = subprocess.Popen(
+            [TANSU, "broker", "--storage-engine", "memory://tansu/",
+             "--listener-url", f"tcp://127.0.0.1:{broker_port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{broker_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d)
+        deadline = time.time() + 30
+        while subprocess.run([TANSU, "topic", "create", "bench", "--partitions", "6",
+                              "--broker", f"tcp://127.0.0.1:{broker_port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            if time.time() > deadline:
+                sys.exit("kafka_hop: tansu did not start")
+            time.sleep(0.2)
+        producer_config, consumer_config = Path(d) / "producer.toml", Path(d) / "consumer.toml"
+        api_port = free_port()
+        producer_config.write_text(KAFKA_PRODUCER.format(broker=broker_port, acks=acks_line))
+        consumer_config.write_text(KAFKA_CONSUMER.format(dir=d, broker=broker_port, api_port=api_port, acks=acks_line))
+        ledger_path = Path(d) / "ledger.json"
+        start = time.perf_counter()
+        consumer = subprocess.Popen(
+            [str(binary), "--config", str(consumer_config), "--ledger-json", str(ledger_path), "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(data, "rb") as stdin:
+            producer = subprocess.Popen([str(binary), "--config", str(producer_config), "--quiet"],
+                                        stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = None
+        while consumer.poll() is None and time.perf_counter() - start < 600:
+            if sent_by(api_port, "out") >= events:
+                wall = time.perf_counter() - start
+                consumer.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.01)
+        _, p_status, p_usage = os.wait4(producer.pid, 0)
+        _, c_status, c_usage = os.wait4(consumer.pid, 0)
+        broker.kill()
+        broker.wait()
+        stderr = consumer.stderr.read().decode(errors="replace") + producer.stderr.read().decode(errors="replace")
+        codes = (os.waitstatus_to_exitcode(p_status), os.waitstatus_to_exitcode(c_status))
+        if wall is None or codes != (0, 0):
+            sys.exit(f"kafka_hop: exit codes {codes}\n{stderr}")
+        ledger = json.loads(ledger_path.read_text())
+        if not ledger["balanced"]:
+            sys.exit(f"kafka_hop: ledger does not balance: {ledger}")
+        cpu = sum(u.ru_utime + u.ru_stime for u in (p_usage, c_usage))
+        return wall, cpu, max(p_usage.ru_maxrss, c_usage.ru_maxrss) / 1024, ledger, None
+
+
 def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: int = 0):
     global MOTO
     if scenario in FILE_COUNTS:
         return run_files(binary, scenario, data, acks, events)
+    if scenario == "kafka_hop":
+        return run_kafka(binary, data, acks, events)
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         port = free_port()
