@@ -13,6 +13,7 @@ use crate::sinks::elasticsearch::ElasticsearchConfig;
 use crate::sinks::gcp_cloud_storage::GcsSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sinks::loki::LokiConfig;
+use crate::sinks::socket::SocketSinkConfig;
 use crate::sinks::splunk_hec::SplunkHecLogsConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
@@ -21,7 +22,7 @@ use crate::sinks::{
 use crate::sources::{
     dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, file::FileSourceConfig,
     http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, kafka::KafkaSourceConfig,
-    kubernetes_logs::KubernetesLogsConfig, socket::SocketConfig, stdin::StdinConfig,
+    kubernetes_logs::KubernetesLogsConfig, socket::SocketConfig, stdin::StdinConfig, syslog::SyslogConfig,
 };
 use crate::transforms::{
     filter::FilterConfig, log_to_metric::LogToMetricConfig, remap::RemapConfig, route::RouteConfig,
@@ -92,6 +93,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Lines from standard input",
             parse: parse_source::<StdinConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "syslog",
+            aliases: &[],
+            summary: "RFC 5424 and RFC 3164 messages over TCP, UDP or a Unix socket; unparsable lines dead-lettered",
+            parse: parse_source::<SyslogConfig>,
         },
         ComponentSpec {
             kind: Transform,
@@ -225,6 +233,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Metric events for Prometheus to scrape (no metric source yet)",
             parse: parse_sink::<PrometheusExporterConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "socket",
+            aliases: &[],
+            summary: "Events written to a TCP, UDP or Unix socket (delivered = handed to the kernel)",
+            parse: parse_sink::<SocketSinkConfig>,
         },
         ComponentSpec {
             kind: Sink,

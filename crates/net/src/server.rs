@@ -100,3 +100,34 @@ impl Drop for TlsIncoming {
         self.task.abort();
     }
 }
+
+/// A client-side TLS connection over TCP (the `socket` sink).
+pub type ClientTlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Client side of TLS for plain streams: the `tls` block and the name to check.
+#[derive(Clone)]
+pub struct Connector {
+    inner: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Connector {
+    /// `host` is checked against the certificate unless `tls.server_name` names another.
+    pub fn new(tls: &crate::TlsConfig, host: &str) -> Result<Self, String> {
+        let config = tls.client_config().map_err(|e| format!("tls.{e}"))?;
+        let name = match tls.server_name().map_err(|e| format!("tls.{e}"))? {
+            Some(name) => name,
+            None => rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                .map_err(|e| format!("`{host}` is not a name TLS can check: {e}"))?,
+        };
+        Ok(Self { inner: tokio_rustls::TlsConnector::from(config), name })
+    }
+
+    /// Completes the handshake; the error is the handshake's reason.
+    pub async fn connect(&self, tcp: TcpStream) -> Result<ClientTlsStream, String> {
+        self.inner
+            .connect(self.name.clone(), tcp)
+            .await
+            .map_err(|e| crate::tls::handshake_failure(&e).unwrap_or_else(|| e.to_string()))
+    }
+}

@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod loki;
 pub mod object;
 pub mod prometheus_exporter;
+pub mod socket;
 pub mod splunk_hec;
 pub mod template;
 

@@ -8,8 +8,10 @@ pub mod http_server;
 pub mod internal_metrics;
 pub mod kafka;
 pub mod kubernetes_logs;
+pub(crate) mod listen;
 pub mod socket;
 pub mod stdin;
+pub mod syslog;
 pub(crate) mod tailing;
 
 use std::sync::Arc;
@@ -24,6 +26,13 @@ use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
 
 use crate::codecs::decoding::Decoder;
+
+/// What a source's reading side hands to its output: events, or events for the source's
+/// dead-letter queue with their failure.
+pub(crate) enum Out {
+    Chunk(Chunk),
+    DeadLetters(Vec<sluice_core::LogEvent>, sluice_core::dead_letter::Failure),
+}
 
 /// Builds events for one source from frames.
 #[derive(Debug, Clone)]

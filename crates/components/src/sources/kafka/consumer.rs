@@ -25,9 +25,10 @@ use sluice_core::log_limit::{INTERVAL, LogLimit};
 use tokio::sync::{mpsc, oneshot};
 use vrl::value::{KeyString, ObjectMap, Value};
 
+use super::KafkaSourceConfig;
 use super::offsets::{Offsets, Partition};
-use super::{KafkaSourceConfig, Out};
 use crate::codecs::decoding::{Decoder, FrameStats, Framer};
+use crate::sources::Out;
 
 /// Events per chunk.
 const CHUNK: usize = 1_000;

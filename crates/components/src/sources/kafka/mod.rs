@@ -23,11 +23,10 @@ use serde::Deserialize;
 use sluice_core::component::{
     BuildError, ConfigIssue, GlobalOptions, SourceConfig, SourceContext, SourceTask, wait_ready,
 };
-use sluice_core::dead_letter::Failure;
-use sluice_core::{Chunk, LogEvent};
 use sluice_net::TlsConfig;
 use tokio::sync::mpsc;
 
+use super::Out;
 use crate::codecs::decoding::FramingMethod;
 use crate::codecs::{DecodingConfig, FramingConfig};
 use crate::kafka::{Connection, SaslConfig};
@@ -224,12 +223,6 @@ impl SourceConfig for KafkaSourceConfig {
         let handle = consumer::start(cx.id.clone(), settings, tx, cx.out.ledger().clone())?;
         Ok(Box::pin(run(cx, rx, handle)))
     }
-}
-
-/// What the consumer thread hands to the source's task.
-pub(crate) enum Out {
-    Chunk(Chunk),
-    DeadLetters(Vec<LogEvent>, Failure),
 }
 
 async fn run(cx: SourceContext, mut rx: mpsc::Receiver<Out>, handle: consumer::Handle) -> Result<(), ()> {
