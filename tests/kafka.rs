@@ -346,3 +346,135 @@ fn a_group_member_killed_mid_run_loses_nothing_and_duplicates_only_what_it_held(
     // killed one held may come twice, plus one chunk per partition if a drain ran out of time.
     assert!(duplicates <= rereadable + 6 * 1_000, "duplicates {duplicates} > {rereadable} + in flight");
 }
+
+#[test]
+fn agents_to_an_aggregator_through_kafka_lose_nothing_when_the_aggregator_is_killed() {
+    let broker = Broker::start();
+    broker.create_topic("agents", 4);
+    let agents: Vec<Case> = (0..2).map(|_| Case::new()).collect();
+    let mut agent_children = Vec::new();
+    for agent in &agents {
+        std::fs::create_dir_all(agent.path("logs")).unwrap_or_else(|e| panic!("{e}"));
+        let config = agent.config(&format!(
+            r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "file"
+include = ["{{dir}}/logs/*.log"]
+glob_minimum_cooldown_ms = 50
+[sinks.bus]
+type = "kafka"
+inputs = ["in"]
+bootstrap_servers = "{}"
+topic = "agents"
+encoding.codec = "json"
+batch.timeout_secs = 0.1
+# One message per record batch: see tests/common/kafka.rs.
+librdkafka_options."batch.num.messages" = "1"
+"#,
+            broker.bootstrap()
+        ));
+        agent_children.push(agent.spawn(&config));
+    }
+    let aggregator = Case::new();
+    let config = aggregator.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n{}\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{{dir}}/out.log\"\nencoding.codec = \"json\"\n",
+        source(&broker, "agents", "aggregators", "decoding.codec = \"json\"")
+    ));
+    let mut child = aggregator.spawn(&config);
+    let per_agent = 5_000;
+    let writers: Vec<_> = agents
+        .iter()
+        .enumerate()
+        .map(|(n, agent)| {
+            let path = agent.path("logs").join("app.log");
+            std::thread::spawn(move || {
+                for block in 0..10 {
+                    let from = block * per_agent / 10;
+                    common::files::append(&path, "app", from..from + per_agent / 10);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                n
+            })
+        })
+        .collect();
+    let out = aggregator.path("out.log");
+    assert!(
+        common::files::wait_until(Duration::from_secs(60), || common::files::lines_in(&out) >= 2_000),
+        "the aggregator receives"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    for writer in writers {
+        let _ = writer.join();
+    }
+    let restarted = aggregator.spawn(&config);
+    // Every line of every agent, with no gap.
+    let complete = common::files::wait_until(Duration::from_secs(90), || {
+        let events = json_lines(&out);
+        (0..2).all(|n| {
+            let file = agents[n].path("logs").join("app.log").display().to_string();
+            let seen: BTreeSet<&str> =
+                events.iter().filter(|e| e["file"] == file.as_str()).filter_map(|e| e["message"].as_str()).collect();
+            seen.len() == per_agent
+        })
+    });
+    common::files::stop(restarted);
+    for agent in agent_children {
+        common::files::stop(agent);
+    }
+    let events = json_lines(&out);
+    assert!(complete, "every line of both agents arrived ({} events)", events.len());
+    println!("events at the aggregator: {} for {} lines", events.len(), 2 * per_agent);
+}
+
+#[test]
+fn partitions_paused_by_a_slow_sink_resume_where_they_stopped() {
+    let broker = Broker::start();
+    broker.create_topic("backlog", 3);
+    let total = 60_000;
+    broker.produce_lines("backlog", "b-", 0..total);
+    let intake = Intake::start(|_, _, _| {
+        std::thread::sleep(Duration::from_millis(20));
+        200
+    });
+    let case = Case::new();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+{}
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{}/"
+encoding.codec = "json"
+framing.method = "newline_delimited"
+batch.max_events = 1000
+batch.timeout_secs = 0.1
+request.concurrency = 1
+"#,
+        source(&broker, "backlog", "slow", ""),
+        intake.port
+    ));
+    let api = common::enable_api(&config);
+    let child = case.spawn(&config);
+    let distinct = || {
+        intake
+            .accepted_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .collect::<BTreeSet<String>>()
+            .len()
+    };
+    let all = common::files::wait_until(Duration::from_secs(120), || distinct() == total);
+    let metrics = common::get(api, "/metrics");
+    common::files::stop(child);
+    assert!(all, "every message delivered after pauses ({} of {total})", distinct());
+    let paused = common::sample(
+        &metrics,
+        "component_errors_total{component_id=\"in\",component_kind=\"source\",component_type=\"kafka\",error_type=\"partitions_paused\",stage=\"receiving\"}",
+    );
+    assert!(paused.is_some_and(|n| n > 0.0), "the slow sink paused the partitions: {metrics}");
+    assert!(!metrics.contains("error_type=\"offset_gap\""), "no offset was skipped: {metrics}");
+}

@@ -5,7 +5,7 @@
 //! thread, so the offsets and the queue of chunks not yet handed on live behind mutexes that
 //! are never contended.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ const CHUNK: usize = 1_000;
 /// How long chunks may wait for room downstream before the partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
 /// Chunks kept ready while downstream is full; more pause the partitions at once.
-const MAX_QUEUED: usize = 2;
+const MAX_QUEUED: usize = 8;
 /// How long a shutdown waits for the outcomes of events in flight before the last commit.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(60);
 
@@ -79,6 +79,9 @@ struct Shared {
     acks: Mutex<mpsc::UnboundedReceiver<(u64, Outcome)>>,
     /// Chunks built and not yet handed to the source's task.
     queue: Mutex<VecDeque<Out>>,
+    /// The offset after the last message read, per partition owned: the next message should
+    /// have it.
+    positions: Mutex<HashMap<Partition, i64>>,
     /// To the source's task; taken when the thread has handed on everything.
     tx: Mutex<Option<mpsc::Sender<Out>>>,
     ledger: Arc<ComponentLedger>,
@@ -231,8 +234,10 @@ impl ConsumerContext for KafkaContext {
             shared.commit(consumer, CommitMode::Sync);
         }
         let mut offsets = lock(&shared.offsets);
+        let mut positions = lock(&shared.positions);
         for partition in &revoked {
             offsets.forget(partition);
+            positions.remove(partition);
         }
         tracing::info!(component_id = &*shared.id, partitions = revoked.len(), "Partitions revoked.");
     }
@@ -298,6 +303,7 @@ pub(super) fn start(
         offsets: Mutex::new(Offsets::default()),
         acks: Mutex::new(ack_rx),
         queue: Mutex::new(VecDeque::new()),
+        positions: Mutex::new(HashMap::new()),
         tx: Mutex::new(Some(tx)),
         ledger,
         drain_timeout: settings.drain_timeout,
@@ -329,6 +335,16 @@ pub(super) fn start(
     Ok(Handle { start: start_tx, stop, done: done_rx })
 }
 
+/// The run of one partition's messages in the chunk being built.
+struct Unit {
+    partition: Partition,
+    tag: u64,
+    /// Every event of the unit shares this template's finalizer.
+    template: LegacyTemplate,
+    /// The offset after the unit's last message.
+    next: i64,
+}
+
 /// The chunk being built: events, and the open unit of each partition in it.
 struct Reader<'a> {
     shared: &'a Shared,
@@ -337,8 +353,7 @@ struct Reader<'a> {
     events: Vec<LogEvent>,
     dead: Vec<LogEvent>,
     dead_reason: String,
-    /// Open units: partition, tag, and the template whose finalizer events share.
-    units: Vec<(Partition, u64, LegacyTemplate)>,
+    units: Vec<Unit>,
     frames: Vec<Bytes>,
     paused: bool,
     blocked_since: Option<Instant>,
@@ -403,11 +418,7 @@ impl<'a> Reader<'a> {
             self.blocked_since = None;
             if self.paused {
                 self.paused = false;
-                if let Ok(list) = consumer.assignment()
-                    && let Err(e) = consumer.resume(&list)
-                {
-                    tracing::warn!(component_id = &*self.shared.id, error = %e, "Cannot resume partitions.");
-                }
+                self.resume(consumer);
             }
             return;
         }
@@ -423,27 +434,64 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Resumes the assigned partitions. librdkafka goes on from the message after the last
+    /// one read (what it had fetched while paused is dropped and fetched again).
+    fn resume(&self, consumer: &BaseConsumer<KafkaContext>) {
+        if let Ok(assigned) = consumer.assignment()
+            && let Err(e) = consumer.resume(&assigned)
+        {
+            tracing::warn!(component_id = &*self.shared.id, error = %e, "Cannot resume partitions.");
+        }
+    }
+
+    /// Counts and reports offsets that jump: a compacted topic, aborted transactions, or a
+    /// broker that skipped records. Nothing is lost by sluice there, but it is worth knowing.
+    fn gap(&self, partition: &Partition, expected: i64, offset: i64) {
+        self.shared.ledger.error("offset_gap", "receiving");
+        static LOG: LogLimit = LogLimit::new(INTERVAL);
+        if let Some(folded) = LOG.admit() {
+            tracing::warn!(
+                component_id = &*self.shared.id,
+                topic = &*partition.0,
+                partition = partition.1,
+                expected,
+                offset,
+                similar_since_last_line = folded,
+                "Offsets jumped: the messages between were never handed to this consumer (a compacted topic, aborted transactions, or the broker skipped them)."
+            );
+        }
+    }
+
     /// Turns one message into events of its partition's open unit.
     fn read(&mut self, message: &BorrowedMessage<'_>) {
         let partition_id = message.partition();
         let offset = message.offset();
-        let position = self.units.iter().position(|(p, _, _)| p.1 == partition_id && &*p.0 == message.topic());
+        let position =
+            self.units.iter().position(|u| u.partition.1 == partition_id && &*u.partition.0 == message.topic());
         let index = match position {
             Some(i) => i,
             None => {
                 let partition: Partition = (Arc::from(message.topic()), partition_id);
+                let expected = lock(&self.shared.positions).get(&partition).copied();
+                if let Some(expected) = expected.filter(|e| offset > *e) {
+                    self.gap(&partition, expected, offset);
+                }
                 let tag = lock(&self.shared.offsets).open(&partition, offset);
                 let mut meta = EventMetadata::new(&self.shared.id, chrono::Utc::now());
                 if let Some(ack_tx) = &self.ack_tx {
                     meta.set_finalizer(EventFinalizer::new(BatchNotifier::with_channel(ack_tx.clone(), tag)));
                 }
                 let template = LegacyTemplate::new(self.settings.decoder.source_type(), None, meta);
-                self.units.push((partition, tag, template));
+                self.units.push(Unit { partition, tag, template, next: offset + 1 });
                 self.units.len() - 1
             }
         };
-        let (partition, tag, template) = &self.units[index];
-        lock(&self.shared.offsets).extend(*tag, offset);
+        let expected = self.units[index].next;
+        if offset > expected {
+            self.gap(&self.units[index].partition, expected, offset);
+        }
+        self.units[index].next = offset + 1;
+        let Unit { partition, template, .. } = &self.units[index];
         // A tombstone (no payload) is no event; its offset is still covered by the unit.
         let Some(payload) = message.payload() else { return };
         let payload = Bytes::copy_from_slice(payload);
@@ -536,10 +584,15 @@ impl<'a> Reader<'a> {
             let chunk = std::mem::replace(&mut self.events, Vec::with_capacity(CHUNK));
             lock(&self.shared.queue).push_back(Out::Chunk(chunk));
         }
-        // The templates' own finalizers never became events; units whose messages made no
-        // event (tombstones) resolve as discarded now.
-        for (_, _, mut template) in self.units.drain(..) {
-            template.set_finalizer(EventFinalizer::default());
+        // The units' last offsets, then their templates' own finalizers, which never became
+        // events (units whose messages made no event, tombstones, resolve as discarded now).
+        let mut offsets = lock(&self.shared.offsets);
+        let mut positions = lock(&self.shared.positions);
+        for mut unit in self.units.drain(..) {
+            if offsets.extend(unit.tag, unit.next - 1) {
+                positions.insert(unit.partition, unit.next);
+            }
+            unit.template.set_finalizer(EventFinalizer::default());
         }
     }
 

@@ -65,12 +65,16 @@ impl Offsets {
         tag
     }
 
-    /// Adds the message at `offset` to the unit `tag` (the partition's newest).
-    pub fn extend(&mut self, tag: u64, offset: i64) {
-        let Some(partition) = self.owner.get(&tag) else { return };
-        if let Some(unit) = self.partitions.get_mut(partition).and_then(|t| t.units.back_mut()) {
-            debug_assert_eq!(unit.tag, tag);
-            unit.next_offset = offset + 1;
+    /// Extends the unit `tag` (its partition's newest) to the message at `offset`. False when
+    /// its partition is no longer owned.
+    pub fn extend(&mut self, tag: u64, offset: i64) -> bool {
+        let Some(partition) = self.owner.get(&tag) else { return false };
+        match self.partitions.get_mut(partition).and_then(|t| t.units.back_mut()) {
+            Some(unit) if unit.tag == tag => {
+                unit.next_offset = offset + 1;
+                true
+            }
+            _ => false,
         }
     }
 
