@@ -8,6 +8,7 @@ pub mod registry;
 pub mod sinks;
 pub mod sources;
 pub mod transforms;
+pub mod vector_protocol;
 
 pub use registry::registry;
 

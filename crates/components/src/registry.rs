@@ -15,6 +15,7 @@ use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sinks::loki::LokiConfig;
 use crate::sinks::socket::SocketSinkConfig;
 use crate::sinks::splunk_hec::SplunkHecLogsConfig;
+use crate::sinks::vector::VectorSinkConfig;
 use crate::sinks::{
     blackhole::BlackholeConfig, console::ConsoleConfig, file::FileConfig, http::HttpSinkConfig,
     prometheus_exporter::PrometheusExporterConfig,
@@ -23,6 +24,7 @@ use crate::sources::{
     dead_letter::DeadLetterSourceConfig, demo_logs::DemoLogsConfig, file::FileSourceConfig,
     http_server::HttpServerConfig, internal_metrics::InternalMetricsConfig, kafka::KafkaSourceConfig,
     kubernetes_logs::KubernetesLogsConfig, socket::SocketConfig, stdin::StdinConfig, syslog::SyslogConfig,
+    vector::VectorSourceConfig,
 };
 use crate::transforms::{
     filter::FilterConfig, log_to_metric::LogToMetricConfig, remap::RemapConfig, route::RouteConfig,
@@ -100,6 +102,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "RFC 5424 and RFC 3164 messages over TCP, UDP or a Unix socket; unparsable lines dead-lettered",
             parse: parse_source::<SyslogConfig>,
+        },
+        ComponentSpec {
+            kind: Source,
+            type_name: "vector",
+            aliases: &[],
+            summary: "Events from Vector agents or sluice over Vector's protocol (v2); answered once delivered or stored",
+            parse: parse_source::<VectorSourceConfig>,
         },
         ComponentSpec {
             kind: Transform,
@@ -247,6 +256,13 @@ pub fn registry() -> Vec<ComponentSpec> {
             aliases: &[],
             summary: "Events to Splunk's HTTP Event Collector, delivered once Splunk says they are indexed",
             parse: parse_sink::<SplunkHecLogsConfig>,
+        },
+        ComponentSpec {
+            kind: Sink,
+            type_name: "vector",
+            aliases: &[],
+            summary: "Events to a Vector aggregator or sluice over Vector's protocol (v2)",
+            parse: parse_sink::<VectorSinkConfig>,
         },
     ]
 }

@@ -20,6 +20,7 @@ pub mod prometheus_exporter;
 pub mod socket;
 pub mod splunk_hec;
 pub mod template;
+pub mod vector;
 
 #[cfg(test)]
 mod answers_fuzz;

@@ -27,7 +27,7 @@ use sluice_net::server::{Acceptor, TlsIncoming};
 use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
 
-use super::{EventBuilder, count_rejected, forwarder, handshake_failed};
+use super::{EventBuilder, TlsListener, count_rejected, forwarder, handshake_failed};
 use crate::codecs::decoding::{FrameStats, Framer};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
@@ -242,26 +242,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         Self(*stream.remote_addr())
-    }
-}
-
-/// Connections whose TLS handshake completed, as axum's listener.
-struct TlsListener(TlsIncoming);
-
-impl axum::serve::Listener for TlsListener {
-    type Io = sluice_net::server::TlsStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.0.next().await {
-            Some(accepted) => accepted,
-            // The accept task ended (the listener failed): serve what is open, accept no more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.0.local_addr())
     }
 }
 

@@ -13,6 +13,7 @@ pub mod socket;
 pub mod stdin;
 pub mod syslog;
 pub(crate) mod tailing;
+pub mod vector;
 
 use std::sync::Arc;
 
@@ -26,6 +27,26 @@ use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
 
 use crate::codecs::decoding::Decoder;
+
+/// Connections whose TLS handshake completed, as axum's listener (`http_server`, `vector`).
+pub(crate) struct TlsListener(pub sluice_net::server::TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = sluice_net::server::TlsStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.next().await {
+            Some(accepted) => accepted,
+            // The accept task ended (the listener failed): serve what is open, accept no more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
 
 /// What a source's reading side hands to its output: events, or events for the source's
 /// dead-letter queue with their failure.
