@@ -182,3 +182,31 @@ fn the_receiver_answers_only_once_its_sink_has_the_events() {
     common::files::stop(agent_child);
     common::files::stop(child);
 }
+
+#[test]
+fn the_hop_works_over_tls_with_a_private_ca() {
+    let port = common::free_port();
+    let agg = Case::new();
+    let pki = sluice_net::test_pki::TestPki::new(agg.dir.path(), "aggregator");
+    let agg_config = agg.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"vector\"\naddress = \"127.0.0.1:{port}\"\ntls.enabled = true\ntls.crt_file = \"{}\"\ntls.key_file = \"{}\"\n{FILE_SINK}",
+        pki.server_crt.display(),
+        pki.server_key.display()
+    ));
+    let child = agg.spawn(&agg_config);
+    common::wait_for_port(port, Duration::from_secs(30));
+    let agent = Case::new();
+    let config = agent.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"vector\"\ninputs = [\"in\"]\naddress = \"https://localhost:{port}\"\ntls.ca_file = \"{}\"\nbatch.timeout_secs = 0.1\n",
+        pki.ca.display()
+    ));
+    let input: String = (0..100).map(|i| format!("secret {i}\n")).collect();
+    let output = agent.run_with_stdin(&config, input.as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let read = common::files::wait_lines(&agg.path("out.log"), 100, Duration::from_secs(30));
+    common::files::stop(child);
+    assert_eq!(read, 100);
+    let ledger = agent.ledger();
+    common::assert_ledger_balanced(&ledger);
+    assert_eq!(common::component(&ledger, "out")["sent"], 100);
+}
