@@ -22,11 +22,12 @@ time until both healthy sinks delivered all N (read from `/metrics` every 20 ms)
 `after stall` is the healthy sinks' rate from the moment the stuck sink was diverted
 (`component_stalled` = 1) to the end; the stuck sink's events must all be in its DLQ.
 
-`kafka_hop` is file-like data through a broker: sluice A (stdin → `kafka` sink) produces to a
-6-partition topic of tansu (the Kafka-protocol broker `scripts/test` installs; started by the
-harness), and sluice B (`kafka` source → blackhole) consumes it. events/s is N over the time
-from A's start until B's blackhole has all N; CPU seconds are A's and B's together, RSS the
-larger of the two.
+The `*_hop` scenarios are two sluice processes: A (stdin → a sink) sends to B (a source →
+blackhole). `kafka_hop` goes through a 6-partition topic of tansu (the Kafka-protocol broker
+`scripts/test` installs; started by the harness), `vector_hop` over Vector's protocol, and
+`http_hop` as newline-delimited JSON from the `http` sink to `http_server`. events/s is N over
+the time from B's start until B's blackhole has all N; CPU seconds are A's and B's together
+(not the broker's), RSS the larger of the two.
 
 With `--rate N` stdin is fed at N lines per second instead of as fast as sluice reads: the
 `fanout_*` scenarios then compare the healthy sinks' rate at an offered load below what the
@@ -270,7 +271,8 @@ type = "blackhole"
 inputs = ["in"]
 """
 
-SCENARIOS["kafka_hop"] = "two sluice processes and a broker: see run_kafka"
+for hop in ("kafka_hop", "vector_hop", "http_hop"):
+    SCENARIOS[hop] = "two sluice processes: see run_hop"
 SCENARIOS["fanout_healthy"] = FANOUT
 SCENARIOS["fanout_one_stuck"] = FANOUT + STUCK
 
@@ -554,66 +556,103 @@ def feed(pipe, data: Path, rate: int):
 MOTO = None
 
 
-KAFKA_PRODUCER = """
-[sources.in]
-type = "stdin"
-{acks}
+# Two-process hops: sluice A (stdin → a sink) sends to sluice B (a source → blackhole).
+HOP_SENDERS = {
+    "kafka_hop": """
 [sinks.out]
 type = "kafka"
 inputs = ["in"]
-bootstrap_servers = "127.0.0.1:{broker}"
+bootstrap_servers = "127.0.0.1:{port}"
 topic = "bench"
 encoding.codec = "text"
-"""
+""",
+    "vector_hop": """
+[sinks.out]
+type = "vector"
+inputs = ["in"]
+address = "127.0.0.1:{port}"
+""",
+    "http_hop": """
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{port}/"
+encoding.codec = "json"
+framing.method = "newline_delimited"
+""",
+}
 
-KAFKA_CONSUMER = """
-data_dir = "{dir}"
-api.enabled = true
-api.address = "127.0.0.1:{api_port}"
+HOP_RECEIVERS = {
+    "kafka_hop": """
 [sources.in]
 type = "kafka"
-bootstrap_servers = "127.0.0.1:{broker}"
+bootstrap_servers = "127.0.0.1:{port}"
 group_id = "bench"
 topics = ["bench"]
 auto_offset_reset = "earliest"
-{acks}
-[sinks.out]
-type = "blackhole"
-inputs = ["in"]
-"""
+{acks}""",
+    "vector_hop": """
+[sources.in]
+type = "vector"
+address = "127.0.0.1:{port}"
+{acks}""",
+    "http_hop": """
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{port}"
+decoding.codec = "json"
+framing.method = "newline_delimited"
+{acks}""",
+}
 
 TANSU = os.environ.get("SLUICE_TANSU", "/var/tmp/sluice-tools/bin/tansu")
 
 
-def run_kafka(binary: Path, data: Path, acks: bool, events: int):
-    """stdin -> kafka sink -> tansu -> kafka source -> blackhole, two sluice processes."""
+def start_tansu(d: str, port: int):
+    broker = subprocess.Popen(
+        [TANSU, "broker", "--storage-engine", "memory://tansu/",
+         "--listener-url", f"tcp://127.0.0.1:{port}", "--advertised-listener-url", f"tcp://127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d)
+    deadline = time.time() + 30
+    while subprocess.run([TANSU, "topic", "create", "bench", "--partitions", "6",
+                          "--broker", f"tcp://127.0.0.1:{port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        if time.time() > deadline:
+            sys.exit("kafka_hop: tansu did not start")
+        time.sleep(0.2)
+    return broker
+
+
+def run_hop(binary: Path, scenario: str, data: Path, acks: bool, events: int):
+    """stdin -> sluice A -> (a broker) -> sluice B -> blackhole; timed until B has every event."""
     import signal
     acks_line = "" if acks else "acknowledgements = false\n"
     with tempfile.TemporaryDirectory() as d:
-        broker_port = free_port()
-        broker = subprocess.Popen(
-            [TANSU, "broker", "--storage-engine", "memory://tansu/",
-             "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-             "--advertised-listener-url", f"tcp://127.0.0.1:{broker_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d)
-        deadline = time.time() + 30
-        while subprocess.run([TANSU, "topic", "create", "bench", "--partitions", "6",
-                              "--broker", f"tcp://127.0.0.1:{broker_port}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
-            if time.time() > deadline:
-                sys.exit("kafka_hop: tansu did not start")
-            time.sleep(0.2)
-        producer_config, consumer_config = Path(d) / "producer.toml", Path(d) / "consumer.toml"
+        port = free_port()
+        broker = start_tansu(d, port) if scenario == "kafka_hop" else None
+        sender, receiver = Path(d) / "sender.toml", Path(d) / "receiver.toml"
         api_port = free_port()
-        producer_config.write_text(KAFKA_PRODUCER.format(broker=broker_port, acks=acks_line))
-        consumer_config.write_text(KAFKA_CONSUMER.format(dir=d, broker=broker_port, api_port=api_port, acks=acks_line))
+        for side in ("a", "b"):
+            (Path(d) / side).mkdir()
+        sender.write_text(f'data_dir = "{d}/a"\n[sources.in]\ntype = "stdin"\n{acks_line}'
+                          + HOP_SENDERS[scenario].format(port=port))
+        receiver.write_text(f'data_dir = "{d}/b"\napi.enabled = true\napi.address = "127.0.0.1:{api_port}"\n'
+                            + HOP_RECEIVERS[scenario].format(port=port, acks=acks_line)
+                            + '\n[sinks.out]\ntype = "blackhole"\ninputs = ["in"]\n')
         ledger_path = Path(d) / "ledger.json"
         start = time.perf_counter()
         consumer = subprocess.Popen(
-            [str(binary), "--config", str(consumer_config), "--ledger-json", str(ledger_path), "--quiet"],
+            [str(binary), "--config", str(receiver), "--ledger-json", str(ledger_path), "--quiet"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if scenario != "kafka_hop":
+            while sent_by(api_port, "out") == 0 and consumer.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.02)
         with open(data, "rb") as stdin:
-            producer = subprocess.Popen([str(binary), "--config", str(producer_config), "--quiet"],
+            producer = subprocess.Popen([str(binary), "--config", str(sender), "--quiet"],
                                         stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wall = None
         while consumer.poll() is None and time.perf_counter() - start < 600:
@@ -624,15 +663,16 @@ def run_kafka(binary: Path, data: Path, acks: bool, events: int):
             time.sleep(0.01)
         _, p_status, p_usage = os.wait4(producer.pid, 0)
         _, c_status, c_usage = os.wait4(consumer.pid, 0)
-        broker.kill()
-        broker.wait()
+        if broker:
+            broker.kill()
+            broker.wait()
         stderr = consumer.stderr.read().decode(errors="replace") + producer.stderr.read().decode(errors="replace")
         codes = (os.waitstatus_to_exitcode(p_status), os.waitstatus_to_exitcode(c_status))
         if wall is None or codes != (0, 0):
-            sys.exit(f"kafka_hop: exit codes {codes}\n{stderr}")
+            sys.exit(f"{scenario}: exit codes {codes}\n{stderr}")
         ledger = json.loads(ledger_path.read_text())
         if not ledger["balanced"]:
-            sys.exit(f"kafka_hop: ledger does not balance: {ledger}")
+            sys.exit(f"{scenario}: ledger does not balance: {ledger}")
         cpu = sum(u.ru_utime + u.ru_stime for u in (p_usage, c_usage))
         return wall, cpu, max(p_usage.ru_maxrss, c_usage.ru_maxrss) / 1024, ledger, None
 
@@ -641,8 +681,8 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: 
     global MOTO
     if scenario in FILE_COUNTS:
         return run_files(binary, scenario, data, acks, events)
-    if scenario == "kafka_hop":
-        return run_kafka(binary, data, acks, events)
+    if scenario in HOP_SENDERS:
+        return run_hop(binary, scenario, data, acks, events)
     with tempfile.TemporaryDirectory() as d:
         config = Path(d) / "config.toml"
         port = free_port()

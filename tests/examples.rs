@@ -47,7 +47,8 @@ fn the_deployment_guides_configs_validate_without_warnings() {
                 .arg(&path)
                 .output()
                 .unwrap_or_else(|e| panic!("{e}"));
-            let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
             assert!(output.status.success(), "{role}/{config}: {text}");
             assert!(text.contains("0 errors, 0 warnings"), "{role}/{config}: {text}");
         }

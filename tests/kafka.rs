@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Case;
+use common::files::json_lines;
 use common::intake::Intake;
 use common::kafka::Broker;
 
@@ -27,14 +28,6 @@ session_timeout_ms = 6000
 "#,
         broker.bootstrap()
     )
-}
-
-fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 #[test]
@@ -381,43 +374,17 @@ librdkafka_options."batch.num.messages" = "1"
         "data_dir = \"{{dir}}/data\"\n{}\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{{dir}}/out.log\"\nencoding.codec = \"json\"\n",
         source(&broker, "agents", "aggregators", "decoding.codec = \"json\"")
     ));
-    let mut child = aggregator.spawn(&config);
+    let child = aggregator.spawn(&config);
     let per_agent = 5_000;
-    let writers: Vec<_> = agents
-        .iter()
-        .enumerate()
-        .map(|(n, agent)| {
-            let path = agent.path("logs").join("app.log");
-            std::thread::spawn(move || {
-                for block in 0..10 {
-                    let from = block * per_agent / 10;
-                    common::files::append(&path, "app", from..from + per_agent / 10);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                n
-            })
-        })
-        .collect();
+    let writers = common::files::write_agent_logs(&agents, per_agent);
     let out = aggregator.path("out.log");
-    assert!(
-        common::files::wait_until(Duration::from_secs(60), || common::files::lines_in(&out) >= 2_000),
-        "the aggregator receives"
-    );
-    let _ = child.kill();
-    let _ = child.wait();
+    common::files::kill_once(child, &out, 2_000);
     for writer in writers {
         let _ = writer.join();
     }
     let restarted = aggregator.spawn(&config);
-    // Every line of every agent, with no gap.
     let complete = common::files::wait_until(Duration::from_secs(90), || {
-        let events = json_lines(&out);
-        (0..2).all(|n| {
-            let file = agents[n].path("logs").join("app.log").display().to_string();
-            let seen: BTreeSet<&str> =
-                events.iter().filter(|e| e["file"] == file.as_str()).filter_map(|e| e["message"].as_str()).collect();
-            seen.len() == per_agent
-        })
+        common::files::every_agent_line_in(&agents, &out, per_agent)
     });
     common::files::stop(restarted);
     for agent in agent_children {

@@ -105,3 +105,35 @@ fn a_unix_stream_socket_gets_every_event() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(reader.join().unwrap_or_default().len(), 200);
 }
+
+#[test]
+fn tcp_with_tls_writes_to_a_listener_with_a_private_ca() {
+    let case = Case::new();
+    let pki = sluice_net::test_pki::TestPki::new(case.dir.path(), "relay");
+    let server = sluice_net::TlsConfig {
+        enabled: Some(true),
+        crt_file: Some(pki.server_crt.display().to_string()),
+        key_file: Some(pki.server_key.display().to_string()),
+        ..sluice_net::TlsConfig::default()
+    }
+    .server_config()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let reader = std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else { return Vec::new() };
+        let Ok(conn) = rustls::ServerConnection::new(server) else { return Vec::new() };
+        BufReader::new(rustls::StreamOwned::new(conn, stream)).lines().map_while(Result::ok).take(300).collect()
+    });
+    let config = config(
+        &case,
+        &format!(
+            "mode = \"tcp\"\naddress = \"localhost:{port}\"\ntls.enabled = true\ntls.ca_file = \"{}\"",
+            pki.ca.display()
+        ),
+    );
+    let output = case.run_with_stdin(&config, input(300).as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(reader.join().unwrap_or_default(), input(300).lines().collect::<Vec<_>>());
+    common::assert_ledger_balanced(&case.ledger());
+}

@@ -9,14 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::Case;
-
-fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
+use common::files::json_lines;
 
 fn logger(args: &[&str]) {
     let status = Command::new("logger").args(args).status().unwrap_or_else(|e| panic!("logger: {e}"));

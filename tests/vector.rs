@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::Case;
-
-fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
+use common::files::json_lines;
 
 fn aggregator(port: u16, sink: &str) -> (Case, std::path::PathBuf) {
     let case = Case::new();
@@ -76,7 +72,7 @@ batch.timeout_secs = 0.1
 fn agents_lose_nothing_when_the_aggregator_is_killed() {
     let port = common::free_port();
     let (agg, agg_config) = aggregator(port, FILE_SINK);
-    let mut child = agg.spawn(&agg_config);
+    let child = agg.spawn(&agg_config);
     common::wait_for_port(port, Duration::from_secs(30));
     let agents: Vec<Case> = (0..2).map(|_| Case::new()).collect();
     let mut agent_children = Vec::new();
@@ -102,40 +98,16 @@ request.retry_max_duration_secs = 1
         agent_children.push(agent.spawn(&config));
     }
     let per_agent = 5_000;
-    let writers: Vec<_> = agents
-        .iter()
-        .map(|agent| {
-            let path = agent.path("logs").join("app.log");
-            std::thread::spawn(move || {
-                for block in 0..10 {
-                    let from = block * per_agent / 10;
-                    common::files::append(&path, "app", from..from + per_agent / 10);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            })
-        })
-        .collect();
+    let writers = common::files::write_agent_logs(&agents, per_agent);
     let out = agg.path("out.log");
-    assert!(
-        common::files::wait_until(Duration::from_secs(60), || common::files::lines_in(&out) >= 2_000),
-        "the aggregator receives"
-    );
-    let _ = child.kill();
-    let _ = child.wait();
+    common::files::kill_once(child, &out, 2_000);
     for writer in writers {
         let _ = writer.join();
     }
     // The agents retry while the aggregator is gone; it comes back on the same port.
-    std::thread::sleep(Duration::from_secs(1));
     let restarted = agg.spawn(&agg_config);
     let complete = common::files::wait_until(Duration::from_secs(90), || {
-        let events = json_lines(&out);
-        agents.iter().all(|agent| {
-            let file = agent.path("logs").join("app.log").display().to_string();
-            let seen: BTreeSet<&str> =
-                events.iter().filter(|e| e["file"] == file.as_str()).filter_map(|e| e["message"].as_str()).collect();
-            seen.len() == per_agent
-        })
+        common::files::every_agent_line_in(&agents, &out, per_agent)
     });
     common::files::stop(restarted);
     for agent in agent_children {

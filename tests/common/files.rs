@@ -112,3 +112,46 @@ pub fn dead_letters(data_dir: &Path, id: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// The JSON objects of a file written with `encoding.codec = "json"` (a line cut short by a
+/// kill is skipped).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Agents' logs for fleet tests: `per_agent` lines appended to each agent's `logs/app.log`
+/// in ten blocks, 200 ms apart, while the test does its worst.
+pub fn write_agent_logs(agents: &[Case], per_agent: usize) -> Vec<std::thread::JoinHandle<()>> {
+    agents
+        .iter()
+        .map(|agent| {
+            let path = agent.path("logs").join("app.log");
+            std::thread::spawn(move || {
+                for block in 0..10 {
+                    let from = block * per_agent / 10;
+                    append(&path, "app", from..from + per_agent / 10);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect()
+}
+
+/// Whether every line of every agent's `logs/app.log` is among the events in `out`, told
+/// apart by their `file` field: all there, no gap.
+pub fn every_agent_line_in(agents: &[Case], out: &Path, per_agent: usize) -> bool {
+    let events = json_lines(out);
+    agents.iter().all(|agent| {
+        let file = agent.path("logs").join("app.log").display().to_string();
+        let seen: std::collections::BTreeSet<&str> =
+            events.iter().filter(|e| e["file"] == file.as_str()).filter_map(|e| e["message"].as_str()).collect();
+        seen.len() == per_agent
+    })
+}
+
+/// `kill -9` once `out` holds `lines` lines.
+pub fn kill_once(mut child: Child, out: &Path, lines: usize) {
+    assert!(wait_until(Duration::from_secs(60), || lines_in(out) >= lines), "{} lines in {}", lines, out.display());
+    let _ = child.kill();
+    let _ = child.wait();
+}
