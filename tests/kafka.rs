@@ -445,3 +445,35 @@ request.concurrency = 1
     assert!(paused.is_some_and(|n| n > 0.0), "the slow sink paused the partitions: {metrics}");
     assert!(!metrics.contains("error_type=\"offset_gap\""), "no offset was skipped: {metrics}");
 }
+
+#[test]
+fn a_message_that_does_not_decode_is_dead_lettered_and_its_offset_still_committed() {
+    let broker = Broker::start();
+    broker.create_topic("mixed", 1);
+    broker.produce(
+        "mixed",
+        ["{\"message\":\"first\"}", "not json at all", "{\"message\":\"third\"}"]
+            .map(|payload| (None, payload.as_bytes().to_vec(), Vec::new())),
+    );
+    let case = Case::new();
+    let config = case.config(&format!(
+        "data_dir = \"{{dir}}/data\"\n{}\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{{dir}}/out.log\"\nencoding.codec = \"json\"\n",
+        source(&broker, "mixed", "decoders", "decoding.codec = \"json\"")
+    ));
+    let child = case.spawn(&config);
+    let read = common::files::wait_lines(&case.path("out.log"), 2, Duration::from_secs(60));
+    let committed = common::files::wait_until(Duration::from_secs(20), || {
+        broker.committed("decoders", "mixed", 1) == vec![Some(3)]
+    });
+    common::files::stop(child);
+    assert_eq!(read, 2);
+    assert!(committed, "committed: {:?}", broker.committed("decoders", "mixed", 1));
+    let dead = common::files::dead_letters(&case.path("data"), "in");
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["reason"], "parse_error");
+    assert_eq!(dead[0]["event"]["message"], "not json at all");
+    assert_eq!(dead[0]["event"]["offset"], 1);
+    let ledger = case.ledger();
+    common::assert_ledger_balanced(&ledger);
+    assert_eq!(common::component(&ledger, "in")["dead_lettered"], 1, "{ledger:#}");
+}

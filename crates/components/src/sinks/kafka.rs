@@ -159,10 +159,6 @@ impl SinkConfig for KafkaSinkConfig {
         let mut issues = self.connection().check();
         issues.extend(self.topic().err());
         issues.extend(self.encoding.check());
-        if self.librdkafka_options.get("enable.idempotence").is_some_and(|v| v == "false") {
-            // Allowed, but worth knowing: librdkafka's retries may then write a message twice.
-            tracing::debug!("kafka sink: enable.idempotence disabled by librdkafka_options");
-        }
         if issues.is_empty()
             && let Err(issue) = crate::kafka::probe::<rdkafka::producer::BaseProducer>(&self.client_config())
         {

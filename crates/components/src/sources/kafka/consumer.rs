@@ -351,8 +351,6 @@ struct Reader<'a> {
     settings: Settings,
     ack_tx: Option<mpsc::UnboundedSender<(u64, Outcome)>>,
     events: Vec<LogEvent>,
-    dead: Vec<LogEvent>,
-    dead_reason: String,
     units: Vec<Unit>,
     frames: Vec<Bytes>,
     paused: bool,
@@ -366,8 +364,6 @@ impl<'a> Reader<'a> {
             settings,
             ack_tx: Some(ack_tx),
             events: Vec::with_capacity(CHUNK),
-            dead: Vec::new(),
-            dead_reason: String::new(),
             units: Vec::new(),
             frames: Vec::new(),
             paused: false,
@@ -512,14 +508,24 @@ impl<'a> Reader<'a> {
         }
         let extra = self.extra_fields(message, partition);
         if let Some(error) = failed {
-            // The whole message goes to the dead-letter queue as it came, with the reason.
-            self.events.truncate(start);
+            // The whole message goes to the dead-letter queue as it came, with its reason;
+            // the events its other frames made give way to it.
+            sluice_core::event::resolve_all(self.events.drain(start..), Outcome::Discarded);
             let mut event = template.event(payload);
             for (key, value) in &extra {
                 event.insert(key, value.clone());
             }
-            self.dead.push(event);
-            self.dead_reason = error;
+            let now = chrono::Utc::now();
+            let failure = Failure {
+                reason: DeadLetterReason::ParseError,
+                message: error,
+                status: None,
+                attempts: 1,
+                first_failure: now,
+                last_failure: now,
+            };
+            self.shared.ledger.error("parse_error", "receiving");
+            lock(&self.shared.queue).push_back(Out::DeadLetters(vec![event], failure));
             return;
         }
         for event in &mut self.events[start..] {
@@ -567,19 +573,6 @@ impl<'a> Reader<'a> {
 
     /// Closes the chunk being built: queues it, and registers its units as sent.
     fn seal(&mut self) {
-        if !self.dead.is_empty() {
-            let now = chrono::Utc::now();
-            let failure = Failure {
-                reason: DeadLetterReason::ParseError,
-                message: std::mem::take(&mut self.dead_reason),
-                status: None,
-                attempts: 1,
-                first_failure: now,
-                last_failure: now,
-            };
-            self.shared.ledger.error("parse_error", "receiving");
-            lock(&self.shared.queue).push_back(Out::DeadLetters(std::mem::take(&mut self.dead), failure));
-        }
         if !self.events.is_empty() {
             let chunk = std::mem::replace(&mut self.events, Vec::with_capacity(CHUNK));
             lock(&self.shared.queue).push_back(Out::Chunk(chunk));
