@@ -178,8 +178,8 @@ request.retry_deadline_secs = 0.2
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).unwrap_or_default();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let (code, _) = terminate(child);
-    assert_eq!(code, Some(0));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
     let ledger = case.ledger();
     assert_ledger_balanced(&ledger);
     assert_eq!(component(&ledger, "remote")["dead_lettered"], 1, "undeliverable, so dead-lettered");

@@ -42,7 +42,13 @@ pub fn run_graph(graph: Graph, graceful_shutdown_limit_secs: u64, ledger_json: O
     };
     let options = RunOptions { graceful_shutdown_limit: Duration::from_secs(graceful_shutdown_limit_secs) };
     let api_address = graph.globals.api_address.clone();
-    let result = runtime.block_on(topology::run(graph, options, shutdown_signal(), |ledger| match &api_address {
+    // The handlers are installed before anything is built: a SIGTERM that arrives while the
+    // last components start (a source may already be answering) still drains, never kills.
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()
+    };
+    let result = runtime.block_on(topology::run(graph, options, shutdown, |ledger| match &api_address {
         Some(address) => crate::api::start(address, ledger.clone())
             .map_err(|err| format!("the API (api.address = {address}): cannot listen: {err}")),
         None => Ok(()),
@@ -119,17 +125,22 @@ fn write_ledger(path: &std::path::Path, ledger: &LedgerSnapshot) -> std::io::Res
     std::fs::rename(&tmp, path)
 }
 
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT now (inside the runtime's context); the future resolves
+/// when either arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(error = %err, "Cannot listen for SIGTERM.");
-            return std::future::pending().await;
+    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        let (mut term, mut int) = match handlers {
+            Ok(handlers) => handlers,
+            Err(err) => {
+                tracing::error!(error = %err, "Cannot listen for SIGTERM and SIGINT.");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received."),
+            _ = term.recv() => tracing::info!("SIGTERM received."),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received."),
-        _ = term.recv() => tracing::info!("SIGTERM received."),
     }
 }
