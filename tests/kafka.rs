@@ -376,23 +376,10 @@ librdkafka_options."batch.num.messages" = "1"
     ));
     let child = aggregator.spawn(&config);
     let per_agent = 5_000;
-    let writers = common::files::write_agent_logs(&agents, per_agent);
-    let out = aggregator.path("out.log");
-    common::files::kill_once(child, &out, 2_000);
-    for writer in writers {
-        let _ = writer.join();
-    }
-    let restarted = aggregator.spawn(&config);
-    let complete = common::files::wait_until(Duration::from_secs(90), || {
-        common::files::every_agent_line_in(&agents, &out, per_agent)
-    });
-    common::files::stop(restarted);
-    for agent in agent_children {
-        common::files::stop(agent);
-    }
-    let events = json_lines(&out);
-    assert!(complete, "every line of both agents arrived ({} events)", events.len());
-    println!("events at the aggregator: {} for {} lines", events.len(), 2 * per_agent);
+    let (complete, events) =
+        common::files::kill_aggregator_midway(&aggregator, &config, child, &agents, agent_children, per_agent);
+    assert!(complete, "every line of both agents arrived ({events} events)");
+    println!("events at the aggregator: {events} for {} lines", 2 * per_agent);
 }
 
 #[test]

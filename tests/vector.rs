@@ -97,25 +97,12 @@ request.retry_max_duration_secs = 1
         ));
         agent_children.push(agent.spawn(&config));
     }
-    let per_agent = 5_000;
-    let writers = common::files::write_agent_logs(&agents, per_agent);
-    let out = agg.path("out.log");
-    common::files::kill_once(child, &out, 2_000);
-    for writer in writers {
-        let _ = writer.join();
-    }
     // The agents retry while the aggregator is gone; it comes back on the same port.
-    let restarted = agg.spawn(&agg_config);
-    let complete = common::files::wait_until(Duration::from_secs(90), || {
-        common::files::every_agent_line_in(&agents, &out, per_agent)
-    });
-    common::files::stop(restarted);
-    for agent in agent_children {
-        common::files::stop(agent);
-    }
-    let events = json_lines(&out);
-    assert!(complete, "every line of both agents arrived, with no gap ({} events)", events.len());
-    println!("events at the aggregator: {} for {} lines", events.len(), 2 * per_agent);
+    let per_agent = 5_000;
+    let (complete, events) =
+        common::files::kill_aggregator_midway(&agg, &agg_config, child, &agents, agent_children, per_agent);
+    assert!(complete, "every line of both agents arrived, with no gap ({events} events)");
+    println!("events at the aggregator: {events} for {} lines", 2 * per_agent);
 }
 
 #[test]

@@ -155,3 +155,30 @@ pub fn kill_once(mut child: Child, out: &Path, lines: usize) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The fleet test's middle and end: agents write `per_agent` lines each, the aggregator is
+/// killed with `kill -9` once it has 2,000, restarted with `config`, and given 90 s to hold
+/// every line of every agent. Stops everything; returns whether every line arrived and how
+/// many events the aggregator wrote.
+pub fn kill_aggregator_midway(
+    aggregator: &Case,
+    config: &Path,
+    child: Child,
+    agents: &[Case],
+    agent_children: Vec<Child>,
+    per_agent: usize,
+) -> (bool, usize) {
+    let writers = write_agent_logs(agents, per_agent);
+    let out = aggregator.path("out.log");
+    kill_once(child, &out, 2_000);
+    for writer in writers {
+        let _ = writer.join();
+    }
+    let restarted = aggregator.spawn(config);
+    let complete = wait_until(Duration::from_secs(90), || every_agent_line_in(agents, &out, per_agent));
+    stop(restarted);
+    for agent in agent_children {
+        stop(agent);
+    }
+    (complete, json_lines(&out).len())
+}

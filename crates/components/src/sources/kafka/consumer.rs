@@ -338,6 +338,8 @@ pub(super) fn start(
 /// The run of one partition's messages in the chunk being built.
 struct Unit {
     partition: Partition,
+    /// The topic's name as an event value, made once per unit.
+    topic: Bytes,
     tag: u64,
     /// Every event of the unit shares this template's finalizer.
     template: LegacyTemplate,
@@ -478,7 +480,8 @@ impl<'a> Reader<'a> {
                     meta.set_finalizer(EventFinalizer::new(BatchNotifier::with_channel(ack_tx.clone(), tag)));
                 }
                 let template = LegacyTemplate::new(self.settings.decoder.source_type(), None, meta);
-                self.units.push(Unit { partition, tag, template, next: offset + 1 });
+                let topic = Bytes::copy_from_slice(partition.0.as_bytes());
+                self.units.push(Unit { partition, topic, tag, template, next: offset + 1 });
                 self.units.len() - 1
             }
         };
@@ -487,7 +490,7 @@ impl<'a> Reader<'a> {
             self.gap(&self.units[index].partition, expected, offset);
         }
         self.units[index].next = offset + 1;
-        let Unit { partition, template, .. } = &self.units[index];
+        let Unit { partition, topic, template, .. } = &self.units[index];
         // A tombstone (no payload) is no event; its offset is still covered by the unit.
         let Some(payload) = message.payload() else { return };
         let payload = Bytes::copy_from_slice(payload);
@@ -506,7 +509,7 @@ impl<'a> Reader<'a> {
                 failed = Some(e);
             }
         }
-        let extra = self.extra_fields(message, partition);
+        let extra = self.extra_fields(message, partition, topic);
         if let Some(error) = failed {
             // The whole message goes to the dead-letter queue as it came, with its reason;
             // the events its other frames made give way to it.
@@ -537,7 +540,12 @@ impl<'a> Reader<'a> {
 
     /// The fields every event of `message` gets: key, topic, partition, offset, headers and
     /// the message's timestamp.
-    fn extra_fields(&self, message: &BorrowedMessage<'_>, partition: &Partition) -> Vec<(KeyString, Value)> {
+    fn extra_fields(
+        &self,
+        message: &BorrowedMessage<'_>,
+        partition: &Partition,
+        topic: &Bytes,
+    ) -> Vec<(KeyString, Value)> {
         let fields = &self.settings.fields;
         let mut extra = Vec::with_capacity(6);
         if let Some(key) = &fields.key {
@@ -545,7 +553,7 @@ impl<'a> Reader<'a> {
             extra.push((key.clone(), value));
         }
         if let Some(key) = &fields.topic {
-            extra.push((key.clone(), Value::Bytes(Bytes::copy_from_slice(partition.0.as_bytes()))));
+            extra.push((key.clone(), Value::Bytes(topic.clone())));
         }
         if let Some(key) = &fields.partition {
             extra.push((key.clone(), Value::Integer(i64::from(partition.1))));
