@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::{BTreeSet, VecDeque};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,17 +14,9 @@ use common::{Case, free_port, terminate, try_post, wait_for_port};
 fn start(case: &Case, config: &std::path::Path, port: u16, last: bool) -> Child {
     let mut command = common::sluice();
     if last {
-        command.arg("--ledger-json").arg(case.path("ledger.json")).stderr(Stdio::piped());
-    } else {
-        command.stderr(Stdio::null());
+        command.arg("--ledger-json").arg(case.path("ledger.json"));
     }
-    let child = command
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let child = common::background(command.arg("--config").arg(config));
     wait_for_port(port, Duration::from_secs(30));
     child
 }
@@ -457,17 +449,14 @@ buffer.max_size = 10000000
 "#
     ));
     let spawn = || {
-        common::sluice()
-            .arg("--config")
-            .arg(&config)
-            .arg("--ledger-json")
-            .arg(case.path("ledger.json"))
-            .args(["--graceful-shutdown-limit-secs", "4"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"))
+        common::background(
+            common::sluice()
+                .arg("--config")
+                .arg(&config)
+                .arg("--ledger-json")
+                .arg(case.path("ledger.json"))
+                .args(["--graceful-shutdown-limit-secs", "4"]),
+        )
     };
     let child = spawn();
     wait_for_port(port, Duration::from_secs(30));

@@ -128,15 +128,8 @@ fn a_damaged_checkpoint_store_does_not_send_reading_back_to_the_start() {
     let store = case.path("data/checkpoints/checkpoints.json");
     std::fs::write(&store, b"{\"version\":1,\"checkpoints\":[{\"fingerprint\":{\"first_li")
         .unwrap_or_else(|e| panic!("{e}"));
-    let child = common::sluice()
-        .arg("--config")
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(Duration::from_millis(500));
+    let child = case.spawn(&config);
+    wait_lines(&case.path("out.log"), 1020, WAIT);
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("checkpoint store is damaged"), "{stderr}");

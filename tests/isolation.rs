@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -70,18 +69,15 @@ buffer.stall_timeout_secs = 1
 "#,
         healthy.port
     ));
-    let child = common::sluice()
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger-json")
-        .arg(case.path("ledger.json"))
-        .arg("--graceful-shutdown-limit-secs")
-        .arg("4")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let child = common::background(
+        common::sluice()
+            .arg("--config")
+            .arg(&config)
+            .arg("--ledger-json")
+            .arg(case.path("ledger.json"))
+            .arg("--graceful-shutdown-limit-secs")
+            .arg("4"),
+    );
     wait_for_port(port, Duration::from_secs(20));
     let started = Instant::now();
     let total = 200 * 100;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::files::{append_bytes, wait_until};
@@ -125,17 +124,14 @@ path = "{dir}/b.jsonl"
 encoding.codec = "json"
 "#,
     );
-    let child = common::sluice()
-        .env("SLUICE_LOG", "info")
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger-json")
-        .arg(case.path("ledger.json"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let child = common::background(
+        common::sluice()
+            .env("SLUICE_LOG", "info")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ledger-json")
+            .arg(case.path("ledger.json")),
+    );
     assert!(wait_until(WAIT, || events(&case, "a.jsonl").len() >= 5 && events(&case, "b.jsonl").len() >= 5));
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,14 +18,7 @@ fn start(config: &std::path::Path, ledger: Option<&std::path::Path>, port: u16) 
     if let Some(ledger) = ledger {
         command.arg("--ledger-json").arg(ledger);
     }
-    let child = command
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let child = common::background(command.arg("--config").arg(config));
     wait_for_port(port, Duration::from_secs(30));
     child
 }

@@ -16,6 +16,7 @@ pub mod loki;
 pub mod moto;
 pub mod splunk;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -62,16 +63,7 @@ impl Case {
 
     /// Starts `sluice` in the background.
     pub fn spawn(&self, config: &Path) -> Child {
-        sluice()
-            .arg("--config")
-            .arg(config)
-            .arg("--ledger-json")
-            .arg(self.path("ledger.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn sluice: {e}"))
+        background(sluice().arg("--config").arg(config).arg("--ledger-json").arg(self.path("ledger.json")))
     }
 }
 
@@ -210,11 +202,47 @@ pub fn post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// What background processes wrote to stderr, by process id, read as it comes: a process
+/// that logs more than a pipe holds must never block on it while the test waits for its
+/// output.
+static STDERR: std::sync::Mutex<BTreeMap<u32, std::thread::JoinHandle<Vec<u8>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Spawns `command` in the background: no stdin, stdout discarded, stderr kept for
+/// [`terminate`] (or [`stderr_of`]).
+pub fn background(command: &mut Command) -> Child {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    if let Some(mut pipe) = child.stderr.take() {
+        let reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        });
+        STDERR.lock().unwrap_or_else(|e| e.into_inner()).insert(child.id(), reader);
+    }
+    child
+}
+
+/// The stderr of a background process that has exited (killed or stopped).
+pub fn stderr_of(pid: u32) -> String {
+    let reader = STDERR.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+    let text = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// Sends SIGTERM and waits for the exit status.
 pub fn terminate(child: Child) -> (Option<i32>, String) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let pid = child.id();
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    stderr.push_str(&stderr_of(pid));
+    (output.status.code(), stderr)
 }
 
 /// A minimal HTTP/1.1 GET; returns the whole response (status line, headers, body).

@@ -87,6 +87,10 @@ struct Shared {
     ledger: Arc<ComponentLedger>,
     drain_timeout: Duration,
     runtime: tokio::runtime::Handle,
+    /// Set by a revoke, which librdkafka calls back from inside a poll, possibly in the
+    /// middle of a chunk: the reader seals what it built before reading on, so a partition
+    /// owned again never grows a unit of its previous ownership.
+    revoked: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,7 +218,10 @@ impl ConsumerContext for KafkaContext {
         let Rebalance::Revoke(list) = rebalance else { return };
         let revoked: Vec<Partition> = list.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
         let shared = &self.shared;
-        // Give the events in flight a bounded time to settle, then commit what is safe.
+        shared.revoked.store(true, Ordering::Relaxed);
+        // Give the events handed on a bounded time to settle, then commit what is safe. Those
+        // of a chunk still being built go on after the callback and are read again by the
+        // new owner.
         let deadline = Instant::now() + shared.drain_timeout;
         shared.drain_acks();
         while lock(&shared.offsets).in_flight(revoked.iter()) && !consumer.assignment_lost() {
@@ -308,6 +315,7 @@ pub(super) fn start(
         ledger,
         drain_timeout: settings.drain_timeout,
         runtime: tokio::runtime::Handle::current(),
+        revoked: AtomicBool::new(false),
     });
     let context = KafkaContext { shared: shared.clone() };
     let consumer: BaseConsumer<KafkaContext> = settings
@@ -390,6 +398,10 @@ impl<'a> Reader<'a> {
             let wait = if queued == 0 { Duration::from_millis(100) } else { Duration::from_millis(10) };
             let mut next = consumer.poll(wait);
             while let Some(message) = next {
+                if shared.revoked.load(Ordering::Relaxed) {
+                    shared.revoked.store(false, Ordering::Relaxed);
+                    self.seal();
+                }
                 match message {
                     Ok(message) => self.read(&message),
                     Err(e) => {

@@ -21,6 +21,8 @@ struct Unit {
     /// The offset after the unit's last message: what a commit covering it says.
     next_offset: i64,
     outcome: Option<Outcome>,
+    /// Handed on (its chunk sealed); before that its events cannot settle.
+    sealed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -60,18 +62,19 @@ impl Offsets {
             // Everything before the first message read is as the group last committed it.
             track.safe = Some(first_offset);
         }
-        track.units.push_back(Unit { tag, next_offset: first_offset, outcome: None });
+        track.units.push_back(Unit { tag, next_offset: first_offset, outcome: None, sealed: false });
         self.owner.insert(tag, partition.clone());
         tag
     }
 
-    /// Extends the unit `tag` (its partition's newest) to the message at `offset`. False when
-    /// its partition is no longer owned.
+    /// Seals the unit `tag` (its partition's newest) at the message at `offset`: its chunk is
+    /// handed on. False when its partition is no longer owned.
     pub fn extend(&mut self, tag: u64, offset: i64) -> bool {
         let Some(partition) = self.owner.get(&tag) else { return false };
         match self.partitions.get_mut(partition).and_then(|t| t.units.back_mut()) {
             Some(unit) if unit.tag == tag => {
                 unit.next_offset = offset + 1;
+                unit.sealed = true;
                 true
             }
             _ => false,
@@ -139,9 +142,11 @@ impl Offsets {
         self.partitions.get(partition).map(|t| (t.safe, !t.units.is_empty()))
     }
 
-    /// Whether any unit of `partitions` is unresolved.
+    /// Whether any handed-on unit of `partitions` is unresolved. A unit still being built
+    /// (a rebalance called back in the middle of a chunk) is not waited for: it cannot settle
+    /// before the callback returns, and the commit stops before it anyway.
     pub fn in_flight<'a>(&self, mut partitions: impl Iterator<Item = &'a Partition>) -> bool {
-        partitions.any(|p| self.partitions.get(p).is_some_and(|t| !t.units.is_empty()))
+        partitions.any(|p| self.partitions.get(p).is_some_and(|t| t.units.iter().any(|u| u.sealed)))
     }
 
     /// Whether any unit at all is unresolved.
@@ -241,5 +246,18 @@ mod tests {
         offsets.resolve(a, Outcome::Delivered);
         assert!(!offsets.in_flight([p(0)].iter()));
         assert!(offsets.in_flight([p(1)].iter()));
+    }
+
+    #[test]
+    fn a_unit_still_being_built_is_not_in_flight_and_holds_the_commit() {
+        let mut offsets = Offsets::default();
+        let a = unit(&mut offsets, 0, 0, 5);
+        let open = offsets.open(&p(0), 5);
+        assert!(offsets.in_flight([p(0)].iter()), "a is handed on");
+        offsets.resolve(a, Outcome::Delivered);
+        assert!(!offsets.in_flight([p(0)].iter()), "only the open unit is left");
+        assert_eq!(offsets.take_commits(), vec![(p(0), 5)], "the commit stops before the open unit");
+        offsets.forget(&p(0));
+        assert!(!offsets.extend(open, 9), "a unit of a forgotten partition is not sealed");
     }
 }
