@@ -26,6 +26,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check config files and report every problem at once.
     Validate(ValidateArgs),
+    /// Run the config's unit tests (`[[tests]]`) through its transforms, as `vector test`.
+    Test(TestArgs),
     /// List every component type.
     List,
     /// Inspect and purge the disk dead-letter queue.
@@ -205,8 +207,19 @@ pub struct ConfigArgs {
     /// A config file (TOML, YAML or JSON, by extension). Repeat to merge several.
     #[arg(short = 'c', long = "config", value_name = "FILE", env = "SLUICE_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
-    /// A directory whose config files are all read and merged.
-    #[arg(short = 'C', long = "config-dir", value_name = "DIR")]
+    /// TOML config files, whatever their extension.
+    #[arg(long = "config-toml", value_name = "FILE", env = "VECTOR_CONFIG_TOML", value_delimiter = ',')]
+    pub config_toml: Vec<PathBuf>,
+    /// YAML config files, whatever their extension.
+    #[arg(long = "config-yaml", value_name = "FILE", env = "VECTOR_CONFIG_YAML", value_delimiter = ',')]
+    pub config_yaml: Vec<PathBuf>,
+    /// JSON config files, whatever their extension.
+    #[arg(long = "config-json", value_name = "FILE", env = "VECTOR_CONFIG_JSON", value_delimiter = ',')]
+    pub config_json: Vec<PathBuf>,
+    /// A directory whose config files are all read and merged, with the namespaced
+    /// subfolders `sources/`, `transforms/`, `sinks/` and `tests/` (one component per file,
+    /// named by the file).
+    #[arg(short = 'C', long = "config-dir", value_name = "DIR", env = "SLUICE_CONFIG_DIR", value_delimiter = ',')]
     pub config_dir: Vec<PathBuf>,
 }
 
@@ -220,6 +233,15 @@ pub struct RunArgs {
     /// Write the final ledger as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub ledger_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Config files to test (same as --config); several are merged into one config.
+    #[arg(value_name = "FILE", value_delimiter = ',')]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     commands::init_logging(cli.quiet, cli.verbose);
     let code = match cli.command {
         Some(cli::Command::Validate(args)) => commands::validate::run(&args),
+        Some(cli::Command::Test(args)) => commands::test::run(&args),
         Some(cli::Command::List) => commands::list::run(),
         Some(cli::Command::Dlq(command)) => commands::dlq::run(&command),
         Some(cli::Command::Buffer(command)) => commands::buffer::run(&command),

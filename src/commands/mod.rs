@@ -6,9 +6,10 @@ pub mod dlq;
 pub mod list;
 pub mod replay;
 pub mod run;
+pub mod test;
 pub mod validate;
 
-use sluice_runtime::config::{Diagnostic, LoadOptions};
+use sluice_runtime::config::{Diagnostic, Format, LoadOptions};
 
 use crate::cli::ConfigArgs;
 
@@ -32,10 +33,27 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         .init();
 }
 
+/// Where the config comes from: the flags, else `VECTOR_CONFIG` / `VECTOR_CONFIG_DIR` (so a
+/// Vector deployment's environment works unchanged).
 pub fn load_options(args: &ConfigArgs, extra: &[std::path::PathBuf]) -> LoadOptions {
     let mut config_paths = args.config.clone();
     config_paths.extend_from_slice(extra);
-    LoadOptions { config_paths, config_dirs: args.config_dir.clone(), documents: Vec::new() }
+    let typed_paths: Vec<_> =
+        [(&args.config_toml, Format::Toml), (&args.config_yaml, Format::Yaml), (&args.config_json, Format::Json)]
+            .into_iter()
+            .flat_map(|(paths, format)| paths.iter().map(move |p| (p.clone(), format)))
+            .collect();
+    let mut config_dirs = args.config_dir.clone();
+    if config_paths.is_empty() && typed_paths.is_empty() && config_dirs.is_empty() {
+        let from_env = |name: &str| -> Vec<std::path::PathBuf> {
+            std::env::var(name)
+                .map(|v| v.split(',').filter(|p| !p.is_empty()).map(Into::into).collect())
+                .unwrap_or_default()
+        };
+        config_paths = from_env("VECTOR_CONFIG");
+        config_dirs = from_env("VECTOR_CONFIG_DIR");
+    }
+    LoadOptions { config_paths, typed_paths, config_dirs, documents: Vec::new() }
 }
 
 /// Prints diagnostics (one per paragraph) to stderr.

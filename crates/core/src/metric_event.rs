@@ -123,6 +123,17 @@ impl Metric {
         Value::Object(map)
     }
 
+    /// Whether an event's body has a metric's shape (a name, a kind and one value). How
+    /// `is_metric` conditions tell metrics from logs, which travel the same way.
+    pub fn is_metric(value: &Value) -> bool {
+        let Value::Object(map) = value else { return false };
+        map.contains_key("name")
+            && map.contains_key("kind")
+            && ["counter", "gauge", "set", "distribution", "aggregated_histogram", "aggregated_summary"]
+                .iter()
+                .any(|key| matches!(map.get(*key), Some(Value::Object(_))))
+    }
+
     /// Reads a metric event's body; the error says what is missing.
     pub fn from_value(value: &Value) -> Result<Self, String> {
         let Value::Object(map) = value else { return Err("not a metric: the event is not an object".into()) };

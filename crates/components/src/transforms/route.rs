@@ -35,7 +35,7 @@ impl RouteConfig {
                 serde_json::from_value::<ConditionConfig>(value.clone()).map(|c| (name.clone(), c)).map_err(|_| {
                     ConfigIssue::new(
                         format!("route.{name}"),
-                        "expected a VRL condition string or { type = \"vrl\", source = \"…\" }",
+                        "expected a VRL condition string, { type = \"vrl\", source = \"…\" }, or { type = \"is_log\" } (is_metric, is_trace)",
                     )
                 })
             })

@@ -32,7 +32,19 @@ pub fn run(runtime: &mut Runtime, program: &Program, tz: &TimeZone, event: &mut 
     result
 }
 
-/// A condition as Vector writes it: a VRL string, or `{ type = "vrl", source = "…" }`.
+/// The event `source` makes when run on an empty one (the `type = "vrl"` inputs of unit tests).
+pub fn event_from(source: &str) -> Result<LogEvent, String> {
+    let compiled = compile(source)?;
+    let mut event = LogEvent::from_value(
+        Value::Object(Default::default()),
+        sluice_core::event::EventMetadata::new("unit_test", chrono::Utc::now()),
+    );
+    run(&mut Runtime::default(), &compiled.program, &TimeZone::default(), &mut event).map_err(|e| e.to_string())?;
+    Ok(event)
+}
+
+/// A condition as Vector writes it: a VRL string, `{ type = "vrl", source = "…" }`, or one of
+/// `is_log`, `is_metric`, `is_trace` (`{ type = "is_log" }`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ConditionConfig {
@@ -43,33 +55,60 @@ pub enum ConditionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TypedCondition {
-    /// Only `vrl` is supported.
     #[serde(rename = "type")]
     pub condition_type: ConditionType,
-    pub source: String,
+    /// The VRL program; required for `vrl`, refused for the others.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionType {
     Vrl,
+    IsLog,
+    IsMetric,
+    IsTrace,
 }
 
 impl ConditionConfig {
-    pub fn source(&self) -> &str {
-        match self {
-            Self::Source(source) | Self::Typed(TypedCondition { source, .. }) => source,
-        }
-    }
-
     pub fn build(&self) -> Result<Condition, String> {
-        let compiled = compile(self.source())?;
-        Ok(Condition { program: compiled.program, runtime: Runtime::default(), tz: TimeZone::default() })
+        let (kind, source) = match self {
+            Self::Source(source) => (ConditionType::Vrl, Some(source)),
+            Self::Typed(TypedCondition { condition_type, source }) => (*condition_type, source.as_ref()),
+        };
+        let check = match (kind, source) {
+            (ConditionType::Vrl, Some(source)) => {
+                let compiled = compile(source)?;
+                Check::Vrl(Box::new(VrlCheck {
+                    program: compiled.program,
+                    runtime: Runtime::default(),
+                    tz: TimeZone::default(),
+                }))
+            }
+            (ConditionType::Vrl, None) => return Err("a `vrl` condition needs `source`".into()),
+            (_, Some(_)) => return Err("only `vrl` conditions take a `source`".into()),
+            (ConditionType::IsLog, None) => Check::IsLog,
+            (ConditionType::IsMetric, None) => Check::IsMetric,
+            (ConditionType::IsTrace, None) => Check::IsTrace,
+        };
+        Ok(Condition { check })
     }
 }
 
 /// A compiled condition.
 pub struct Condition {
+    check: Check,
+}
+
+enum Check {
+    Vrl(Box<VrlCheck>),
+    IsLog,
+    IsMetric,
+    /// sluice carries no traces yet: never true.
+    IsTrace,
+}
+
+struct VrlCheck {
     program: Program,
     runtime: Runtime,
     tz: TimeZone,
@@ -85,10 +124,15 @@ impl Condition {
     /// True when the program returns `true`. Errors and non-boolean results are `Err` (and
     /// callers treat them as false, as Vector does).
     pub fn check(&mut self, event: &mut LogEvent) -> Result<bool, String> {
-        match run(&mut self.runtime, &self.program, &self.tz, event) {
-            Ok(Value::Boolean(b)) => Ok(b),
-            Ok(other) => Err(format!("condition returned {}, not a boolean", other.kind())),
-            Err(err) => Err(err.to_string()),
+        match &mut self.check {
+            Check::Vrl(vrl) => match run(&mut vrl.runtime, &vrl.program, &vrl.tz, event) {
+                Ok(Value::Boolean(b)) => Ok(b),
+                Ok(other) => Err(format!("condition returned {}, not a boolean", other.kind())),
+                Err(err) => Err(err.to_string()),
+            },
+            Check::IsLog => Ok(!sluice_core::metric_event::Metric::is_metric(event.value())),
+            Check::IsMetric => Ok(sluice_core::metric_event::Metric::is_metric(event.value())),
+            Check::IsTrace => Ok(false),
         }
     }
 }

@@ -80,6 +80,9 @@ pub(super) fn check(
 
     let mut resolved: Vec<Vec<OutputRef>> = Vec::with_capacity(raw.len());
     for c in &raw {
+        if c.kind != ComponentKind::Source && c.inputs.is_empty() && c.config.is_some() {
+            diagnostics.push(here(c, Diagnostic::error("`inputs` must list at least one component").field("inputs")));
+        }
         let mut inputs: Vec<OutputRef> = Vec::new();
         for input in &c.inputs {
             let to_ref = |s: &str| match s.split_once('.') {

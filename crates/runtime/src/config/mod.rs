@@ -15,7 +15,7 @@ pub mod schema;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_core::component::{AnyConfig, ComponentSpec, GlobalOptions, OutputSpec};
+use sluice_core::component::{AnyConfig, ComponentSpec, GlobalOptions, OutputSpec, TransformConfig};
 use sluice_core::ledger::ComponentKind;
 
 pub use diagnostic::{Diagnostic, Severity, closest};
@@ -24,11 +24,25 @@ pub use schema::{BufferConfig, BufferType, WhenFull};
 /// Where to read config from.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
+    /// Files whose format is told by their extension (`.toml`, `.json`, else YAML).
     pub config_paths: Vec<PathBuf>,
+    /// Files of a given format, whatever their name (`--config-toml` and kin).
+    pub typed_paths: Vec<(PathBuf, Format)>,
+    /// Directories: their config files, and the namespaced subfolders `sources/`,
+    /// `transforms/`, `sinks/` and `tests/`, whose files are one component each (the file
+    /// name is its id) or tests.
     pub config_dirs: Vec<PathBuf>,
     /// Documents built in memory (already interpolated), each with the name diagnostics give
     /// it. Used by commands that derive a pipeline from the user's config (`dlq replay`).
     pub documents: Vec<(PathBuf, serde_json::Value)>,
+}
+
+/// A config file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Yaml,
+    Json,
 }
 
 /// Reads every config file of `options` (interpolated, not yet checked): the raw documents a
@@ -98,6 +112,14 @@ pub fn load(options: &LoadOptions, registry: &[ComponentSpec]) -> Result<(Graph,
     let env = |name: &str| std::env::var(name).ok();
     let raw = loader::load_raw(options, registry, &env);
     let mut diagnostics = raw.diagnostics;
+    for (kind, table) in [(ComponentKind::Source, "sources"), (ComponentKind::Sink, "sinks")] {
+        if raw.declared.as_ref().is_some_and(|declared| !declared.contains(&kind)) {
+            diagnostics.push(
+                Diagnostic::error(format!("no {table}: a pipeline needs at least one"))
+                    .suggest(Some(format!("add a `[{table}.<id>]` table (see `sluice list` for the types)"))),
+            );
+        }
+    }
     let graph = graph::check(raw.globals, raw.components, &mut diagnostics);
     diagnostics.sort_by_key(|d| d.severity);
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
@@ -105,4 +127,68 @@ pub fn load(options: &LoadOptions, registry: &[ComponentSpec]) -> Result<(Graph,
         Some(graph) if !has_errors => Ok((graph, diagnostics)),
         _ => Err(diagnostics),
     }
+}
+
+/// What `sluice test` runs on: the transforms (sources and sinks are parsed and checked, then
+/// left out: the tests stand in for them) and every file's `tests`, in file order.
+pub struct TestConfig {
+    pub globals: Globals,
+    pub transforms: Vec<TestTransform>,
+    pub tests: Vec<(PathBuf, serde_json::Value)>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// One transform as the tests see it: its inputs as written (sources among them are ignored).
+pub struct TestTransform {
+    pub id: String,
+    pub file: PathBuf,
+    pub config: Box<dyn TransformConfig>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// Loads the config for its unit tests. Every component is parsed and checked as `load`
+/// does, but the graph need not be whole (no sources or sinks is fine); `tests` may be in
+/// several files and are concatenated.
+pub fn load_for_tests(options: &LoadOptions, registry: &[ComponentSpec]) -> Result<TestConfig, Vec<Diagnostic>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut documents = loader::read_documents(options, &env)?;
+    documents.extend(options.documents.iter().cloned());
+    let mut tests = Vec::new();
+    for (file, doc) in &mut documents {
+        if let serde_json::Value::Object(map) = doc
+            && let Some(found) = map.remove("tests")
+        {
+            tests.push((file.clone(), found));
+        }
+    }
+    let raw = loader::load_raw(&LoadOptions { documents, ..LoadOptions::default() }, registry, &env);
+    let mut diagnostics = raw.diagnostics;
+    let Some((globals, _)) = raw.globals else { return Err(diagnostics) };
+    let mut transforms = Vec::new();
+    for c in raw.components {
+        let Some(config) = c.config else { continue };
+        let issues = match &config {
+            AnyConfig::Source(s) => s.check(&globals.options),
+            AnyConfig::Transform(t) => t.check(&globals.options),
+            AnyConfig::Sink(s) => s.check(&globals.options),
+        };
+        for issue in issues {
+            diagnostics.push(
+                Diagnostic::error(issue.message)
+                    .in_file(Some(c.file.clone()))
+                    .component(c.kind, &c.id)
+                    .field(issue.path),
+            );
+        }
+        if let AnyConfig::Transform(config) = config {
+            let outputs = config.outputs();
+            transforms.push(TestTransform { id: c.id, file: c.file, config, inputs: c.inputs, outputs });
+        }
+    }
+    diagnostics.sort_by_key(|d| d.severity);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(diagnostics);
+    }
+    Ok(TestConfig { globals, transforms, tests, warnings: diagnostics })
 }
