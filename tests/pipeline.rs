@@ -290,3 +290,22 @@ encoding.codec = "json"
     assert_eq!(component(&ledger, "out")["sent"], 2);
     assert_eq!(component(&ledger, "out")["errored"], 2);
 }
+
+/// Vector's blackhole logs its running total every `print_interval_secs`; a run shorter than
+/// one interval must still report its total (it did not: the line was only written when an
+/// event arrived after the interval).
+#[test]
+fn the_blackhole_reports_its_total_when_a_run_ends_within_one_interval() {
+    let case = Case::new();
+    let config = case.config(
+        "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\nprint_interval_secs = 30\n",
+    );
+    let mut command = common::sluice();
+    command.env("SLUICE_LOG", "info");
+    let output = common::run_sluice(command, &config, None, &lines(1_234));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let totals: Vec<&str> = stderr.lines().filter(|l| l.contains("Collected events.")).collect();
+    assert_eq!(totals.len(), 1, "{stderr}");
+    assert!(totals[0].contains("events=1234"), "{stderr}");
+}

@@ -1,6 +1,6 @@
 //! `blackhole`: accepts and forgets events (benchmarks, tests). Resolves them as delivered.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -12,11 +12,16 @@ use super::Pending;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {
-    /// Seconds between summary log lines; 0 disables them. Default 0.
-    #[serde(default)]
+    /// Seconds between summary log lines ("Collected events.", also logged at the end); 0
+    /// disables them. Default 1 (as Vector).
+    #[serde(default = "default_print_interval")]
     pub print_interval_secs: u64,
     /// Most events per second to accept. Default: unlimited.
     pub rate: Option<u64>,
+}
+
+fn default_print_interval() -> u64 {
+    1
 }
 
 impl SinkConfig for BlackholeConfig {
@@ -39,24 +44,37 @@ impl Sink for Blackhole {
         Box::pin(async move {
             let Self { config, cx } = *self;
             let start = tokio::time::Instant::now();
-            let mut total: u64 = 0;
-            let mut last_print = Instant::now();
-            while let Some(mut chunk) = input.next().await {
-                total += chunk.len() as u64;
+            let mut events: u64 = 0;
+            // The summary is logged on its timer whether events come or not, and once more at
+            // the end, so a short run still reports its total.
+            let every = Duration::from_secs(config.print_interval_secs.max(1));
+            let mut ticks = tokio::time::interval_at(start + every, every);
+            let print = |events: u64| {
+                if config.print_interval_secs > 0 {
+                    tracing::info!(component_id = &*cx.id, events, "Collected events.");
+                }
+            };
+            loop {
+                let mut chunk = tokio::select! {
+                    next = input.next() => match next {
+                        Some(chunk) => chunk,
+                        None => break,
+                    },
+                    _ = ticks.tick() => {
+                        print(events);
+                        continue;
+                    }
+                };
+                events += chunk.len() as u64;
                 if let Some(rate) = config.rate.filter(|r| *r > 0) {
-                    tokio::time::sleep_until(start + Duration::from_secs_f64(total as f64 / rate as f64)).await;
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(events as f64 / rate as f64)).await;
                 }
                 let mut pending = Pending::default();
                 pending.add_chunk(&mut chunk);
                 drop(chunk);
                 pending.settle(&cx.ledger, Outcome::Delivered);
-                if config.print_interval_secs > 0
-                    && last_print.elapsed() >= Duration::from_secs(config.print_interval_secs)
-                {
-                    last_print = Instant::now();
-                    tracing::info!(component_id = &*cx.id, events = total, "Blackhole totals.");
-                }
             }
+            print(events);
             Ok(())
         })
     }
