@@ -18,6 +18,25 @@ pub struct Cli {
     /// More logging (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How log lines are written: `text` or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VECTOR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Colours in text logs: `auto` (when stderr is a terminal), `always` or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, env = "VECTOR_COLOR")]
+    pub color: Color,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,6 +252,9 @@ pub struct RunArgs {
     /// Write the final ledger as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub ledger_json: Option<PathBuf>,
+    /// Worker threads of the async runtime. Default: one per CPU.
+    #[arg(short = 't', long, value_name = "N", env = "VECTOR_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -254,4 +276,11 @@ pub struct ValidateArgs {
     /// Fail when there are warnings too.
     #[arg(long)]
     pub deny_warnings: bool,
+    /// Vector's switch to skip checks that touch the machine or the network. `validate`
+    /// makes none (it never connects or opens files), so this changes nothing.
+    #[arg(long)]
+    pub no_environment: bool,
+    /// Vector's switch to skip health checks; `validate` runs none.
+    #[arg(long)]
+    pub skip_healthchecks: bool,
 }

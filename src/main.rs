@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    commands::init_logging(cli.quiet, cli.verbose);
+    commands::init_logging(cli.quiet, cli.verbose, cli.log_format, cli.color);
     let code = match cli.command {
         Some(cli::Command::Validate(args)) => commands::validate::run(&args),
         Some(cli::Command::Test(args)) => commands::test::run(&args),

@@ -11,12 +11,14 @@ pub mod validate;
 
 use sluice_runtime::config::{Diagnostic, Format, LoadOptions};
 
-use crate::cli::ConfigArgs;
+use crate::cli::{Color, ConfigArgs, LogFormat};
 
 /// Exit code for config errors (sysexits' EX_CONFIG, as Vector uses).
 pub const EXIT_CONFIG: u8 = 78;
 
-pub fn init_logging(quiet: bool, verbose: u8) {
+/// Logging to stderr: level from `SLUICE_LOG` (else `VECTOR_LOG`, else -q/-v), text or JSON
+/// lines, colours as asked.
+pub fn init_logging(quiet: bool, verbose: u8, format: LogFormat, color: Color) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
@@ -24,13 +26,18 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("VECTOR_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    let ansi = match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// Where the config comes from: the flags, else `VECTOR_CONFIG` / `VECTOR_CONFIG_DIR` (so a

@@ -27,13 +27,22 @@ pub fn run(args: &RunArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref())
+    run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref(), args.threads)
 }
 
 /// Runs a checked graph to the end (a signal, or every source finished): the ledger is logged
 /// and optionally written to `ledger_json`; the exit code says whether every event is safe.
-pub fn run_graph(graph: Graph, graceful_shutdown_limit_secs: u64, ledger_json: Option<&Path>) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+pub fn run_graph(
+    graph: Graph,
+    graceful_shutdown_limit_secs: u64,
+    ledger_json: Option<&Path>,
+    threads: Option<u16>,
+) -> u8 {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "Cannot start the async runtime.");

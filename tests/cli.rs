@@ -1,0 +1,66 @@
+//! The command line Vector users already type: `validate --no-environment`, format flags,
+//! `--threads`, `--log-format json`, `VECTOR_CONFIG`.
+
+mod common;
+
+use common::Case;
+
+const PIPELINE: &str = "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n";
+
+#[test]
+fn validate_takes_vectors_ci_flags() {
+    let case = Case::new();
+    let config = case.config(PIPELINE);
+    let output = common::sluice()
+        .args(["validate", "--no-environment", "--skip-healthchecks", "--deny-warnings"])
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Validated"));
+}
+
+#[test]
+fn a_config_named_anything_is_read_in_the_format_its_flag_gives() {
+    let case = Case::new();
+    let toml = case.path("pipeline.conf");
+    std::fs::write(&toml, PIPELINE).unwrap_or_else(|e| panic!("{e}"));
+    let json = case.path("pipeline.cfg");
+    std::fs::write(&json, r#"{"sources": {"in": {"type": "stdin"}}, "sinks": {"out": {"type": "blackhole", "inputs": ["in"]}}}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (flag, path) in [("--config-toml", &toml), ("--config-json", &json)] {
+        let output =
+            common::sluice().arg("validate").arg(flag).arg(path).output().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(output.status.code(), Some(0), "{flag}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+    // By extension it is YAML, which this is not.
+    let output = common::sluice().arg("validate").arg(&toml).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn run_takes_threads_log_format_and_vector_config() {
+    let case = Case::new();
+    let config = case.config(PIPELINE);
+    let mut command = common::sluice();
+    command.env("SLUICE_LOG", "info").env("VECTOR_CONFIG", &config).args(["--threads", "1", "--log-format", "json"]);
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, b"a\nb\nc\n").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "Collected events." && l["fields"]["events"] == 3),
+        "{stderr}"
+    );
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{stderr}");
+}
