@@ -47,6 +47,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the config's unit tests (`[[tests]]`) through its transforms, as `vector test`.
     Test(TestArgs),
+    /// Run a VRL program over events (JSON lines, from a file or stdin) and print the results.
+    Vrl(VrlArgs),
     /// List every component type.
     List,
     /// Inspect and purge the disk dead-letter queue.
@@ -255,6 +257,26 @@ pub struct RunArgs {
     /// Worker threads of the async runtime. Default: one per CPU.
     #[arg(short = 't', long, value_name = "N", env = "VECTOR_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VrlArgs {
+    /// The program, inline (or use --program).
+    #[arg(value_name = "PROGRAM", conflicts_with = "program")]
+    pub source: Option<String>,
+    /// A file holding the program (a `dlq replay --fix` program, for one).
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub program: Option<PathBuf>,
+    /// Events, one per line (JSON objects; other lines become `{"message": line}`). Default:
+    /// stdin.
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print each event after the program, not the value of its last expression.
+    #[arg(short = 'o', long)]
+    pub print_object: bool,
+    /// Print VRL's warnings about the program (to stderr).
+    #[arg(long)]
+    pub print_warnings: bool,
 }
 
 #[derive(Debug, Args, Clone)]

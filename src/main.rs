@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Some(cli::Command::Validate(args)) => commands::validate::run(&args),
         Some(cli::Command::Test(args)) => commands::test::run(&args),
+        Some(cli::Command::Vrl(args)) => commands::vrl::run(&args),
         Some(cli::Command::List) => commands::list::run(),
         Some(cli::Command::Dlq(command)) => commands::dlq::run(&command),
         Some(cli::Command::Buffer(command)) => commands::buffer::run(&command),

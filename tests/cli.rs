@@ -26,11 +26,13 @@ fn a_config_named_anything_is_read_in_the_format_its_flag_gives() {
     let toml = case.path("pipeline.conf");
     std::fs::write(&toml, PIPELINE).unwrap_or_else(|e| panic!("{e}"));
     let json = case.path("pipeline.cfg");
-    std::fs::write(&json, r#"{"sources": {"in": {"type": "stdin"}}, "sinks": {"out": {"type": "blackhole", "inputs": ["in"]}}}"#)
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &json,
+        r#"{"sources": {"in": {"type": "stdin"}}, "sinks": {"out": {"type": "blackhole", "inputs": ["in"]}}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     for (flag, path) in [("--config-toml", &toml), ("--config-json", &json)] {
-        let output =
-            common::sluice().arg("validate").arg(flag).arg(path).output().unwrap_or_else(|e| panic!("{e}"));
+        let output = common::sluice().arg("validate").arg(flag).arg(path).output().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(output.status.code(), Some(0), "{flag}: {}", String::from_utf8_lossy(&output.stdout));
     }
     // By extension it is YAML, which this is not.
@@ -63,4 +65,50 @@ fn run_takes_threads_log_format_and_vector_config() {
         "{stderr}"
     );
     assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{stderr}");
+}
+
+fn vrl(args: &[&str], input: &str) -> std::process::Output {
+    let mut child = common::sluice()
+        .arg("vrl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn vrl_runs_a_fix_program_over_events_and_prints_each_result() {
+    let case = Case::new();
+    let fix = case.path("fix.vrl");
+    std::fs::write(&fix, "if .tenant == \"gone\" { abort }\n.api_key = \"rotated\"\n.retries = to_int!(.retries) + 1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fix = fix.display().to_string();
+    let input = "{\"tenant\":\"a\",\"retries\":\"2\"}\n{\"tenant\":\"gone\"}\n{\"tenant\":\"b\",\"retries\":\"many\"}\nnot json\n";
+    let output = vrl(&["--program", &fix, "--print-object"], input);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], r#"{"api_key":"rotated","retries":3,"tenant":"a"}"#);
+    assert!(lines[1].starts_with("aborted"), "{stdout}");
+    assert!(lines[2].starts_with("error: ") && lines[2].contains("many"), "{stdout}");
+    assert_eq!(lines[3], r#"{"api_key":"rotated","message":"not json","retries":1}"#, "a line that is not JSON is a `message`");
+    assert_eq!(output.status.code(), Some(1), "an event failed");
+    // Without --print-object: the value of the last expression.
+    let output = vrl(&[".n = 1; .n + 41"], "{}\n");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "42\n");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn vrl_refuses_a_program_that_does_not_compile_with_vrls_diagnostics() {
+    let output = vrl(&[".a = parse_json(.message)"], "{}\n");
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("E103"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stdout.is_empty());
 }

@@ -8,6 +8,7 @@ pub mod replay;
 pub mod run;
 pub mod test;
 pub mod validate;
+pub mod vrl;
 
 use sluice_runtime::config::{Diagnostic, Format, LoadOptions};
 

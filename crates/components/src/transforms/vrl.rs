@@ -32,6 +32,45 @@ pub fn run(runtime: &mut Runtime, program: &Program, tz: &TimeZone, event: &mut 
     result
 }
 
+/// A program run on events one by one outside a pipeline (`sluice vrl`).
+pub struct Standalone {
+    program: Program,
+    runtime: Runtime,
+    tz: TimeZone,
+    /// VRL's warnings about the program, rendered; empty when there are none.
+    pub warnings: String,
+}
+
+/// What running a program on one event came to.
+pub enum Ran {
+    /// The value of the program's last expression.
+    Value(Value),
+    /// The program called `abort` (a `--fix` program's way to drop the event).
+    Aborted(String),
+    /// A runtime error (the event would go to the dropped output, or stay in the DLQ).
+    Failed(String),
+}
+
+impl Standalone {
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let compiled = compile(source)?;
+        let warnings = if compiled.warnings.is_empty() {
+            String::new()
+        } else {
+            vrl::diagnostic::Formatter::new(source, compiled.warnings).to_string()
+        };
+        Ok(Self { program: compiled.program, runtime: Runtime::default(), tz: TimeZone::default(), warnings })
+    }
+
+    pub fn run(&mut self, event: &mut LogEvent) -> Ran {
+        match run(&mut self.runtime, &self.program, &self.tz, event) {
+            Ok(value) => Ran::Value(value),
+            Err(Terminate::Abort(e)) => Ran::Aborted(e.to_string()),
+            Err(e) => Ran::Failed(e.to_string()),
+        }
+    }
+}
+
 /// The event `source` makes when run on an empty one (the `type = "vrl"` inputs of unit tests).
 pub fn event_from(source: &str) -> Result<LogEvent, String> {
     let compiled = compile(source)?;
