@@ -86,8 +86,11 @@ fn vrl(args: &[&str], input: &str) -> std::process::Output {
 fn vrl_runs_a_fix_program_over_events_and_prints_each_result() {
     let case = Case::new();
     let fix = case.path("fix.vrl");
-    std::fs::write(&fix, "if .tenant == \"gone\" { abort }\n.api_key = \"rotated\"\n.retries = to_int!(.retries) + 1\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &fix,
+        "if .tenant == \"gone\" { abort }\n.api_key = \"rotated\"\n.retries = to_int!(.retries) + 1\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let fix = fix.display().to_string();
     let input = "{\"tenant\":\"a\",\"retries\":\"2\"}\n{\"tenant\":\"gone\"}\n{\"tenant\":\"b\",\"retries\":\"many\"}\nnot json\n";
     let output = vrl(&["--program", &fix, "--print-object"], input);
@@ -97,7 +100,10 @@ fn vrl_runs_a_fix_program_over_events_and_prints_each_result() {
     assert_eq!(lines[0], r#"{"api_key":"rotated","retries":3,"tenant":"a"}"#);
     assert!(lines[1].starts_with("aborted"), "{stdout}");
     assert!(lines[2].starts_with("error: ") && lines[2].contains("many"), "{stdout}");
-    assert_eq!(lines[3], r#"{"api_key":"rotated","message":"not json","retries":1}"#, "a line that is not JSON is a `message`");
+    assert_eq!(
+        lines[3], r#"{"api_key":"rotated","message":"not json","retries":1}"#,
+        "a line that is not JSON is a `message`"
+    );
     assert_eq!(output.status.code(), Some(1), "an event failed");
     // Without --print-object: the value of the last expression.
     let output = vrl(&[".n = 1; .n + 41"], "{}\n");

@@ -335,3 +335,39 @@ suppress_timestamp = true
     assert_ledger_balanced(&ledger);
     assert!(component(&ledger, "prom")["sent"].as_u64().unwrap_or(0) > 0, "the exporter took the metric events");
 }
+
+/// The incident's own config wrote Vector's deprecated `encoding = "json"`: it is accepted
+/// with a warning naming `decoding`, and a JSON array body becomes one event per object.
+#[test]
+fn the_deprecated_encoding_json_is_accepted_with_a_warning_and_decodes_arrays() {
+    let case = Case::new();
+    let port = free_port();
+    let config = case.config(&format!(
+        r#"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+encoding = "json"
+
+[sinks.out]
+type = "file"
+inputs = ["intake"]
+path = "{{dir}}/out.jsonl"
+encoding.codec = "json"
+"#
+    ));
+    let validate = common::sluice().arg("validate").arg(&config).output().unwrap_or_else(|e| panic!("{e}"));
+    let report = String::from_utf8_lossy(&validate.stdout);
+    assert_eq!(validate.status.code(), Some(0), "{report}");
+    assert!(report.contains("`encoding` is deprecated") && report.contains("decoding.codec = \"json\""), "{report}");
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    let (status, _) = post(port, "/", br#"[{"model": "a", "tokens": 3}, {"model": "b", "tokens": 5}]"#);
+    assert_eq!(status, 200);
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let written = std::fs::read_to_string(case.path("out.jsonl")).unwrap_or_default();
+    let events: Vec<serde_json::Value> = written.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(events.len(), 2, "{written}");
+    assert_eq!(events[1]["tokens"], 5);
+}

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
 
 use super::{EventBuilder, TlsListener, count_rejected, forwarder, handshake_failed};
-use crate::codecs::decoding::{FrameStats, Framer};
+use crate::codecs::decoding::{Decoder, DecodingCodec, FrameStats, Framer, FramingMethod};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
 /// Largest request body accepted.
@@ -70,6 +70,9 @@ pub struct HttpServerConfig {
     pub decoding: DecodingConfig,
     #[serde(default)]
     pub framing: FramingConfig,
+    /// Vector's deprecated `encoding` (`text`, `ndjson`, `json`, `binary`): accepted with a
+    /// warning naming its `decoding`/`framing` equivalent, which it stands for.
+    pub encoding: Option<LegacyEncoding>,
     /// sluice: seconds to wait for the events' outcome before answering 503. Default 30.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: f64,
@@ -130,6 +133,49 @@ struct Shared {
     ledger: Arc<ComponentLedger>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegacyEncoding {
+    Text,
+    Ndjson,
+    Json,
+    Binary,
+}
+
+impl LegacyEncoding {
+    /// The codec and framing it stands for, and how that is written now.
+    fn replacement(self) -> (DecodingCodec, FramingMethod, &'static str) {
+        match self {
+            Self::Text => {
+                (DecodingCodec::Bytes, FramingMethod::NewlineDelimited, "decoding.codec = \"bytes\" (the default)")
+            }
+            Self::Ndjson => (DecodingCodec::Json, FramingMethod::NewlineDelimited, "decoding.codec = \"json\""),
+            Self::Json => {
+                (DecodingCodec::Json, FramingMethod::Bytes, "decoding.codec = \"json\" with framing.method = \"bytes\"")
+            }
+            Self::Binary => (DecodingCodec::Bytes, FramingMethod::Bytes, "framing.method = \"bytes\""),
+        }
+    }
+}
+
+impl HttpServerConfig {
+    /// The decoding and framing in effect: the legacy `encoding` when given.
+    fn codecs(&self) -> Result<(Decoder, Framer), String> {
+        match self.encoding {
+            Some(encoding) => {
+                let (codec, method, _) = encoding.replacement();
+                let decoding = DecodingConfig { codec, ..self.decoding.clone() };
+                let framer = self.framing.framer(method, None)?;
+                Ok((decoding.decoder("http_server"), framer))
+            }
+            None => Ok((
+                self.decoding.decoder("http_server"),
+                self.framing.framer(self.decoding.default_stream_framing(), None)?,
+            )),
+        }
+    }
+}
+
 impl SourceConfig for HttpServerConfig {
     fn can_acknowledge(&self) -> bool {
         true
@@ -140,7 +186,13 @@ impl SourceConfig for HttpServerConfig {
     }
 
     fn warnings(&self) -> Vec<ConfigIssue> {
-        self.tls.as_ref().map(|tls| tls.server_warnings("tls")).unwrap_or_default()
+        let mut warnings = self.tls.as_ref().map(|tls| tls.server_warnings("tls")).unwrap_or_default();
+        if let Some(encoding) = self.encoding {
+            let (_, _, now) = encoding.replacement();
+            warnings
+                .push(ConfigIssue::new("encoding", format!("`encoding` is deprecated (in Vector too); write {now}")));
+        }
+        warnings
     }
 
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
@@ -157,15 +209,21 @@ impl SourceConfig for HttpServerConfig {
         if let Some(tls) = self.tls.as_ref().filter(|t| t.is_enabled()) {
             issues.extend(tls.check("tls", true));
         }
+        if self.encoding.is_some() && (self.decoding.codec != DecodingCodec::Bytes || self.framing.method.is_some()) {
+            issues.push(ConfigIssue::new(
+                "encoding",
+                "`encoding` and `decoding`/`framing` both given; keep `decoding`/`framing`",
+            ));
+        }
         issues
     }
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
-        let framer = self.framing.framer(self.decoding.default_stream_framing(), None).map_err(BuildError)?;
+        let (decoder, framer) = self.codecs().map_err(BuildError)?;
         let listener = std::net::TcpListener::bind(self.address)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| BuildError(format!("cannot listen on {}: {e}", self.address)))?;
-        let builder = EventBuilder::new(cx.id.clone(), self.decoding.decoder("http_server"), Some(&self.host_key));
+        let builder = EventBuilder::new(cx.id.clone(), decoder, Some(&self.host_key));
         let expected_auth = self.auth.as_ref().map(|HttpServerAuth::Basic { username, password }| {
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             format!("Basic {token}")
