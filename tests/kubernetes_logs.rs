@@ -141,3 +141,47 @@ encoding.codec = "json"
     assert_eq!(opened, 2, "two pod log files, each opened once for both sources: {stderr}");
     assert_ledger_balanced(&case.ledger());
 }
+
+/// A partial line whose continuation never comes (a runtime that died mid-line, a Docker
+/// record without `time` or newline) goes on as it is after a short wait; it used to be held
+/// forever, and the file's checkpoint with it.
+#[test]
+fn a_partial_line_whose_continuation_never_comes_is_not_held_forever() {
+    let case = Case::new();
+    let docker = case.path("pods/web_front-1_5555-6666/nginx/0.log");
+    std::fs::create_dir_all(docker.parent().unwrap_or(&case.path("pods"))).unwrap_or_else(|e| panic!("{e}"));
+    append_bytes(&docker, b"{\"log\":\"GET / 200\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-30T10:00:00Z\"}\n{\"log\":\"cut off mid\",\"stream\":\"stdout\"}\n");
+    let cri = case.path("pods/web_front-1_5555-6666/php/0.log");
+    std::fs::create_dir_all(cri.parent().unwrap_or(&case.path("pods"))).unwrap_or_else(|e| panic!("{e}"));
+    append_bytes(&cri, b"2026-11-30T10:00:01Z stderr P fatal: out of mem\n");
+    let config = case.config(
+        r#"
+data_dir = "{dir}/data"
+[sources.k8s]
+type = "kubernetes_logs"
+pod_logs_root = "{dir}/pods"
+glob_minimum_cooldown_ms = 50
+[sinks.out]
+type = "file"
+inputs = ["k8s"]
+path = "{dir}/out.jsonl"
+encoding.codec = "json"
+"#,
+    );
+    let child = case.spawn(&config);
+    assert!(wait_until(WAIT, || events(&case, "out.jsonl").len() >= 3), "{:?}", events(&case, "out.jsonl"));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut messages: Vec<String> =
+        events(&case, "out.jsonl").iter().map(|e| e["message"].as_str().unwrap_or_default().to_owned()).collect();
+    messages.sort();
+    assert_eq!(messages, ["GET / 200", "cut off mid", "fatal: out of mem"]);
+    assert_ledger_balanced(&case.ledger());
+    // Their positions were committed: a restart reads nothing again.
+    let child = case.spawn(&config);
+    append_bytes(&docker, b"{\"log\":\"next\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-30T10:00:05Z\"}\n");
+    assert!(wait_until(WAIT, || events(&case, "out.jsonl").len() >= 4));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(events(&case, "out.jsonl").len(), 4, "{:?}", events(&case, "out.jsonl"));
+}

@@ -269,7 +269,12 @@ impl SourceConfig for KubernetesLogsConfig {
         let (outbox, rx) = Outbox::new(cx.id.clone());
         let fields = &self.pod_annotation_fields;
         let key = |k: &str| k.trim_start_matches('.').to_owned();
-        let reader = KubeReader { outbox, merge: self.auto_partial_merge, files: HashMap::new() };
+        let reader = KubeReader {
+            outbox,
+            merge: self.auto_partial_merge,
+            max_line_bytes: self.max_line_bytes,
+            files: HashMap::new(),
+        };
         let events = KubeEvents {
             id: cx.id.clone(),
             keys: [
@@ -341,15 +346,22 @@ pub fn parse(line: &Bytes) -> Option<Record> {
     Some(Record { time: Some(time), stream: line.slice(first + 1..second), partial, content })
 }
 
+/// How long a partial line waits for its continuation before it goes on as it is (a runtime
+/// that died mid-line, a Docker record cut without its newline): never held forever.
+const PARTIAL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A line still being assembled from partial records, for one stream of one file.
 struct Partial {
     start: u64,
     time: Option<DateTime<Utc>>,
     content: BytesMut,
+    /// When its first record was read.
+    since: Instant,
 }
 
 /// Per file: partial lines per stream, and where the last line seen ends.
 struct KubeFile {
+    path: PathBuf,
     partial: HashMap<Bytes, Partial>,
     last_end: u64,
 }
@@ -375,12 +387,18 @@ pub fn pod_of(path: &Path) -> Option<[String; 4]> {
 struct KubeReader {
     outbox: Outbox,
     merge: bool,
+    /// A merged line is handed on once it reaches this.
+    max_line_bytes: usize,
     files: HashMap<u64, KubeFile>,
 }
 
 impl KubeReader {
     fn file(&mut self, file: FileRef<'_>) -> &mut KubeFile {
-        self.files.entry(file.id).or_insert_with(|| KubeFile { partial: HashMap::new(), last_end: 0 })
+        self.files.entry(file.id).or_insert_with(|| KubeFile {
+            path: file.path.to_path_buf(),
+            partial: HashMap::new(),
+            last_end: 0,
+        })
     }
 
     /// Hands over what was gathered, with the position it may move to.
@@ -465,6 +483,7 @@ impl Reader for KubeReader {
 
     fn pieces(&mut self, file: FileRef<'_>, pieces: Vec<Piece>, acks: &mut Acks<'_>) {
         let merge = self.merge;
+        let max_line_bytes = self.max_line_bytes;
         let mut gathered = (Vec::with_capacity(pieces.len()), Vec::with_capacity(pieces.len()));
         let mut end = 0;
         for piece in pieces {
@@ -501,8 +520,17 @@ impl Reader for KubeReader {
                     start,
                     time: record.time,
                     content: BytesMut::new(),
+                    since: Instant::now(),
                 });
                 entry.content.extend_from_slice(&record.content);
+                if entry.content.len() < max_line_bytes {
+                    continue;
+                }
+                // Longer than a line may be: it goes on as it is, the rest as another line.
+                if let Some(p) = kube.partial.remove(&record.stream) {
+                    gathered.0.push(Message { start: p.start, end: line_end, text: p.content.freeze() });
+                    gathered.1.push(Meta { stream: record.stream, time: p.time });
+                }
                 continue;
             }
             let (first, time, content) = match kube.partial.remove(&record.stream) {
@@ -531,7 +559,27 @@ impl Reader for KubeReader {
         self.outbox.flush();
     }
 
-    fn end_of_pass(&mut self, _now: Instant, _acks: &mut Acks<'_>) {
+    fn end_of_pass(&mut self, now: Instant, acks: &mut Acks<'_>) {
+        for (id, kube) in &mut self.files {
+            let expired: Vec<Bytes> = kube
+                .partial
+                .iter()
+                .filter(|(_, p)| now.saturating_duration_since(p.since) >= PARTIAL_TIMEOUT)
+                .map(|(stream, _)| stream.clone())
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            let mut gathered = (Vec::new(), Vec::new());
+            for stream in expired {
+                if let Some(p) = kube.partial.remove(&stream) {
+                    gathered.0.push(Message { start: p.start, end: kube.last_end, text: p.content.freeze() });
+                    gathered.1.push(Meta { stream, time: p.time });
+                }
+            }
+            let end = kube.held_from().unwrap_or(kube.last_end);
+            self.outbox.hand_over(*id, &kube.path, gathered, end, acks);
+        }
         self.outbox.flush();
     }
 }
