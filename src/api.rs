@@ -1,5 +1,6 @@
 //! The built-in HTTP API (`api.enabled = true`, `api.address`, default `127.0.0.1:8686`):
-//! `/metrics` (the ledger as Prometheus text) and `/health`.
+//! `/metrics` (the ledger as Prometheus text), `/ledger` (the same as JSON, what `sluice top`
+//! reads) and `/health`.
 
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
@@ -12,9 +13,22 @@ pub fn start(address: &str, ledger: Ledger) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let text = sluice_runtime::metrics::render(&ledger.snapshot());
-                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            get({
+                let ledger = ledger.clone();
+                move || {
+                    let text = sluice_runtime::metrics::render(&ledger.snapshot());
+                    async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+                }
+            }),
+        )
+        .route(
+            "/ledger",
+            get({
+                let ledger = ledger.clone();
+                move || {
+                    let json = serde_json::to_vec(&ledger.snapshot()).unwrap_or_default();
+                    async move { ([(CONTENT_TYPE, "application/json")], json) }
+                }
             }),
         )
         .route("/health", get(|| async { "ok\n" }));
@@ -24,6 +38,6 @@ pub fn start(address: &str, ledger: Ledger) -> std::io::Result<()> {
             tracing::error!(error = %err, "The API server stopped.");
         }
     });
-    tracing::info!(address, "API listening (/metrics, /health).");
+    tracing::info!(address, "API listening (/metrics, /ledger, /health).");
     Ok(())
 }

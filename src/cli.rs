@@ -49,6 +49,8 @@ pub enum Command {
     Test(TestArgs),
     /// Run a VRL program over events (JSON lines, from a file or stdin) and print the results.
     Vrl(VrlArgs),
+    /// Watch a running sluice (its API must be on): rates, errors, DLQ, buffers per component.
+    Top(TopArgs),
     /// List every component type.
     List,
     /// Inspect and purge the disk dead-letter queue.
@@ -257,6 +259,25 @@ pub struct RunArgs {
     /// Worker threads of the async runtime. Default: one per CPU.
     #[arg(short = 't', long, value_name = "N", env = "VECTOR_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    /// The API of the sluice to watch (`api.address`).
+    #[arg(long, default_value = "http://127.0.0.1:8686")]
+    pub url: String,
+    /// Milliseconds between samples.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub interval: u64,
+    /// Order of the rows (`s` cycles through them).
+    #[arg(long, value_enum, default_value_t = crate::commands::top::SortBy::Graph)]
+    pub sort: crate::commands::top::SortBy,
+    /// Only components whose id matches (a glob with `*`, else a substring; `/` edits it).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Print one sample as JSON and exit (for scripts).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

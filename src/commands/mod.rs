@@ -7,6 +7,7 @@ pub mod list;
 pub mod replay;
 pub mod run;
 pub mod test;
+pub mod top;
 pub mod validate;
 pub mod vrl;
 
