@@ -49,6 +49,8 @@ pub enum Command {
     Test(TestArgs),
     /// Run a VRL program over events (JSON lines, from a file or stdin) and print the results.
     Vrl(VrlArgs),
+    /// Print a live sample of the events leaving components (the API must be on).
+    Tap(TapArgs),
     /// Watch a running sluice (its API must be on): rates, errors, DLQ, buffers per component.
     Top(TopArgs),
     /// List every component type.
@@ -259,6 +261,44 @@ pub struct RunArgs {
     /// Worker threads of the async runtime. Default: one per CPU.
     #[arg(short = 't', long, value_name = "N", env = "VECTOR_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TapArgs {
+    /// Components whose outputs to sample (globs; same as --outputs-of). Default: all.
+    #[arg(value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Components (or `id.port`) whose outputs to sample.
+    #[arg(long, value_delimiter = ',')]
+    pub outputs_of: Vec<String>,
+    /// Components whose inputs to sample (what they read).
+    #[arg(long, value_delimiter = ',')]
+    pub inputs_of: Vec<String>,
+    /// The API of the sluice to tap (`api.address`).
+    #[arg(short, long, default_value = "http://127.0.0.1:8686")]
+    pub url: String,
+    /// At most this many events per interval.
+    #[arg(short, long, default_value_t = 100)]
+    pub limit: u64,
+    /// Milliseconds of an interval.
+    #[arg(short, long, value_name = "MS", default_value_t = 500)]
+    pub interval: u64,
+    /// `json`, `yaml` or `logfmt`.
+    #[arg(short, long, value_enum, default_value_t = TapFormat::Json)]
+    pub format: TapFormat,
+    /// Print each event with the component it came from.
+    #[arg(short, long)]
+    pub meta: bool,
+    /// Stop after this many milliseconds. Default: until interrupted.
+    #[arg(short, long, value_name = "MS")]
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TapFormat {
+    Json,
+    Yaml,
+    Logfmt,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Validate(args)) => commands::validate::run(&args),
         Some(cli::Command::Test(args)) => commands::test::run(&args),
         Some(cli::Command::Vrl(args)) => commands::vrl::run(&args),
+        Some(cli::Command::Tap(args)) => commands::tap::run(&args),
         Some(cli::Command::Top(args)) => commands::top::run(&args),
         Some(cli::Command::List) => commands::list::run(),
         Some(cli::Command::Dlq(command)) => commands::dlq::run(&command),

@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod list;
 pub mod replay;
 pub mod run;
+pub mod tap;
 pub mod test;
 pub mod top;
 pub mod validate;

@@ -57,8 +57,8 @@ pub fn run_graph(
         let _context = runtime.enter();
         shutdown_signal()
     };
-    let result = runtime.block_on(topology::run(graph, options, shutdown, |ledger| match &api_address {
-        Some(address) => crate::api::start(address, ledger.clone())
+    let result = runtime.block_on(topology::run(graph, options, shutdown, |ledger, taps| match &api_address {
+        Some(address) => crate::api::start(address, ledger.clone(), taps.clone())
             .map_err(|err| format!("the API (api.address = {address}): cannot listen: {err}")),
         None => Ok(()),
     }));

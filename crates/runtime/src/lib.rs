@@ -9,6 +9,7 @@
 pub mod config;
 pub mod dead_letter;
 pub mod metrics;
+pub mod tap;
 pub mod topology;
 pub mod unit_test;
 

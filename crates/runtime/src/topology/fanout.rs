@@ -20,6 +20,7 @@ use sluice_core::ledger::ComponentLedger;
 use sluice_core::log_limit::LogLimit;
 
 use crate::config::WhenFull;
+use crate::tap::TapPoint;
 
 /// Where a sink's events go when it stalls; set once the sink is built.
 pub type DeadLetterSlot = Arc<OnceLock<Arc<dyn DeadLetterQueue>>>;
@@ -186,11 +187,19 @@ enum Placed {
 pub struct Fanout {
     consumers: Vec<Consumer>,
     full_warned: bool,
+    /// Where `sluice tap` samples this output.
+    tap: Option<Arc<TapPoint>>,
 }
 
 impl Fanout {
     pub fn new(consumers: Vec<Consumer>) -> Self {
-        Self { consumers, full_warned: false }
+        Self { consumers, full_warned: false, tap: None }
+    }
+
+    /// This output can be tapped at `point`.
+    pub fn tapped(mut self, point: Arc<TapPoint>) -> Self {
+        self.tap = Some(point);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,6 +262,9 @@ impl Fanout {
     /// # Cancel safety
     /// Not cancel safe.
     pub async fn send_all(&mut self, chunk: Chunk) {
+        if let Some(tap) = &self.tap {
+            tap.observe(&chunk);
+        }
         let n = chunk.len();
         if n == 0 || self.consumers.is_empty() {
             return;

@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Graph, OutputRef, schema::BufferType};
 use crate::dead_letter::SinkDeadLetter;
+use crate::tap::Taps;
 use fanout::{Consumer, DeadLetterSlot, Diversions, Fanout};
 
 /// Estimated bytes queued between a memory stage limited in bytes and its disk stage's writer.
@@ -151,7 +152,7 @@ pub async fn run(
     graph: Graph,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
-    observe: impl FnOnce(&Ledger) -> Result<(), String>,
+    observe: impl FnOnce(&Ledger, &Taps) -> Result<(), String>,
 ) -> Result<RunReport, Vec<String>> {
     let Graph { globals, components } = graph;
     let mut ledger = Ledger::default();
@@ -167,7 +168,9 @@ pub async fn run(
         ledgers.get(id).cloned().unwrap_or_else(|| Arc::new(ComponentLedger::new(id, ComponentKind::Sink, "?")))
     };
 
-    observe(&ledger).map_err(|e| vec![e])?;
+    let mut taps = Taps::new(
+        components.iter().map(|c| (c.id.clone(), c.inputs.iter().map(ToString::to_string).collect())).collect(),
+    );
 
     // Input buffers of transforms and sinks.
     let mut receivers: BTreeMap<String, MemoryReceiver<Chunk>> = BTreeMap::new();
@@ -243,9 +246,11 @@ pub async fn run(
                     })
                 })
                 .collect();
-            fanouts.insert(port, Fanout::new(consumers));
+            let point = taps.point(&c.id, out.name.as_deref(), c.kind.as_str(), c.type_name);
+            fanouts.insert(port, Fanout::new(consumers).tapped(point));
         }
     }
+    observe(&ledger, &taps).map_err(|e| vec![e])?;
     let mut fanout_for = |port: &OutputRef| fanouts.remove(port).unwrap_or_default();
 
     let (trigger, signal) = shutdown_pair();
