@@ -99,7 +99,8 @@ fn tap_samples_outputs_and_inputs_within_its_limit_in_each_format() {
     assert_eq!(first["component_kind"], "transform");
     assert_eq!(first["event"]["tagged"], true);
     // The source's outputs, untagged, as YAML and as logfmt.
-    let (yaml, _) = tap(run.api, &["--outputs-of", "intake", "--format", "yaml", "--limit", "2", "--duration-ms", "600"]);
+    let (yaml, _) =
+        tap(run.api, &["--outputs-of", "intake", "--format", "yaml", "--limit", "2", "--duration-ms", "600"]);
     assert!(yaml.starts_with("---\n") && yaml.contains("message: line") && !yaml.contains("tagged"), "{yaml}");
     let (logfmt, _) = tap(run.api, &["intake", "--format", "logfmt", "--limit", "2", "--duration-ms", "600"]);
     assert!(logfmt.lines().next().unwrap_or_default().contains("message=\"line "), "{logfmt}");
@@ -125,7 +126,8 @@ fn a_tap_client_that_stops_reading_changes_nothing_for_the_pipeline() {
         .write_all(b"GET /tap?limit=1000000&interval_ms=10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap_or_else(|e| panic!("{e}"));
     let total = 100_000;
-    let body: String = (0..1000).map(|i| format!("a line long enough to fill socket buffers quickly {i:04}\n")).collect();
+    let body: String =
+        (0..1000).map(|i| format!("a line long enough to fill socket buffers quickly {i:04}\n")).collect();
     for _ in 0..total / 1000 {
         let (status, _) = post(run.port, "/", body.as_bytes());
         assert_eq!(status, 200, "every sender acknowledged as if nobody tapped");
