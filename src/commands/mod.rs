@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+mod api_client;
 pub mod buffer;
 pub mod checkpoints;
 pub mod dlq;

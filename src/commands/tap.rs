@@ -2,8 +2,7 @@
 //! running sluice's API (`GET /tap`). Tapping costs the pipeline nothing when nobody taps, and
 //! a tap that cannot keep up loses samples (reported on stderr), never slows the pipeline.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,42 +36,18 @@ fn query(args: &TapArgs) -> String {
 }
 
 fn tap(args: &TapArgs) -> Result<(), String> {
-    let address = args.url.strip_prefix("http://").unwrap_or(&args.url).trim_end_matches('/').to_owned();
-    let socket: std::net::SocketAddr = address.parse().map_err(|e| format!("{}: not host:port ({e})", args.url))?;
-    let mut stream =
-        TcpStream::connect_timeout(&socket, Duration::from_secs(2)).map_err(|e| format!("{}: {e}", args.url))?;
-    let request = format!("GET /tap?{} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n", query(args));
-    stream.write_all(request.as_bytes()).map_err(|e| format!("{}: {e}", args.url))?;
+    let mut answer = super::api_client::get(&args.url, &format!("/tap?{}", query(args)))?;
     let deadline = args.duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).map_err(|e| format!("{}: {e}", args.url))?;
-    let mut chunked = false;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).map_err(|e| format!("{}: {e}", args.url))?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        chunked |= header.eq_ignore_ascii_case("transfer-encoding: chunked");
-    }
-    if !status.starts_with("HTTP/1.1 200") {
-        let mut body = String::new();
-        let _ = reader.read_to_string(&mut body);
-        return Err(format!("{}/tap: {} {}", args.url, status.trim_end(), body.trim_end()));
-    }
     let mut out = std::io::stdout().lock();
     let mut pending = Vec::new();
     loop {
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            let _ = reader.get_ref().set_read_timeout(Some(left));
+        // Without a deadline, wait for samples as long as it takes.
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Ok(());
         }
-        let data = match read_chunk(&mut reader, chunked) {
+        let _ = answer.reader.get_ref().set_read_timeout(left);
+        let data = match answer.next_piece() {
             Ok(Some(data)) => data,
             Ok(None) => return Ok(()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
@@ -93,29 +68,6 @@ fn tap(args: &TapArgs) -> Result<(), String> {
             }
         }
     }
-}
-
-/// The next chunk of a chunked body (or the next bytes of a plain one); `None` at the end.
-fn read_chunk(reader: &mut BufReader<TcpStream>, chunked: bool) -> std::io::Result<Option<Vec<u8>>> {
-    if !chunked {
-        let mut buf = vec![0; 64 * 1024];
-        let n = reader.read(&mut buf)?;
-        buf.truncate(n);
-        return Ok((n > 0).then_some(buf));
-    }
-    let mut size = String::new();
-    if reader.read_line(&mut size)? == 0 {
-        return Ok(None);
-    }
-    let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    if size == 0 {
-        return Ok(None);
-    }
-    let mut data = vec![0; size + 2];
-    reader.read_exact(&mut data)?;
-    data.truncate(size);
-    Ok(Some(data))
 }
 
 fn render(line: &Value, args: &TapArgs) -> String {

@@ -18,6 +18,8 @@ use sluice_core::LogEvent;
 use sluice_core::event::EventMetadata;
 use tokio::sync::mpsc;
 
+use crate::config::glob_match;
+
 /// One output port that can be tapped.
 pub struct TapPoint {
     pub component: String,
@@ -203,26 +205,6 @@ impl Subscription {
     }
 }
 
-/// `*` matches any run of characters.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(mut tail) = text.strip_prefix(head) else { return false };
-            loop {
-                if glob_match(rest, tail) {
-                    return true;
-                }
-                let mut chars = tail.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                tail = chars.as_str();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,12 +241,5 @@ mod tests {
         assert!(tap.dropped.load(Ordering::Relaxed) >= 5, "{}", tap.dropped.load(Ordering::Relaxed));
         drop(tap);
         assert_eq!(point.taps.load(Ordering::Relaxed), 0, "a dropped tap is removed");
-    }
-
-    #[test]
-    fn globs_pick_outputs() {
-        assert!(glob_match("app_*", "app_1"));
-        assert!(glob_match("*", "x.dropped"));
-        assert!(!glob_match("app_*", "web"));
     }
 }

@@ -6,8 +6,7 @@
 mod rows;
 mod view;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
@@ -118,23 +117,8 @@ fn interactive(terminal: &mut ratatui::DefaultTerminal, args: &TopArgs, interval
     }
 }
 
-/// `GET {url}/ledger` with a plain HTTP/1.1 request (the API listens on loopback, no TLS).
+/// The ledger of the sluice at `url`.
 fn fetch(url: &str) -> Result<Value, String> {
-    let address = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
-    let stream = address
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| format!("{url}: not host:port ({e})"))
-        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).map_err(|e| format!("{url}: {e}")))?;
-    let mut stream = stream;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET /ledger HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| format!("{url}: {e}"))?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| format!("{url}: {e}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{url}: not an HTTP answer"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{url}/ledger: {}", head.lines().next().unwrap_or_default()));
-    }
-    serde_json::from_str(body).map_err(|e| format!("{url}/ledger: not the ledger ({e}); is this a sluice API?"))
+    let body = super::api_client::get(url, "/ledger")?.body().map_err(|e| format!("{url}: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("{url}/ledger: not the ledger ({e}); is this a sluice API?"))
 }

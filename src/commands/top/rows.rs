@@ -167,20 +167,7 @@ pub fn matches(filter: &str, id: &str) -> bool {
     if !filter.contains('*') {
         return id.contains(filter);
     }
-    let parts: Vec<&str> = filter.split('*').collect();
-    let mut rest = id;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(at) = rest.find(part) else { return false };
-            rest = &rest[at + part.len()..];
-        }
-    }
-    rest.is_empty()
+    sluice_runtime::config::glob_match(filter, id)
 }
 
 #[cfg(test)]

@@ -31,8 +31,9 @@ fn input_type(config: &AnyConfig) -> DataType {
     }
 }
 
-/// Shell-style match of `*` against `text`.
-fn glob_match(pattern: &str, text: &str) -> bool {
+/// Shell-style match of `*` against `text` (component ids in `inputs`, tap patterns, `top`'s
+/// filter).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == text;

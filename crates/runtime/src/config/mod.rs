@@ -19,6 +19,7 @@ use sluice_core::component::{AnyConfig, ComponentSpec, GlobalOptions, OutputSpec
 use sluice_core::ledger::ComponentKind;
 
 pub use diagnostic::{Diagnostic, Severity, closest};
+pub use graph::glob_match;
 pub use schema::{BufferConfig, BufferType, WhenFull};
 
 /// Where to read config from.

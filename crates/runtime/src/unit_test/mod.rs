@@ -24,7 +24,7 @@ use std::sync::Arc;
 use sluice_core::component::{FunctionTransform, TransformContext, TransformOutputs};
 use sluice_core::{Chunk, LogEvent};
 
-use crate::config::TestConfig;
+use crate::config::{TestConfig, glob_match};
 use conditions::Condition;
 pub use definition::Definition;
 
@@ -343,27 +343,4 @@ fn to_json(event: &LogEvent) -> String {
     let mut buf = Vec::new();
     sluice_core::json::write_value(&mut buf, event.value());
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(mut tail) = text.strip_prefix(head) else { return false };
-            if rest.is_empty() {
-                return true;
-            }
-            loop {
-                if glob_match(rest, tail) {
-                    return true;
-                }
-                let mut chars = tail.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                tail = chars.as_str();
-            }
-        }
-    }
 }
