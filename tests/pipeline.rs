@@ -309,3 +309,30 @@ fn the_blackhole_reports_its_total_when_a_run_ends_within_one_interval() {
     assert_eq!(totals.len(), 1, "{stderr}");
     assert!(totals[0].contains("events=1234"), "{stderr}");
 }
+
+/// demo_logs takes Vector's `framing`: a shuffled line holding two is split into two events.
+#[test]
+fn demo_logs_lines_are_split_by_their_framing() {
+    let case = Case::new();
+    let config = case.config(
+        r#"
+[sources.demo]
+type = "demo_logs"
+format = "shuffle"
+lines = ["first half\nsecond half"]
+count = 5
+interval = 0
+framing.method = "newline_delimited"
+[sinks.out]
+type = "file"
+inputs = ["demo"]
+path = "{dir}/out.log"
+encoding.codec = "text"
+"#,
+    );
+    let output = case.run_with_stdin(&config, b"");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines = read_lines(&case.path("out.log"));
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| *l == "second half").count(), 5);
+}

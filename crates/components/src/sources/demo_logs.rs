@@ -11,7 +11,8 @@ use sluice_core::component::{BuildError, ConfigIssue, GlobalOptions, SourceConfi
 use vrl::value::{KeyString, Value};
 
 use super::{EventBuilder, count_rejected};
-use crate::codecs::DecodingConfig;
+use crate::codecs::decoding::{FrameStats, FramingMethod};
+use crate::codecs::{DecodingConfig, FramingConfig};
 
 /// Events per chunk when `interval = 0`.
 const CHUNK: u64 = 1000;
@@ -35,6 +36,9 @@ pub struct DemoLogsConfig {
     pub count: Option<u64>,
     #[serde(default)]
     pub decoding: DecodingConfig,
+    /// How each generated line is split into frames. Default `bytes` (a line is a frame).
+    #[serde(default)]
+    pub framing: FramingConfig,
 }
 
 fn default_interval() -> f64 {
@@ -171,6 +175,7 @@ impl SourceConfig for DemoLogsConfig {
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
         let config = self.clone();
         let builder = EventBuilder::new(cx.id.clone(), self.decoding.decoder("demo_logs"), None);
+        let framer = self.framing.framer(FramingMethod::Bytes, None).map_err(BuildError)?;
         let SourceContext { mut out, mut shutdown, globals, .. } = cx;
         let service = [(KeyString::from("service"), Value::Bytes(Bytes::from_static(b"vector")))];
         Ok(Box::pin(async move {
@@ -191,7 +196,19 @@ impl SourceConfig for DemoLogsConfig {
                     break;
                 }
                 let n = per_chunk.min(total - produced);
-                let frames: Vec<Bytes> = (0..n).map(|i| Bytes::from(config.line(&mut rng, produced + i))).collect();
+                let lines = (0..n).map(|i| Bytes::from(config.line(&mut rng, produced + i)));
+                let frames: Vec<Bytes> = if framer.is_bytes() {
+                    lines.collect()
+                } else {
+                    let (mut frames, mut stats) = (Vec::new(), FrameStats::default());
+                    for line in lines {
+                        let mut buf = bytes::BytesMut::from(&line[..]);
+                        framer.split(&mut buf, &mut frames, &mut stats);
+                        framer.finish(&mut buf, &mut frames, &mut stats);
+                    }
+                    count_rejected(out.ledger(), stats.oversized, "oversized", "frame longer than max_length");
+                    frames
+                };
                 produced += n;
                 let mut chunk = Vec::with_capacity(frames.len());
                 let (failed, error) = builder.decode_all(
