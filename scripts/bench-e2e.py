@@ -29,6 +29,11 @@ blackhole). `kafka_hop` goes through a 6-partition topic of tansu (the Kafka-pro
 the time from B's start until B's blackhole has all N; CPU seconds are A's and B's together
 (not the broker's), RSS the larger of the two.
 
+The `stdin_blackhole_*` tap scenarios measure `sluice tap`'s cost beside `stdin_blackhole`:
+`_api` has the API on and nobody tapping, `_tapped` has a client reading a tap of 1,900 events
+per 100 ms on the source's output (about 1 in 100 at this machine's rate; the share actually
+tapped is printed), and `_tap_stuck` a client that asked for the same and never reads.
+
 With `--rate N` stdin is fed at N lines per second instead of as fast as sluice reads: the
 `fanout_*` scenarios then compare the healthy sinks' rate at an offered load below what the
 machine can do, where a diverted sink's extra work is not taken from its siblings.
@@ -61,6 +66,22 @@ ENRICH = r'''
 .user_id = sha2(string!(.user_id), variant: "SHA-256")
 '''
 
+TAPPED = """
+api.enabled = true
+api.address = "127.0.0.1:{tap_port}"
+[sources.in]
+type = "stdin"
+{acks}
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+"""
+
+# What tapping costs on stdin → blackhole: the API on and nobody tapping; a tap taking 1,900
+# events per 100 ms (about 1 in 100 at this machine's rate); a tap client that never reads.
+TAP_MODES = {"stdin_blackhole_api": None, "stdin_blackhole_tapped": "read", "stdin_blackhole_tap_stuck": "stuck"}
+TAP_QUERY = "/tap?outputs_of=in&limit=1900&interval_ms=100"
+
 SCENARIOS = {
     "stdin_blackhole": """
 [sources.in]
@@ -70,6 +91,9 @@ type = "stdin"
 type = "blackhole"
 inputs = ["in"]
 """,
+    "stdin_blackhole_api": TAPPED,
+    "stdin_blackhole_tapped": TAPPED,
+    "stdin_blackhole_tap_stuck": TAPPED,
     "stdin_remap_file": """
 [sources.in]
 type = "stdin"
@@ -677,6 +701,39 @@ def run_hop(binary: Path, scenario: str, data: Path, acks: bool, events: int):
         return wall, cpu, max(p_usage.ru_maxrss, c_usage.ru_maxrss) / 1024, ledger, None
 
 
+def tap_client(port: int, mode: str, tapped: list, done: threading.Event):
+    """Connects to /tap once the API answers; reads every sampled line (counting them into
+    `tapped`), or never reads at all (`stuck`)."""
+    deadline = time.time() + 10
+    while time.time() < deadline and not done.is_set():
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=1)
+            break
+        except OSError:
+            time.sleep(0.005)
+    else:
+        return
+    conn.sendall(f"GET {TAP_QUERY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    if mode == "stuck":
+        done.wait()
+        conn.close()
+        return
+    conn.settimeout(0.2)
+    lines = 0
+    while not done.is_set():
+        try:
+            chunk = conn.recv(1 << 20)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        lines += chunk.count(b'"event":')
+    tapped.append(lines)
+    conn.close()
+
+
 def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: int = 0):
     global MOTO
     if scenario in FILE_COUNTS:
@@ -698,8 +755,9 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: 
             MOTO = MOTO or Moto()
             MOTO.create_bucket(bucket)
             s3_endpoint = MOTO.endpoint()
+        tap_port, tapped, tap_done = free_port(), [], threading.Event()
         config.write_text(SCENARIOS[scenario].format(
-            dir=d, enrich=ENRICH, port=port, silent_port=silent_port, api_port=api_port,
+            dir=d, enrich=ENRICH, port=port, silent_port=silent_port, api_port=api_port, tap_port=tap_port,
             bucket=bucket, s3_endpoint=s3_endpoint, api_intake=api_intake_port,
             acks="" if acks else "acknowledgements = false\n"))
         ledger_path = Path(d) / "ledger.json"
@@ -714,8 +772,17 @@ def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: 
                 stdin=subprocess.PIPE if rate else stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if rate:
                 threading.Thread(target=feed, args=(proc.stdin, data, rate), daemon=True).start()
+            tap_thread = None
+            if TAP_MODES.get(scenario):
+                tap_thread = threading.Thread(target=tap_client, args=(tap_port, TAP_MODES[scenario], tapped, tap_done))
+                tap_thread.start()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
+            tap_done.set()
+            if tap_thread:
+                tap_thread.join()
+                if tapped:
+                    print(f"  {scenario}: {tapped[0]:,} events tapped ({tapped[0] / events:.2%})", file=sys.stderr)
         polled.set()
         if silent_stop:
             silent_stop.set()
