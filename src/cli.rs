@@ -359,8 +359,9 @@ pub struct ValidateArgs {
     /// Fail when there are warnings too.
     #[arg(long)]
     pub deny_warnings: bool,
-    /// Vector's switch to skip checks that touch the machine or the network. `validate`
-    /// makes none (it never connects or opens files), so this changes nothing.
+    /// Leave out what is about this machine rather than the config (files the config names
+    /// that are not here, such as TLS certificates), as Vector's `--no-environment`.
+    /// `validate` never connects anywhere either way.
     #[arg(long)]
     pub no_environment: bool,
     /// Vector's switch to skip health checks; `validate` runs none.

@@ -20,6 +20,43 @@ fn validate_takes_vectors_ci_flags() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("Validated"));
 }
 
+/// Vector users validate in CI, on machines without the certificates the config names:
+/// `--no-environment` leaves out what is about the machine, and nothing else.
+#[test]
+fn validate_no_environment_leaves_out_missing_files_but_not_config_errors() {
+    let case = Case::new();
+    let config = case.config(
+        r#"
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:9000"
+tls.enabled = true
+tls.crt_file = "/etc/sluice-tests/missing/server.pem"
+tls.key_file = "/etc/sluice-tests/missing/server.key"
+[sinks.out]
+type = "blackhole"
+inputs = ["in"]
+"#,
+    );
+    let validate = |flags: &[&str]| {
+        let output =
+            common::sluice().arg("validate").args(flags).arg(&config).output().unwrap_or_else(|e| panic!("{e}"));
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, report) = validate(&[]);
+    assert_eq!(code, Some(78), "{report}");
+    assert!(report.contains("cannot read `/etc/sluice-tests/missing/server.pem`"), "{report}");
+    let (code, report) = validate(&["--no-environment"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("1 about this machine left out by --no-environment"), "{report}");
+    // A mistake in the config itself is still one.
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap_or_default().replace("blackhole", "blackhol"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, report) = validate(&["--no-environment"]);
+    assert_eq!(code, Some(78), "{report}");
+    assert!(report.contains("did you mean `blackhole`?"), "{report}");
+}
+
 #[test]
 fn a_config_named_anything_is_read_in_the_format_its_flag_gives() {
     let case = Case::new();

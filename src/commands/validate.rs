@@ -10,20 +10,27 @@ use crate::cli::ValidateArgs;
 pub fn run(args: &ValidateArgs) -> u8 {
     let options = load_options(&args.config, &args.paths);
     let registry = sluice_components::registry();
-    let (diagnostics, ok) = match config::load(&options, &registry) {
-        Ok((_graph, warnings)) => {
-            let ok = !args.deny_warnings || warnings.is_empty();
-            (warnings, ok)
-        }
+    let (mut diagnostics, loaded) = match config::load(&options, &registry) {
+        Ok((_graph, warnings)) => (warnings, true),
         Err(diagnostics) => (diagnostics, false),
     };
+    // `--no-environment`: what is about this machine (a certificate file it lacks) is left out.
+    let before = diagnostics.len();
+    if args.no_environment {
+        diagnostics.retain(|d| !d.environment);
+    }
+    let left_out = before - diagnostics.len();
+    let ok = (loaded || !diagnostics.iter().any(|d| d.is_error())) && (!args.deny_warnings || diagnostics.is_empty());
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     let mut out = std::io::stdout().lock();
     for d in &diagnostics {
         let _ = writeln!(out, "{d}");
     }
-    let summary = summary(errors, warnings);
+    let mut summary = summary(errors, warnings);
+    if left_out > 0 {
+        summary.push_str(&format!(" ({left_out} about this machine left out by --no-environment)"));
+    }
     if ok {
         let _ = writeln!(out, "Validated: {summary}.");
         0

@@ -66,11 +66,20 @@ pub struct ConfigIssue {
     /// Dotted field path inside the component (`batch.max_events`); empty for the whole component.
     pub path: String,
     pub message: String,
+    /// About this machine rather than the config (a file the config names is missing):
+    /// `validate --no-environment` leaves such issues out, as Vector's does.
+    pub environment: bool,
 }
 
 impl ConfigIssue {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self { path: path.into(), message: message.into(), environment: false }
+    }
+
+    /// Marks the issue as about this machine (see [`ConfigIssue::environment`]).
+    pub fn of_environment(mut self) -> Self {
+        self.environment = true;
+        self
     }
 }
 

@@ -78,7 +78,9 @@ impl TlsError {
 
     /// As a config issue under `prefix` (`tls`).
     pub fn issue(&self, prefix: &str) -> ConfigIssue {
-        ConfigIssue::new(format!("{prefix}.{}", self.field()), self.to_string())
+        let issue = ConfigIssue::new(format!("{prefix}.{}", self.field()), self.to_string());
+        // A file this machine lacks is about the machine; a file that is there and wrong is not.
+        if matches!(self, Self::Read { .. }) { issue.of_environment() } else { issue }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Diagnostic {
     pub field: Option<String>,
     pub message: String,
     pub suggestion: Option<String>,
+    /// About this machine, not the config (see `ConfigIssue::environment`).
+    pub environment: bool,
 }
 
 impl Diagnostic {
@@ -32,6 +34,7 @@ impl Diagnostic {
             field: None,
             message: message.into(),
             suggestion: None,
+            environment: false,
         }
     }
 
@@ -52,6 +55,11 @@ impl Diagnostic {
     pub fn field(mut self, field: impl Into<String>) -> Self {
         let field = field.into();
         self.field = (!field.is_empty()).then_some(field);
+        self
+    }
+
+    pub fn of_environment(mut self, environment: bool) -> Self {
+        self.environment = environment;
         self
     }
 

@@ -200,7 +200,10 @@ pub(super) fn check(
                 AnyConfig::Sink(s) => s.check(&globals.options),
             };
             for issue in issues {
-                diagnostics.push(here(c, Diagnostic::error(issue.message).field(issue.path)));
+                diagnostics.push(here(
+                    c,
+                    Diagnostic::error(issue.message).field(issue.path).of_environment(issue.environment),
+                ));
             }
         }
         lint(c, &globals, diagnostics);

@@ -179,7 +179,8 @@ pub fn load_for_tests(options: &LoadOptions, registry: &[ComponentSpec]) -> Resu
                 Diagnostic::error(issue.message)
                     .in_file(Some(c.file.clone()))
                     .component(c.kind, &c.id)
-                    .field(issue.path),
+                    .field(issue.path)
+                    .of_environment(issue.environment),
             );
         }
         if let AnyConfig::Transform(config) = config {
