@@ -73,13 +73,14 @@ impl Standalone {
 
 /// The event `source` makes when run on an empty one (the `type = "vrl"` inputs of unit tests).
 pub fn event_from(source: &str) -> Result<LogEvent, String> {
-    let compiled = compile(source)?;
     let mut event = LogEvent::from_value(
         Value::Object(Default::default()),
         sluice_core::event::EventMetadata::new("unit_test", chrono::Utc::now()),
     );
-    run(&mut Runtime::default(), &compiled.program, &TimeZone::default(), &mut event).map_err(|e| e.to_string())?;
-    Ok(event)
+    match Standalone::compile(source)?.run(&mut event) {
+        Ran::Value(_) => Ok(event),
+        Ran::Aborted(e) | Ran::Failed(e) => Err(e),
+    }
 }
 
 /// A condition as Vector writes it: a VRL string, `{ type = "vrl", source = "…" }`, or one of
