@@ -448,16 +448,7 @@ buffer.type = "disk"
 buffer.max_size = 10000000
 "#
     ));
-    let spawn = || {
-        common::background(
-            common::sluice()
-                .arg("--config")
-                .arg(&config)
-                .arg("--ledger-json")
-                .arg(case.path("ledger.json"))
-                .args(["--graceful-shutdown-limit-secs", "4"]),
-        )
-    };
+    let spawn = || case.spawn_with(&config, &["--graceful-shutdown-limit-secs", "4"]);
     let child = spawn();
     wait_for_port(port, Duration::from_secs(30));
     for r in 0..50 {

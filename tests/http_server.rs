@@ -261,15 +261,7 @@ batch.timeout_secs = 0.01
 request.timeout_secs = 60
 "#
     ));
-    let child = common::background(
-        common::sluice()
-            .arg("--config")
-            .arg(&config)
-            .arg("--ledger-json")
-            .arg(case.path("ledger.json"))
-            .arg("--graceful-shutdown-limit-secs")
-            .arg("1"),
-    );
+    let child = case.spawn_with(&config, &["--graceful-shutdown-limit-secs", "1"]);
     wait_for_port(port, Duration::from_secs(20));
     let (status, _) = post(port, "/", b"stuck\n");
     assert_eq!(status, 503);

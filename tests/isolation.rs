@@ -69,15 +69,7 @@ buffer.stall_timeout_secs = 1
 "#,
         healthy.port
     ));
-    let child = common::background(
-        common::sluice()
-            .arg("--config")
-            .arg(&config)
-            .arg("--ledger-json")
-            .arg(case.path("ledger.json"))
-            .arg("--graceful-shutdown-limit-secs")
-            .arg("4"),
-    );
+    let child = case.spawn_with(&config, &["--graceful-shutdown-limit-secs", "4"]);
     wait_for_port(port, Duration::from_secs(20));
     let started = Instant::now();
     let total = 200 * 100;

@@ -63,7 +63,12 @@ impl Case {
 
     /// Starts `sluice` in the background.
     pub fn spawn(&self, config: &Path) -> Child {
-        background(sluice().arg("--config").arg(config).arg("--ledger-json").arg(self.path("ledger.json")))
+        self.spawn_with(config, &[])
+    }
+
+    /// Starts `sluice` in the background with more arguments (`--graceful-shutdown-limit-secs`).
+    pub fn spawn_with(&self, config: &Path, args: &[&str]) -> Child {
+        background(sluice().arg("--config").arg(config).arg("--ledger-json").arg(self.path("ledger.json")).args(args))
     }
 }
 

@@ -102,7 +102,8 @@ pub struct Subscription {
     pub dropped: Arc<AtomicU64>,
     /// The outputs tapped, as `component` or `component.port`.
     pub tapped: Vec<String>,
-    guard: Unsubscribe,
+    /// Removes the tap when the subscription is dropped.
+    _unsubscribe: Unsubscribe,
 }
 
 struct Unsubscribe {
@@ -194,14 +195,7 @@ impl Taps {
             }
         });
         let tapped = points.iter().map(|p| p.name()).collect();
-        Some(Subscription { samples, dropped, tapped, guard: Unsubscribe { id, points } })
-    }
-}
-
-impl Subscription {
-    /// Which tap this is (for logs).
-    pub fn id(&self) -> u64 {
-        self.guard.id
+        Some(Subscription { samples, dropped, tapped, _unsubscribe: Unsubscribe { id, points } })
     }
 }
 
