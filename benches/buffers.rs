@@ -76,7 +76,8 @@ fn open(dir: &std::path::Path, input: MemoryReceiver<Chunk>) -> (disk::DiskInput
     // Never asked to stop: the trigger lives as long as the process.
     let (trigger, interrupt) = sluice_core::shutdown::shutdown_pair();
     std::mem::forget(trigger);
-    disk::start(dir, &config(), input, ledger, Arc::new(NoDeadLetters), interrupt).unwrap_or_else(|e| panic!("{e}"))
+    disk::start(dir, &config(), input, ledger, Arc::new(NoDeadLetters), interrupt, false)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sends every chunk with a notifier; returns the receivers of "stored".

@@ -61,7 +61,7 @@ fn fanout(c: &mut Criterion) {
         let input = chunk();
         b.iter(|| {
             runtime.block_on(async {
-                fanout.send_all(input.clone()).await;
+                let _ = fanout.send_all(input.clone()).await;
                 for rx in &mut receivers {
                     std::hint::black_box(rx.recv().await);
                 }

@@ -1,6 +1,7 @@
 //! The built-in HTTP API (`api.enabled = true`, `api.address`, default `127.0.0.1:8686`):
 //! `/metrics` (the ledger as Prometheus text), `/ledger` (the same as JSON, what `sluice top`
-//! reads), `/tap` (a live sample of events, what `sluice tap` reads) and `/health`.
+//! reads), `/tap` (a live sample of events, what `sluice tap` reads), `/health`, and
+//! `POST /reload` (read the config again and apply it; see `crate::reload`).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -11,13 +12,18 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use sluice_core::ledger::Ledger;
 use sluice_runtime::tap::{Subscription, Taps};
 
 /// Binds `address` now (so a bad address fails start-up) and serves until the process ends.
-pub fn start(address: &str, ledger: Ledger, taps: Taps) -> std::io::Result<()> {
+pub fn start(
+    address: &str,
+    ledger: Ledger,
+    taps: Taps,
+    reloads: Option<crate::reload::Requests>,
+) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let metrics = ledger.clone();
@@ -37,6 +43,7 @@ pub fn start(address: &str, ledger: Ledger, taps: Taps) -> std::io::Result<()> {
             }),
         )
         .route("/tap", get(move |query: Query<TapQuery>| tap(taps.clone(), query.0)))
+        .route("/reload", post(move || reload(reloads.clone())))
         .route("/health", get(|| async { "ok\n" }));
     let listener = tokio::net::TcpListener::from_std(listener)?;
     tokio::spawn(async move {
@@ -44,8 +51,33 @@ pub fn start(address: &str, ledger: Ledger, taps: Taps) -> std::io::Result<()> {
             tracing::error!(error = %err, "The API server stopped.");
         }
     });
-    tracing::info!(address, "API listening (/metrics, /ledger, /tap, /health).");
+    tracing::info!(address, "API listening (/metrics, /ledger, /tap, /health, POST /reload).");
     Ok(())
+}
+
+/// `POST /reload`: 200 with what changed (`added`, `changed`, `removed`, `rewired`); 400 with
+/// `errors` when the config is refused (the pipeline runs on unchanged); 500 with the same
+/// summary when some component could not start (`failed`).
+async fn reload(requests: Option<crate::reload::Requests>) -> Response {
+    let json = |status: StatusCode, body: serde_json::Value| {
+        (status, [(CONTENT_TYPE, "application/json")], body.to_string() + "\n").into_response()
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let asked =
+        requests.is_some_and(|r| r.send(crate::reload::Request { cause: "POST /reload", reply: Some(reply) }).is_ok());
+    if !asked {
+        return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "errors": ["this sluice does not reload"] }));
+    }
+    match outcome.await {
+        Ok(Ok(summary)) => {
+            let status = if summary.failed.is_empty() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+            json(status, serde_json::to_value(&summary).unwrap_or_default())
+        }
+        Ok(Err(errors)) => json(StatusCode::BAD_REQUEST, serde_json::json!({ "errors": errors })),
+        Err(_) => {
+            json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "errors": ["the pipeline is shutting down"] }))
+        }
+    }
 }
 
 /// `/tap?outputs_of=a,b*&inputs_of=c&limit=100&interval_ms=500`.

@@ -261,6 +261,24 @@ pub struct RunArgs {
     /// Worker threads of the async runtime. Default: one per CPU.
     #[arg(short = 't', long, value_name = "N", env = "VECTOR_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Reload the config when one of its files changes (as SIGHUP and `POST /reload` do).
+    #[arg(short = 'w', long, env = "VECTOR_WATCH_CONFIG")]
+    pub watch_config: bool,
+    /// How to notice a change: both look at the files' times and sizes; `recommended` every
+    /// second, `poll` every --watch-config-poll-interval-seconds.
+    #[arg(long, value_enum, default_value_t = WatchMethod::Recommended, env = "VECTOR_WATCH_CONFIG_METHOD")]
+    pub watch_config_method: WatchMethod,
+    /// Seconds between looks with `--watch-config-method poll`.
+    #[arg(long, value_name = "SECS", default_value_t = 30, env = "VECTOR_WATCH_CONFIG_POLL_INTERVAL_SECONDS")]
+    pub watch_config_poll_interval_seconds: u64,
+}
+
+/// `--watch-config-method`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchMethod {
+    #[default]
+    Recommended,
+    Poll,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -7,6 +7,7 @@ use clap::Parser;
 mod api;
 mod cli;
 mod commands;
+mod reload;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

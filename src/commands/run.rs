@@ -7,6 +7,7 @@ use std::time::Duration;
 use sluice_core::ledger::LedgerSnapshot;
 use std::path::Path;
 
+use sluice_runtime::config::LoadOptions;
 use sluice_runtime::topology::{self, RunOptions, RunReport};
 use sluice_runtime::{Graph, config};
 
@@ -27,7 +28,21 @@ pub fn run(args: &RunArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref(), args.threads)
+    let options = load_options(&args.config, &[]);
+    let watch = args.watch_config.then(|| match args.watch_config_method {
+        crate::cli::WatchMethod::Poll => Duration::from_secs(args.watch_config_poll_interval_seconds.max(1)),
+        crate::cli::WatchMethod::Recommended => Duration::from_secs(1),
+    });
+    let reloading = Reloading { options, watch };
+    run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref(), args.threads, Some(reloading))
+}
+
+/// How a running pipeline reloads its config (SIGHUP, `POST /reload`, `--watch-config`).
+pub struct Reloading {
+    /// Where the config was read from; read again on each reload.
+    pub options: LoadOptions,
+    /// `--watch-config`: how often to look at the files.
+    pub watch: Option<Duration>,
 }
 
 /// Runs a checked graph to the end (a signal, or every source finished): the ledger is logged
@@ -37,6 +52,7 @@ pub fn run_graph(
     graceful_shutdown_limit_secs: u64,
     ledger_json: Option<&Path>,
     threads: Option<u16>,
+    reloading: Option<Reloading>,
 ) -> u8 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = threads {
@@ -53,15 +69,31 @@ pub fn run_graph(
     let api_address = graph.globals.api_address.clone();
     // The handlers are installed before anything is built: a SIGTERM that arrives while the
     // last components start (a source may already be answering) still drains, never kills.
-    let shutdown = {
+    let (shutdown, reloads, requests) = {
         let _context = runtime.enter();
-        shutdown_signal()
+        let shutdown = shutdown_signal();
+        let (reloads_tx, reloads) = tokio::sync::mpsc::channel(1);
+        let mut requests = None;
+        if let Some(reloading) = reloading {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            if let Err(err) = crate::reload::on_sighup(tx.clone()) {
+                tracing::error!(error = %err, "Cannot listen for SIGHUP; reload by signal is off.");
+            }
+            if let Some(every) = reloading.watch {
+                tracing::info!(every_secs = every.as_secs_f64(), "Watching the config files for changes.");
+                crate::reload::watch(reloading.options.clone(), every, tx.clone());
+            }
+            tokio::spawn(crate::reload::serve(reloading.options, rx, reloads_tx));
+            requests = Some(tx);
+        }
+        (shutdown, reloads, requests)
     };
-    let result = runtime.block_on(topology::run(graph, options, shutdown, |ledger, taps| match &api_address {
-        Some(address) => crate::api::start(address, ledger.clone(), taps.clone())
-            .map_err(|err| format!("the API (api.address = {address}): cannot listen: {err}")),
-        None => Ok(()),
-    }));
+    let result =
+        runtime.block_on(topology::run(graph, options, shutdown, reloads, |ledger, taps| match &api_address {
+            Some(address) => crate::api::start(address, ledger.clone(), taps.clone(), requests.clone())
+                .map_err(|err| format!("the API (api.address = {address}): cannot listen: {err}")),
+            None => Ok(()),
+        }));
     let report = match result {
         Ok(report) => report,
         Err(errors) => {

@@ -275,6 +275,11 @@ impl LogEvent {
         self.metadata.extras_mut().dead_letters.push(record);
     }
 
+    /// Takes back the record pushed last (an event that could not travel on after all).
+    pub fn pop_dead_letter(&mut self) -> Option<DeadLetterRecord> {
+        self.metadata.extras.as_mut().and_then(|e| e.dead_letters.pop())
+    }
+
     /// Runs `f` on the body, `%` metadata and secrets at once, as VRL's target needs them.
     /// Allocates nothing for events without metadata unless `f` adds some.
     pub fn with_vrl_parts<R>(&mut self, f: impl FnOnce(&mut Value, &mut Value, &mut Secrets) -> R) -> R {

@@ -293,24 +293,33 @@ impl ComponentSnapshot {
     }
 }
 
-/// Every component's ledger, in graph order.
+/// Every component's ledger, in graph order; shared by its clones. A reload adds the ledgers
+/// of new components; a component's ledger stays (with its counts) when it is changed or
+/// removed, so the ledger balances across reloads.
 #[derive(Debug, Default, Clone)]
 pub struct Ledger {
-    components: Vec<Arc<ComponentLedger>>,
+    components: Arc<std::sync::RwLock<Vec<Arc<ComponentLedger>>>>,
 }
 
 impl Ledger {
-    pub fn register(&mut self, ledger: Arc<ComponentLedger>) {
-        self.components.push(ledger);
+    /// Adds `ledger`, unless one with its id is there: then that one is returned, and the
+    /// component goes on counting in it.
+    pub fn register(&self, ledger: Arc<ComponentLedger>) -> Arc<ComponentLedger> {
+        let mut components = self.components.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = components.iter().find(|c| c.id() == ledger.id()) {
+            return existing.clone();
+        }
+        components.push(ledger.clone());
+        ledger
     }
 
     /// Every component's ledger, in graph order.
-    pub fn components(&self) -> &[Arc<ComponentLedger>] {
-        &self.components
+    pub fn components(&self) -> Vec<Arc<ComponentLedger>> {
+        self.components.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn snapshot(&self) -> LedgerSnapshot {
-        let components: Vec<_> = self.components.iter().map(|c| c.snapshot()).collect();
+        let components: Vec<_> = self.components().iter().map(|c| c.snapshot()).collect();
         let unresolved = unresolved_drops();
         let balanced = unresolved == 0 && components.iter().all(|c| c.balanced);
         LedgerSnapshot { components, unresolved_drops: unresolved, balanced }

@@ -178,9 +178,17 @@ impl DeadLetterQueue for SinkDeadLetter {
                 for event in &mut events {
                     event.push_dead_letter(record.clone());
                 }
-                self.ledger.dead_lettered(n, failure.reason.as_str());
-                output.send_all(events).await;
-                return;
+                match output.send_all(events).await {
+                    Ok(()) => {
+                        self.ledger.dead_lettered(n, failure.reason.as_str());
+                        return;
+                    }
+                    // Its readers were removed by a reload meanwhile: to disk after all.
+                    Err(back) => {
+                        events = back;
+                        events.iter_mut().for_each(|e| drop(e.pop_dead_letter()));
+                    }
+                }
             }
             drop(output);
             // On disk, the envelope carries the failure and the earlier history.

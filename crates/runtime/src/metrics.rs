@@ -22,7 +22,7 @@ mod tests {
 
     #[test]
     fn renders_vector_names_and_labels() {
-        let mut ledger = Ledger::default();
+        let ledger = Ledger::default();
         let filter = Arc::new(ComponentLedger::new("keep", ComponentKind::Transform, "filter"));
         filter.accept(10);
         filter.sent(7);

@@ -87,12 +87,18 @@ impl TapPoint {
     }
 }
 
-/// Every tap point of a running pipeline, and which outputs each component reads.
+/// Every tap point of a running pipeline, and which outputs each component reads; shared by
+/// its clones, and brought up to date by a reload (a running tap keeps what it tapped).
 #[derive(Clone, Default)]
 pub struct Taps {
-    points: Vec<Arc<TapPoint>>,
-    inputs: Arc<BTreeMap<String, Vec<String>>>,
+    graph: Arc<Mutex<TapGraph>>,
     next_id: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct TapGraph {
+    points: Vec<Arc<TapPoint>>,
+    inputs: BTreeMap<String, Vec<String>>,
 }
 
 /// A running tap: samples arrive on `samples`; `dropped` counts those the client was too slow
@@ -125,11 +131,26 @@ const QUEUED_SAMPLES: usize = 64;
 
 impl Taps {
     pub(crate) fn new(inputs: BTreeMap<String, Vec<String>>) -> Self {
-        Self { points: Vec::new(), inputs: Arc::new(inputs), next_id: Arc::default() }
+        Self { graph: Arc::new(Mutex::new(TapGraph { points: Vec::new(), inputs })), next_id: Arc::default() }
     }
 
+    /// Sets what component `id` reads (`None`: it is gone, with its outputs).
+    pub(crate) fn set_inputs(&self, id: &str, inputs: Option<Vec<String>>) {
+        let mut graph = lock(&self.graph);
+        match inputs {
+            Some(inputs) => {
+                graph.inputs.insert(id.to_owned(), inputs);
+            }
+            None => {
+                graph.inputs.remove(id);
+                graph.points.retain(|p| p.component != id);
+            }
+        }
+    }
+
+    /// A new tap point for an output (replacing the one of that name).
     pub(crate) fn point(
-        &mut self,
+        &self,
         component: &str,
         port: Option<&str>,
         kind: &'static str,
@@ -143,7 +164,9 @@ impl Taps {
             taps: AtomicUsize::new(0),
             subscribers: Mutex::new(Vec::new()),
         });
-        self.points.push(point.clone());
+        let mut graph = lock(&self.graph);
+        graph.points.retain(|p| !(p.component == point.component && p.port == point.port));
+        graph.points.push(point.clone());
         point
     }
 
@@ -157,13 +180,14 @@ impl Taps {
         limit: u64,
         interval: Duration,
     ) -> Option<Subscription> {
-        let read_by: Vec<&String> = self
+        let graph = lock(&self.graph);
+        let read_by: Vec<&String> = graph
             .inputs
             .iter()
             .filter(|(id, _)| inputs_of.iter().any(|g| glob_match(g, id)))
             .flat_map(|(_, inputs)| inputs)
             .collect();
-        let points: Vec<Arc<TapPoint>> = self
+        let points: Vec<Arc<TapPoint>> = graph
             .points
             .iter()
             .filter(|p| {
@@ -173,6 +197,7 @@ impl Taps {
             })
             .cloned()
             .collect();
+        drop(graph);
         if points.is_empty() {
             return None;
         }
@@ -209,7 +234,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_tap_takes_its_budget_and_a_full_client_loses_samples_without_waiting() {
-        let mut taps = Taps::new(BTreeMap::from([("sink".to_owned(), vec!["parse".to_owned()])]));
+        let taps = Taps::new(BTreeMap::from([("sink".to_owned(), vec!["parse".to_owned()])]));
         let point = taps.point("parse", None, "transform", "remap");
         let other = taps.point("other", None, "source", "stdin");
         let chunk: Vec<LogEvent> = (0..10).map(event).collect();

@@ -232,6 +232,7 @@ pub(super) fn check(
                 inputs,
                 outputs,
                 buffer: c.buffer,
+                fingerprint: c.fingerprint,
             })
         })
         .collect();

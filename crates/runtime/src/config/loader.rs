@@ -23,6 +23,8 @@ pub(super) struct RawComponent {
     pub config: Option<AnyConfig>,
     pub buffer: BufferConfig,
     pub acknowledgements: Option<bool>,
+    /// The component's table without `inputs`: equal fingerprints, same component.
+    pub fingerprint: String,
 }
 
 pub(super) struct RawConfig {
@@ -248,6 +250,12 @@ fn parse_globals(
     config_dir: Option<PathBuf>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(Globals, WildcardMatching)> {
+    let fingerprint = {
+        // Tests are not part of a running pipeline: changing them needs no restart.
+        let mut options = values.clone();
+        options.remove("tests");
+        serde_json::to_string(&options).unwrap_or_default()
+    };
     let raw: GlobalRaw = match serde_path_to_error::deserialize(Value::Object(values)) {
         Ok(raw) => raw,
         Err(err) => {
@@ -331,7 +339,7 @@ fn parse_globals(
         proxy: raw.proxy.unwrap_or_default(),
     };
     Some((
-        Globals { options: Arc::new(options), acknowledgements, api_address },
+        Globals { options: Arc::new(options), acknowledgements, api_address, fingerprint },
         raw.wildcard_matching.unwrap_or_default(),
     ))
 }
@@ -369,6 +377,11 @@ fn parse_component(
     let Value::Object(mut body) = body else {
         diagnostics.push(here(Diagnostic::error("a component must be a table")));
         return None;
+    };
+    let fingerprint = {
+        let mut table = body.clone();
+        table.remove("inputs");
+        serde_json::to_string(&table).unwrap_or_default()
     };
     let type_name = match body.remove("type") {
         Some(Value::String(t)) => t,
@@ -485,6 +498,7 @@ fn parse_component(
         config: if failed { None } else { config },
         buffer,
         acknowledgements,
+        fingerprint,
     })
 }
 

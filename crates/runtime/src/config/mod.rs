@@ -83,6 +83,9 @@ pub struct Component {
     pub buffer: BufferConfig,
     /// Sources: whether to wait for outcomes. Sinks: `false` acknowledges on arrival.
     pub acknowledgements: bool,
+    /// The component's table without `inputs` (after interpolation): a reload keeps a
+    /// component whose fingerprint did not change.
+    pub fingerprint: String,
 }
 
 /// Settings outside the component tables.
@@ -91,6 +94,8 @@ pub struct Globals {
     pub options: Arc<GlobalOptions>,
     pub acknowledgements: bool,
     pub api_address: Option<String>,
+    /// Every option outside the component tables: a reload that changes them is refused.
+    pub fingerprint: String,
 }
 
 /// A config that passed every check: ready to build.

@@ -50,6 +50,10 @@ pub fn buffer_dir(data_dir: &Path, sink_id: &str, config: &BufferConfig) -> std:
 
 /// Opens a sink's disk buffer; returns the sink's input and the writer to run (it moves what
 /// reaches `input` into the log and ends when `input` closes).
+///
+/// `backlog_counted`: the events already in the log are counted in `ledger` (the sink was
+/// replaced by a reload in this process); otherwise they are new to it and counted as they
+/// are read.
 pub fn start(
     dir: &Path,
     config: &BufferConfig,
@@ -57,6 +61,7 @@ pub fn start(
     ledger: Arc<ComponentLedger>,
     dead_letter: Arc<dyn DeadLetterQueue>,
     interrupt: ShutdownSignal,
+    backlog_counted: bool,
 ) -> std::io::Result<(DiskInput, BoxFuture<'static, ()>)> {
     let max_size = config.max_size.unwrap_or(256 * 1024 * 1024);
     let options = ChannelOptions {
@@ -85,7 +90,8 @@ pub fn start(
     });
     let level = rx.level.clone();
     let (ready_tx, ready) = mpsc::channel(READ_AHEAD);
-    let reader = Reader { first_new_id: rx.first_new_id, rx, acks: acks.clone(), ledger: ledger.clone(), dead_letter };
+    let first_new_id = if backlog_counted { 0 } else { rx.first_new_id };
+    let reader = Reader { first_new_id, rx, acks: acks.clone(), ledger: ledger.clone(), dead_letter };
     tokio::spawn(reader.run(ready_tx));
     Ok((DiskInput { ready, acks, ledger, level, interrupt }, writer))
 }

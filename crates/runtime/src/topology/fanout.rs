@@ -5,7 +5,13 @@
 //! waiting in a buffer are in that consumer's `in_flight`; a copy that cannot be enqueued is
 //! resolved and counted (failed when the consumer is gone, discarded under `buffer_full` when
 //! the consumer chose `drop_newest`), never dropped silently.
+//!
+//! Reload: the consumers sit behind an async lock that the owner takes once per chunk
+//! (uncontended: one atomic operation). A reload takes it through a [`FanoutHandle`] to add or
+//! remove consumers; while it holds the lock, the owner waits at its next chunk (lossless
+//! back-pressure), so a consumer can be replaced without a chunk going to neither.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -184,16 +190,78 @@ enum Placed {
 }
 
 #[derive(Default)]
-pub struct Fanout {
-    consumers: Vec<Consumer>,
+struct Consumers {
+    list: Vec<Consumer>,
     full_warned: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    consumers: Arc<tokio::sync::Mutex<Consumers>>,
+    /// `consumers.list.len()`, readable without the lock.
+    count: AtomicUsize,
+}
+
+#[derive(Default)]
+pub struct Fanout {
+    shared: Arc<Shared>,
     /// Where `sluice tap` samples this output.
     tap: Option<Arc<TapPoint>>,
 }
 
+/// The topology's hold on a fan-out whose owner (a source, transform or sink's dead-letter
+/// queue) runs elsewhere: consumers are added and removed through it on reload.
+#[derive(Clone)]
+pub struct FanoutHandle(Arc<Shared>);
+
+/// A fan-out locked by a reload: its owner waits until this is dropped.
+pub struct FanoutGuard {
+    consumers: tokio::sync::OwnedMutexGuard<Consumers>,
+    shared: Arc<Shared>,
+}
+
+impl FanoutHandle {
+    /// Waits until the owner is between chunks, then holds it there.
+    pub async fn lock(&self) -> FanoutGuard {
+        FanoutGuard { consumers: self.0.consumers.clone().lock_owned().await, shared: self.0.clone() }
+    }
+}
+
+impl FanoutGuard {
+    /// Adds a consumer (replacing one with the same component id).
+    pub fn add(&mut self, consumer: Consumer) {
+        let id = consumer.ledger.id().to_owned();
+        self.consumers.list.retain(|c| c.ledger.id() != id);
+        self.consumers.list.push(consumer);
+    }
+
+    /// The component ids of its consumers.
+    pub fn ids(&self) -> Vec<String> {
+        self.consumers.list.iter().map(|c| c.ledger.id().to_owned()).collect()
+    }
+
+    /// Removes the consumer of component `id` (its input sender is dropped). True if it was
+    /// there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let before = self.consumers.list.len();
+        self.consumers.list.retain(|c| c.ledger.id() != id);
+        self.consumers.list.len() != before
+    }
+}
+
+impl Drop for FanoutGuard {
+    /// The count changes only when the lock goes: while a consumer is replaced, the owner
+    /// must see an output that is read (and wait), never an empty one.
+    fn drop(&mut self) {
+        self.shared.count.store(self.consumers.list.len(), Ordering::Relaxed);
+    }
+}
+
 impl Fanout {
     pub fn new(consumers: Vec<Consumer>) -> Self {
-        Self { consumers, full_warned: false, tap: None }
+        let count = AtomicUsize::new(consumers.len());
+        let consumers = Arc::new(tokio::sync::Mutex::new(Consumers { list: consumers, full_warned: false }));
+        Self { shared: Arc::new(Shared { consumers, count }), tap: None }
     }
 
     /// This output can be tapped at `point`.
@@ -202,8 +270,13 @@ impl Fanout {
         self
     }
 
+    /// The handle a reload changes this fan-out's consumers through.
+    pub fn handle(&self) -> FanoutHandle {
+        FanoutHandle(self.shared.clone())
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.consumers.is_empty()
+        self.shared.count.load(Ordering::Relaxed) == 0
     }
 
     /// Places a copy in a blocking consumer that may be isolated: waits at most until its
@@ -257,31 +330,35 @@ impl Fanout {
         }
     }
 
-    /// Sends `chunk` to every consumer, waiting on those that block.
+    /// Sends `chunk` to every consumer, waiting on those that block. Gives the chunk back
+    /// when nothing reads this output (any more).
     ///
     /// # Cancel safety
     /// Not cancel safe.
-    pub async fn send_all(&mut self, chunk: Chunk) {
+    pub async fn send_all(&mut self, chunk: Chunk) -> Result<(), Chunk> {
         if let Some(tap) = &self.tap {
             tap.observe(&chunk);
         }
+        let mut guard = self.shared.consumers.lock().await;
+        let Consumers { list: consumers, full_warned } = &mut *guard;
         let n = chunk.len();
-        if n == 0 || self.consumers.is_empty() {
-            return;
+        if consumers.is_empty() {
+            return Err(chunk);
         }
-        let last = self.consumers.len() - 1;
+        if n == 0 {
+            return Ok(());
+        }
+        let last = consumers.len() - 1;
         let mut original = Some(chunk);
         let mut closed = Vec::new();
         // Isolation needs a sibling that still accepts; with none, back-pressure is lossless.
-        let healthy = self.consumers.iter().filter(|c| !c.stalled).count();
-        let mut full_warned = self.full_warned;
+        let healthy = consumers.iter().filter(|c| !c.stalled).count();
         // Buffers limited in bytes weigh the chunk (estimated once, only if one needs it).
-        let bytes = self
-            .consumers
+        let bytes = consumers
             .iter()
             .any(|c| c.weigh_bytes)
             .then(|| original.as_deref().map_or(0, sluice_core::event::chunk_bytes));
-        for (i, consumer) in self.consumers.iter_mut().enumerate() {
+        for (i, consumer) in consumers.iter_mut().enumerate() {
             let copy =
                 if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
             consumer.ledger.accept(n);
@@ -308,8 +385,8 @@ impl Fanout {
                     Err(TrySendError::Full(copy)) => {
                         resolve_all(copy, Outcome::Discarded);
                         consumer.ledger.discarded(n, "buffer_full", true);
-                        if !full_warned {
-                            full_warned = true;
+                        if !*full_warned {
+                            *full_warned = true;
                             tracing::warn!(
                                 component_id = consumer.ledger.id(),
                                 "Buffer full; dropping newest events as configured (counted as `buffer_full`)."
@@ -335,26 +412,21 @@ impl Fanout {
                 closed.push(i);
             }
         }
-        self.full_warned = full_warned;
         for i in closed.into_iter().rev() {
-            self.consumers.remove(i);
+            consumers.remove(i);
         }
+        self.shared.count.store(consumers.len(), Ordering::Relaxed);
+        Ok(())
     }
 }
 
 impl ChunkSender for Fanout {
     fn send(&mut self, chunk: Chunk) -> BoxFuture<'_, Result<(), Chunk>> {
-        Box::pin(async move {
-            if self.consumers.is_empty() {
-                return Err(chunk);
-            }
-            self.send_all(chunk).await;
-            Ok(())
-        })
+        Box::pin(self.send_all(chunk))
     }
 
     fn has_consumers(&self) -> bool {
-        !self.consumers.is_empty()
+        !self.is_empty()
     }
 }
 
@@ -389,7 +461,7 @@ mod tests {
             }
             let mut fanout = Fanout::new(vec![consumer]);
             for _ in 0..20 {
-                fanout.send_all(chunk(10)).await;
+                assert!(fanout.send_all(chunk(10)).await.is_ok());
             }
             drop(fanout);
             let mut queued = 0;

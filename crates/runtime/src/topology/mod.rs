@@ -5,39 +5,69 @@
 //! finish, and sinks flush and settle what they hold. Everything must settle within the
 //! graceful limit; past it the remaining tasks are aborted and whatever they held shows as
 //! `in_flight` (and unresolved) in the ledger, which makes the exit code non-zero.
+//!
+//! Reload: a checked graph sent on the reload channel is diffed against the running one and
+//! applied between the run loop's other work (see [`reload`]).
 
+mod build;
 pub mod disk;
 pub mod fanout;
+mod reload;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sluice_buffers::{MemoryReceiver, MemorySender, memory};
+use sluice_buffers::MemoryReceiver;
 use sluice_core::Chunk;
 use sluice_core::ack::Outcome;
-use sluice_core::component::{
-    AnyConfig, ChunkReceiver, FunctionTransform, SinkContext, SinkInput, SourceContext, SourceSender, TransformContext,
-    TransformOutputs,
-};
+use sluice_core::component::{ChunkReceiver, FunctionTransform, TransformOutputs};
 use sluice_core::event::resolve_all;
-use sluice_core::ledger::{BufferLevel, ComponentKind, ComponentLedger, Ledger, LedgerSnapshot};
-use sluice_core::shutdown::shutdown_pair;
-use tokio::task::JoinSet;
+use sluice_core::ledger::{ComponentLedger, Ledger, LedgerSnapshot};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Graph, OutputRef, schema::BufferType};
-use crate::dead_letter::SinkDeadLetter;
+use crate::config::Graph;
 use crate::tap::Taps;
-use fanout::{Consumer, DeadLetterSlot, Diversions, Fanout};
+use build::Topology;
+use fanout::{Diversions, Fanout};
 
-/// Estimated bytes queued between a memory stage limited in bytes and its disk stage's writer.
-const OVERFLOW_HANDOFF_BYTES: usize = 4 << 20;
+pub use reload::ReloadSummary;
 
-/// Events a transform's input channel holds.
-const TRANSFORM_INPUT_EVENTS: usize = 2048;
+/// A checked config to switch the running pipeline to; the outcome comes back on `reply`.
+pub struct Reload {
+    pub graph: Graph,
+    pub reply: oneshot::Sender<Result<ReloadSummary, Vec<String>>>,
+}
+
+/// Where a reload hands a running transform its replacement (same outputs): taken before the
+/// next chunk.
+#[derive(Default)]
+pub(crate) struct Swap {
+    pending: AtomicBool,
+    next: Mutex<Option<Box<dyn FunctionTransform>>>,
+}
+
+impl Swap {
+    fn put(&self, transform: Box<dyn FunctionTransform>) {
+        if let Ok(mut next) = self.next.lock() {
+            *next = Some(transform);
+            self.pending.store(true, Ordering::Release);
+        }
+    }
+
+    #[inline]
+    fn take(&self) -> Option<Box<dyn FunctionTransform>> {
+        if !self.pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.pending.store(false, Ordering::Relaxed);
+        self.next.lock().ok().and_then(|mut next| next.take())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -97,9 +127,13 @@ async fn run_transform(
     mut default: Option<Fanout>,
     mut named: Vec<Fanout>,
     ledger: Arc<ComponentLedger>,
+    swap: Arc<Swap>,
 ) -> Result<(), ()> {
     let mut out = TransformOutputs::with_named(named.len());
     while let Some(chunk) = rx.recv().await {
+        if let Some(next) = swap.take() {
+            transform = next;
+        }
         let n = chunk.len();
         transform.transform(chunk, &mut out);
         let mut discarded = 0;
@@ -128,13 +162,15 @@ async fn run_transform(
             if chunk.is_empty() {
                 continue;
             }
-            match fanout {
-                Some(fanout) if !fanout.is_empty() => {
-                    ledger.sent(chunk.len());
-                    fanout.send_all(chunk).await;
-                }
-                _ => {
-                    ledger.discarded(chunk.len(), "unconsumed_output", false);
+            let n = chunk.len();
+            let unsent = match fanout {
+                Some(fanout) => fanout.send_all(chunk).await.err(),
+                None => Some(chunk),
+            };
+            match unsent {
+                None => ledger.sent(n),
+                Some(chunk) => {
+                    ledger.discarded(n, "unconsumed_output", false);
                     resolve_all(chunk, Outcome::Failed);
                 }
             }
@@ -144,7 +180,8 @@ async fn run_transform(
 }
 
 /// Builds every component and runs the pipeline until `shutdown` fires or every source ends,
-/// then drains. Build errors (a port in use...) are returned before anything runs.
+/// then drains. Build errors (a port in use...) are returned before anything runs. Reloads
+/// arriving on `reloads` are applied in between.
 ///
 /// `observe` is called once with the ledger before anything runs (the API serves it); an
 /// error from it stops start-up.
@@ -152,309 +189,87 @@ pub async fn run(
     graph: Graph,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<Reload>,
     observe: impl FnOnce(&Ledger, &Taps) -> Result<(), String>,
 ) -> Result<RunReport, Vec<String>> {
     let Graph { globals, components } = graph;
-    let mut ledger = Ledger::default();
-    let ledgers: BTreeMap<String, Arc<ComponentLedger>> = components
-        .iter()
-        .map(|c| {
-            let l = Arc::new(ComponentLedger::new(c.id.clone(), c.kind, c.type_name));
-            ledger.register(l.clone());
-            (c.id.clone(), l)
-        })
-        .collect();
-    let ledger_of = |id: &str| {
-        ledgers.get(id).cloned().unwrap_or_else(|| Arc::new(ComponentLedger::new(id, ComponentKind::Sink, "?")))
-    };
-
-    let mut taps = Taps::new(
+    let ledger = Ledger::default();
+    // The ledger lists components in graph order.
+    for c in &components {
+        ledger.register(Arc::new(ComponentLedger::new(c.id.clone(), c.kind, c.type_name)));
+    }
+    let taps = Taps::new(
         components.iter().map(|c| (c.id.clone(), c.inputs.iter().map(ToString::to_string).collect())).collect(),
     );
-
-    // Input buffers of transforms and sinks.
-    let mut receivers: BTreeMap<String, MemoryReceiver<Chunk>> = BTreeMap::new();
-    let mut senders = BTreeMap::new();
-    // `when_full = "overflow"`: the disk stage's input, next to the memory stage.
-    let mut overflows: BTreeMap<String, (MemorySender<Chunk>, MemoryReceiver<Chunk>)> = BTreeMap::new();
-    // Sinks' memory stages, read by the buffer gauges.
-    let mut memory_gauges = BTreeMap::new();
-    for c in &components {
-        let capacity = match c.kind {
-            ComponentKind::Source => continue,
-            ComponentKind::Transform => TRANSFORM_INPUT_EVENTS,
-            ComponentKind::Sink => c.buffer.memory_bytes().map_or(c.buffer.max_events, |b| b as usize),
-        };
-        let (tx, rx) = memory::<Chunk>(capacity);
-        if c.kind == ComponentKind::Sink {
-            memory_gauges.insert(c.id.clone(), tx.gauge());
-            // Sinks with a disk stage get their probe once the disk buffer is open.
-            if c.buffer.disk_stage().is_none() {
-                let gauge = tx.gauge();
-                let in_bytes = c.buffer.memory_bytes().is_some();
-                ledger_of(&c.id).set_buffer_probe(Box::new(move || {
-                    let (queued, max) = gauge();
-                    if in_bytes {
-                        BufferLevel { bytes: Some(queued), max_bytes: Some(max), ..BufferLevel::default() }
-                    } else {
-                        BufferLevel { events: Some(queued), max_events: Some(max), ..BufferLevel::default() }
-                    }
-                }));
-            }
-        }
-        senders.insert(c.id.clone(), (tx, c.buffer.when_full));
-        receivers.insert(c.id.clone(), rx);
-        if let Some(stage) = c.buffer.overflow.as_deref() {
-            // The hand-off to the disk stage's writer, weighed like the memory stage.
-            let capacity = if c.buffer.memory_bytes().is_some() { OVERFLOW_HANDOFF_BYTES } else { stage.max_events };
-            overflows.insert(c.id.clone(), memory::<Chunk>(capacity));
-        }
-    }
-    // Each sink's dead-letter queue, filled in when the sink is built; fan-outs divert a
-    // stalled sink's events there (G4).
-    let dlq_slots: BTreeMap<String, DeadLetterSlot> = components
-        .iter()
-        .filter(|c| c.kind == ComponentKind::Sink)
-        .map(|c| (c.id.clone(), DeadLetterSlot::default()))
-        .collect();
-    let diversions = Diversions::default();
-    // One fan-out per output port, built before the components are consumed.
-    let mut fanouts: BTreeMap<OutputRef, Fanout> = BTreeMap::new();
-    for c in &components {
-        for out in &c.outputs {
-            let port = OutputRef { component: c.id.clone(), port: out.name.clone() };
-            let consumers = components
-                .iter()
-                .filter(|d| d.inputs.contains(&port))
-                .filter_map(|d| {
-                    senders.get(&d.id).map(|(tx, when_full)| {
-                        let mut consumer = Consumer::new(tx.clone(), ledger_of(&d.id), *when_full);
-                        if d.buffer.memory_bytes().is_some() {
-                            consumer = consumer.weighed_in_bytes();
-                        }
-                        if let Some((overflow, _)) = overflows.get(&d.id) {
-                            consumer = consumer.overflowing_to(overflow.clone());
-                        }
-                        match dlq_slots.get(&d.id) {
-                            Some(slot) => consumer.isolated(
-                                slot.clone(),
-                                Duration::from_secs_f64(d.buffer.stall_timeout_secs.clamp(0.0, 1e9)),
-                                diversions.clone(),
-                            ),
-                            None => consumer,
-                        }
-                    })
-                })
-                .collect();
-            let point = taps.point(&c.id, out.name.as_deref(), c.kind.as_str(), c.type_name);
-            fanouts.insert(port, Fanout::new(consumers).tapped(point));
-        }
-    }
-    observe(&ledger, &taps).map_err(|e| vec![e])?;
-    let mut fanout_for = |port: &OutputRef| fanouts.remove(port).unwrap_or_default();
-
-    let (trigger, signal) = shutdown_pair();
-    // Fires only when shutdown was asked for (a signal), not when every source finished:
-    // then disk buffers keep their backlog for the next start instead of draining it.
-    let (interrupt_trigger, interrupt) = shutdown_pair();
-    let mut housekeeping = Vec::new();
-    let mut sources = JoinSet::new();
-    let mut others = JoinSet::new();
-    let mut errors = Vec::new();
-    let mut names = BTreeMap::new();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let mut topology = Topology {
+        globals,
+        options: options.clone(),
+        ledger,
+        taps,
+        diversions: Diversions::default(),
+        ready,
+        interrupted: false,
+        live: BTreeMap::new(),
+        ports: BTreeMap::new(),
+        sources: tokio::task::JoinSet::new(),
+        others: tokio::task::JoinSet::new(),
+        names: BTreeMap::new(),
+    };
+    observe(&topology.ledger, &topology.taps).map_err(|e| vec![e])?;
+    // Downstream first: each fan-out is made with the consumers of its readers.
+    let ranks = reload::ranks(components.iter().map(|c| (c.id.as_str(), &c.inputs)));
+    let mut components = components;
+    components.sort_by_key(|c| std::cmp::Reverse(ranks.get(c.id.as_str()).copied().unwrap_or(0)));
+    let mut errors = Vec::new();
     for c in components {
-        let id: Arc<str> = Arc::from(c.id.as_str());
-        let own_ledger = ledger_of(&c.id);
-        match c.config {
-            AnyConfig::Source(config) => {
-                let port = OutputRef { component: c.id.clone(), port: None };
-                let dead_letter = Arc::new(SinkDeadLetter::new(
-                    &c.id,
-                    c.type_name,
-                    own_ledger.clone(),
-                    Fanout::default(),
-                    &globals.options.data_dir,
-                ));
-                let out = SourceSender::new(Box::new(fanout_for(&port)), own_ledger);
-                let cx = SourceContext {
-                    id: id.clone(),
-                    out,
-                    shutdown: signal.clone(),
-                    acknowledgements: c.acknowledgements && config.can_acknowledge(),
-                    globals: globals.options.clone(),
-                    pipeline: ledger.clone(),
-                    ready: ready.clone(),
-                    dead_letter,
-                };
-                match config.build(cx) {
-                    Ok(task) => {
-                        let handle = sources.spawn(task);
-                        names.insert(handle.id(), c.id.clone());
-                    }
-                    Err(err) => errors.push(format!("source \"{}\": {err}", c.id)),
-                }
-            }
-            AnyConfig::Transform(config) => {
-                let cx = TransformContext { id: id.clone(), globals: globals.options.clone() };
-                let Some(rx) = receivers.remove(&c.id) else {
-                    continue;
-                };
-                let mut default = None;
-                let mut named = Vec::new();
-                for out in &c.outputs {
-                    let port = OutputRef { component: c.id.clone(), port: out.name.clone() };
-                    match out.name {
-                        None => default = Some(fanout_for(&port)),
-                        Some(_) => named.push(fanout_for(&port)),
-                    }
-                }
-                match config.build(&cx) {
-                    Ok(transform) => {
-                        let handle = others.spawn(run_transform(rx, transform, default, named, own_ledger));
-                        names.insert(handle.id(), c.id.clone());
-                    }
-                    Err(err) => errors.push(format!("transform \"{}\": {err}", c.id)),
-                }
-            }
-            AnyConfig::Sink(config) => {
-                let port = OutputRef { component: c.id.clone(), port: Some("dead_letter".to_owned()) };
-                let dead_letter = Arc::new(SinkDeadLetter::new(
-                    &c.id,
-                    c.type_name,
-                    own_ledger.clone(),
-                    fanout_for(&port),
-                    &globals.options.data_dir,
-                ));
-                housekeeping.push(dead_letter.spawn_housekeeping());
-                if let Some(slot) = dlq_slots.get(&c.id) {
-                    let _ = slot.set(dead_letter.clone());
-                }
-                let cx = SinkContext {
-                    id: id.clone(),
-                    ledger: own_ledger,
-                    globals: globals.options.clone(),
-                    dead_letter,
-                    shutdown: signal.clone(),
-                    drain_limit: options.graceful_shutdown_limit,
-                    disk_backed: (c.buffer.buffer_type == BufferType::Disk).then(|| interrupt.clone()),
-                };
-                let Some(rx) = receivers.remove(&c.id) else {
-                    continue;
-                };
-                // The memory stage, unless the whole buffer is on disk; then the disk stage.
-                let memory_input = BufferInput { rx, ack_on_arrival: !c.acknowledgements };
-                let (disk_rx, memory_input) = match (c.buffer.buffer_type, overflows.remove(&c.id)) {
-                    (BufferType::Disk, _) => (Some(memory_input.rx), None),
-                    (_, Some((_, overflow_rx))) => (Some(overflow_rx), Some(memory_input)),
-                    (_, None) => (None, Some(memory_input)),
-                };
-                let input: Box<dyn ChunkReceiver> = if let (Some(disk_rx), Some(stage)) =
-                    (disk_rx, c.buffer.disk_stage())
-                {
-                    let dir = disk::buffer_dir(&globals.options.data_dir, &c.id, stage);
-                    let started =
-                        disk::start(&dir, stage, disk_rx, cx.ledger.clone(), cx.dead_letter.clone(), interrupt.clone());
-                    match started {
-                        Ok((input, writer)) => {
-                            if let Some(memory) = memory_gauges.remove(&c.id) {
-                                let overflow = c.buffer.buffer_type == BufferType::Memory;
-                                let counts_events = c.buffer.memory_bytes().is_none();
-                                cx.ledger.set_buffer_probe(disk::probe(
-                                    input.level(),
-                                    stage,
-                                    memory,
-                                    overflow,
-                                    counts_events,
-                                ));
-                            }
-                            let handle = others.spawn(async move {
-                                writer.await;
-                                Ok(())
-                            });
-                            names.insert(handle.id(), format!("{} (disk buffer)", c.id));
-                            match memory_input {
-                                Some(memory) => Box::new(disk::Overflowing::new(Box::new(memory), input)),
-                                None => Box::new(input),
-                            }
-                        }
-                        Err(err) => {
-                            errors.push(format!(
-                                "sink \"{}\": cannot open its disk buffer {}: {err}",
-                                c.id,
-                                dir.display()
-                            ));
-                            continue;
-                        }
-                    }
-                } else {
-                    match memory_input {
-                        Some(memory) => Box::new(memory),
-                        None => continue,
-                    }
-                };
-                match config.build(cx) {
-                    Ok(sink) => {
-                        let handle = others.spawn(sink.run(SinkInput::new(input)));
-                        names.insert(handle.id(), c.id.clone());
-                    }
-                    Err(err) => errors.push(format!("sink \"{}\": {err}", c.id)),
-                }
-            }
+        if let Err(err) = topology.start(c) {
+            errors.push(err);
         }
     }
-    // Only the fan-outs hold senders now: channels close as their upstreams finish. (The
-    // slots must go too: a sink's dead-letter queue holds the senders of its `.dead_letter`
-    // consumers.)
-    drop(senders);
-    drop(overflows);
-    drop(dlq_slots);
     if !errors.is_empty() {
-        trigger.trigger();
-        sources.abort_all();
-        others.abort_all();
-        housekeeping.iter().for_each(|c| c.abort());
+        topology.shut_down(false);
+        topology.stop_housekeeping();
+        topology.sources.abort_all();
+        topology.others.abort_all();
         return Err(errors);
     }
     let _ = ready_tx.send(true);
-    tracing::info!(components = names.len(), "Pipeline started.");
-    housekeeping.push(tokio::spawn(watchdog::run(ledger.clone(), watchdog::EVERY, watchdog::THRESHOLD)));
+    tracing::info!(components = topology.names.len(), "Pipeline started.");
+    let watchdog = tokio::spawn(watchdog::run(topology.ledger.clone(), watchdog::EVERY, watchdog::THRESHOLD));
 
     let mut failed_components = Vec::new();
-    let mut record = |result: Result<(tokio::task::Id, Result<(), ()>), tokio::task::JoinError>| {
-        let (id, ok) = match result {
-            Ok((id, r)) => (id, r.is_ok()),
-            Err(err) => (err.id(), err.is_cancelled()),
-        };
-        if !ok {
-            failed_components.push(names.get(&id).cloned().unwrap_or_default());
-        }
-    };
+    let mut interrupted = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => {
                 tracing::info!("Shutdown requested; stopping sources and draining (disk buffers keep their backlog).");
-                interrupt_trigger.trigger();
+                interrupted = true;
                 break;
             }
-            next = sources.join_next_with_id() => match next {
-                Some(result) => record(result),
+            next = topology.sources.join_next_with_id() => match next {
+                Some(result) => record(&topology.names, &mut failed_components, result),
                 None => {
                     tracing::info!("Every source has finished; draining.");
                     break;
                 }
             },
+            Some(request) = reloads.recv() => {
+                let outcome = reload::apply(&mut topology, request.graph).await;
+                let _ = request.reply.send(outcome);
+            }
         }
     }
-    trigger.trigger();
+    topology.shut_down(interrupted);
     let limit = options.graceful_shutdown_limit;
+    let diversions = topology.diversions.clone();
     let drained = tokio::time::timeout(limit, async {
-        while let Some(result) = sources.join_next_with_id().await {
-            record(result);
+        while let Some(result) = topology.sources.join_next_with_id().await {
+            record(&topology.names, &mut failed_components, result);
         }
-        while let Some(result) = others.join_next_with_id().await {
-            record(result);
+        while let Some(result) = topology.others.join_next_with_id().await {
+            record(&topology.names, &mut failed_components, result);
         }
         // Stalled sinks' copies still on their way to the dead-letter queue.
         diversions.join().await;
@@ -467,15 +282,28 @@ pub async fn run(
             "Graceful shutdown limit reached; stopping components that still hold events."
         );
         sluice_core::ack::mark_aborting();
-        sources.abort_all();
-        others.abort_all();
+        topology.sources.abort_all();
+        topology.others.abort_all();
         diversions.abort();
-        while sources.join_next().await.is_some() {}
-        while others.join_next().await.is_some() {}
+        while topology.sources.join_next().await.is_some() {}
+        while topology.others.join_next().await.is_some() {}
     }
-    for closer in housekeeping {
-        closer.abort();
+    topology.stop_housekeeping();
+    watchdog.abort();
+    Ok(RunReport { ledger: topology.ledger.snapshot(), timed_out, failed_components })
+}
+
+/// Notes a component whose task ended with an error (or panicked).
+fn record(
+    names: &BTreeMap<tokio::task::Id, String>,
+    failed: &mut Vec<String>,
+    result: Result<(tokio::task::Id, Result<(), ()>), tokio::task::JoinError>,
+) {
+    let (id, ok) = match result {
+        Ok((id, r)) => (id, r.is_ok()),
+        Err(err) => (err.id(), err.is_cancelled()),
+    };
+    if !ok {
+        failed.push(names.get(&id).cloned().unwrap_or_default());
     }
-    drop(interrupt_trigger);
-    Ok(RunReport { ledger: ledger.snapshot(), timed_out, failed_components })
 }

@@ -72,7 +72,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_component_without_progress_is_reported_and_cleared_when_it_moves() {
-        let mut ledger = Ledger::default();
+        let ledger = Ledger::default();
         let sink = Arc::new(ComponentLedger::new("out", ComponentKind::Sink, "http"));
         ledger.register(sink.clone());
         sink.accept(10);
@@ -89,7 +89,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_component_is_not_stalled() {
-        let mut ledger = Ledger::default();
+        let ledger = Ledger::default();
         let sink = Arc::new(ComponentLedger::new("out", ComponentKind::Sink, "http"));
         ledger.register(sink.clone());
         let task = tokio::spawn(run(ledger.clone(), Duration::from_secs(5), Duration::from_secs(60)));
