@@ -308,3 +308,53 @@ encoding.codec = "json"
     assert!(messages(&b).contains(&"three".to_owned()));
     assert_ledger_balanced(&case.ledger());
 }
+
+#[test]
+fn a_changed_http_server_on_the_same_address_keeps_its_listener() {
+    let case = Case::new();
+    let port = free_port();
+    let source = |n: usize| {
+        format!(
+            r#"
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+headers = ["X-Version-{n}"]
+
+[sinks.out]
+type = "file"
+inputs = ["intake"]
+path = "{{dir}}/out.jsonl"
+encoding.codec = "json"
+"#
+        )
+    };
+    let config = case.config(&source(0));
+    let api = enable_api(&config);
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(30));
+    wait_for_port(api, Duration::from_secs(30));
+    let sender = std::thread::spawn(move || {
+        (0..600)
+            .map(|r| {
+                let body: String = (0..20).map(|l| format!("r{r}-l{l}\n")).collect();
+                common::try_post(port, "/", body.as_bytes())
+            })
+            .collect::<Vec<_>>()
+    });
+    for n in 1..=10 {
+        let text = source(n).replace("{dir}", &case.dir.path().display().to_string());
+        std::fs::write(&config, format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, answer) = post(api, "/reload", b"");
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains(r#""changed":["intake"]"#), "{answer}");
+    }
+    let statuses = sender.join().unwrap_or_else(|_| panic!("sender panicked"));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let refused = statuses.iter().filter(|s| **s != Some(200)).count();
+    assert_eq!(refused, 0, "requests not answered 200 while the source was replaced: {statuses:?}");
+    assert_eq!(messages(&case.path("out.jsonl")).len(), 600 * 20);
+    assert_ledger_balanced(&case.ledger());
+}

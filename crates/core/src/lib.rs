@@ -17,6 +17,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod json;
 pub mod ledger;
+pub mod listeners;
 pub mod log_limit;
 pub mod metric;
 pub mod metric_event;

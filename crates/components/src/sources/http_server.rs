@@ -220,8 +220,8 @@ impl SourceConfig for HttpServerConfig {
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
         let (decoder, framer) = self.codecs().map_err(BuildError)?;
-        let listener = std::net::TcpListener::bind(self.address)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        // Kept across a reload that replaces this source: connections wait, never refused.
+        let (listener, lease) = sluice_core::listeners::take(self.address)
             .map_err(|e| BuildError(format!("cannot listen on {}: {e}", self.address)))?;
         let builder = EventBuilder::new(cx.id.clone(), decoder, Some(&self.host_key));
         let expected_auth = self.auth.as_ref().map(|HttpServerAuth::Basic { username, password }| {
@@ -282,6 +282,7 @@ impl SourceConfig for HttpServerConfig {
                 tracing::error!(error = %err, "HTTP server failed.");
             }
             let _ = forward.await;
+            drop(lease);
             served.map_err(|_| ())
         }))
     }

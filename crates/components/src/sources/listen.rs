@@ -45,9 +45,21 @@ pub(crate) trait Protocol: Clone + Send + Sync + 'static {
 
 /// Where a listener is.
 pub(crate) enum Listener {
-    Tcp { listener: std::net::TcpListener, tls: Option<Acceptor>, limit: Option<Arc<Semaphore>> },
-    Udp { socket: std::net::UdpSocket, max_length: usize },
-    Unix { listener: std::os::unix::net::UnixListener, path: PathBuf },
+    Tcp {
+        listener: std::net::TcpListener,
+        tls: Option<Acceptor>,
+        limit: Option<Arc<Semaphore>>,
+        /// Keeps the socket for a successor across a reload.
+        lease: sluice_core::listeners::Lease,
+    },
+    Udp {
+        socket: std::net::UdpSocket,
+        max_length: usize,
+    },
+    Unix {
+        listener: std::os::unix::net::UnixListener,
+        path: PathBuf,
+    },
 }
 
 impl Listener {
@@ -59,8 +71,7 @@ impl Listener {
         connection_limit: Option<u32>,
     ) -> Result<Self, BuildError> {
         let bind = |e: std::io::Error| BuildError(format!("cannot listen on {address}: {e}"));
-        let listener = std::net::TcpListener::bind(address).map_err(bind)?;
-        listener.set_nonblocking(true).map_err(bind)?;
+        let (listener, lease) = sluice_core::listeners::take(address).map_err(bind)?;
         let tls = match tls.filter(|t| t.is_enabled()) {
             Some(tls) => {
                 let config = tls.server_config().map_err(|e| BuildError(format!("tls.{e}")))?;
@@ -69,7 +80,7 @@ impl Listener {
             None => None,
         };
         let limit = connection_limit.map(|n| Arc::new(Semaphore::new(n as usize)));
-        Ok(Self::Tcp { listener, tls, limit })
+        Ok(Self::Tcp { listener, tls, limit, lease })
     }
 
     /// A UDP socket on `address`; longer datagrams are dropped and counted.
@@ -92,12 +103,13 @@ pub(crate) async fn run<P: Protocol>(
 ) -> Result<(), ()> {
     let (tx, ledger, forward) = forwarder(out, dead_letter);
     let result = match listener {
-        Listener::Tcp { listener, tls, limit } => {
+        Listener::Tcp { listener, tls, limit, lease } => {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
                 tracing::error!(error = %e, "Cannot register the listener.");
             })?;
             let accept = || async { listener.accept().await.map(|(stream, peer)| Accepted::Tcp(stream, peer)) };
             serve_streams(accept, tls, limit, protocol, tx, ledger, shutdown, shutdown_timeout).await;
+            drop(lease);
             Ok(())
         }
         Listener::Unix { listener, path } => {

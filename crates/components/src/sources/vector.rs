@@ -68,8 +68,8 @@ impl SourceConfig for VectorSourceConfig {
 
     fn build(&self, cx: SourceContext) -> Result<SourceTask, BuildError> {
         let bind = |e: std::io::Error| BuildError(format!("cannot listen on {}: {e}", self.address));
-        let listener = std::net::TcpListener::bind(self.address).map_err(bind)?;
-        listener.set_nonblocking(true).map_err(bind)?;
+        // Kept across a reload that replaces this source.
+        let (listener, lease) = sluice_core::listeners::take(self.address).map_err(bind)?;
         let tls = match self.tls.as_ref().filter(|t| t.is_enabled()) {
             Some(tls) => {
                 // gRPC is HTTP/2: offered by ALPN unless the config names protocols itself.
@@ -105,6 +105,7 @@ impl SourceConfig for VectorSourceConfig {
                 tracing::error!(error = %err, "gRPC server failed.");
             }
             let _ = forward.await;
+            drop(lease);
             served.map_err(|_| ())
         }))
     }

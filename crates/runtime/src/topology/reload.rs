@@ -315,5 +315,7 @@ pub(super) async fn apply(t: &mut Topology, graph: Graph) -> Result<ReloadSummar
     }
     summary.changed.extend(swapped);
     summary.changed.sort();
+    // Listeners no source took back (their address changed, or their source is gone).
+    sluice_core::listeners::sweep();
     Ok(summary)
 }
