@@ -268,6 +268,9 @@ pub struct RunArgs {
     /// second, `poll` every --watch-config-poll-interval-seconds.
     #[arg(long, value_enum, default_value_t = WatchMethod::Recommended, env = "VECTOR_WATCH_CONFIG_METHOD")]
     pub watch_config_method: WatchMethod,
+    /// Exit (code 78) before any source starts when a sink's healthcheck fails.
+    #[arg(long, env = "VECTOR_REQUIRE_HEALTHY")]
+    pub require_healthy: bool,
     /// Seconds between looks with `--watch-config-method poll`.
     #[arg(long, value_name = "SECS", default_value_t = 30, env = "VECTOR_WATCH_CONFIG_POLL_INTERVAL_SECONDS")]
     pub watch_config_poll_interval_seconds: u64,

@@ -28,6 +28,8 @@ struct Shape {
 fn config_text(port: u16, shape: &Shape) -> String {
     let mut text = format!(
         r#"
+data_dir = "{{dir}}/data"
+
 [sources.intake]
 type = "http_server"
 address = "127.0.0.1:{port}"
@@ -200,6 +202,8 @@ fn replace_sink_under_load(buffer: &str) {
     let sink = |n: usize| {
         format!(
             r#"
+data_dir = "{{dir}}/data"
+
 [sources.intake]
 type = "http_server"
 address = "127.0.0.1:{port}"
@@ -260,6 +264,8 @@ fn sighup_and_a_changed_file_reload_and_a_broken_config_leaves_the_pipeline_runn
     let port = free_port();
     let base = format!(
         r#"
+data_dir = "{{dir}}/data"
+
 [sources.intake]
 type = "http_server"
 address = "127.0.0.1:{port}"
@@ -316,6 +322,8 @@ fn a_changed_http_server_on_the_same_address_keeps_its_listener() {
     let source = |n: usize| {
         format!(
             r#"
+data_dir = "{{dir}}/data"
+
 [sources.intake]
 type = "http_server"
 address = "127.0.0.1:{port}"

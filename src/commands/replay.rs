@@ -62,7 +62,8 @@ pub fn run(args: &ReplayArgs) -> Result<(), u8> {
             return Err(EXIT_CONFIG);
         }
     };
-    let code = super::run::run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref(), None, None);
+    let code =
+        super::run::run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref(), None, None, false);
     if !args.dry_run {
         for sink in &selected {
             let left = store::summarize(&data_dir)

@@ -8,7 +8,7 @@ use sluice_core::ledger::LedgerSnapshot;
 use std::path::Path;
 
 use sluice_runtime::config::LoadOptions;
-use sluice_runtime::topology::{self, RunOptions, RunReport};
+use sluice_runtime::topology::{self, RunOptions, RunReport, StartError};
 use sluice_runtime::{Graph, config};
 
 use super::{EXIT_CONFIG, load_options, report};
@@ -34,7 +34,8 @@ pub fn run(args: &RunArgs) -> u8 {
         crate::cli::WatchMethod::Recommended => Duration::from_secs(1),
     });
     let reloading = Reloading { options, watch };
-    run_graph(graph, args.graceful_shutdown_limit_secs, args.ledger_json.as_deref(), args.threads, Some(reloading))
+    let limit = args.graceful_shutdown_limit_secs;
+    run_graph(graph, limit, args.ledger_json.as_deref(), args.threads, Some(reloading), args.require_healthy)
 }
 
 /// How a running pipeline reloads its config (SIGHUP, `POST /reload`, `--watch-config`).
@@ -53,6 +54,7 @@ pub fn run_graph(
     ledger_json: Option<&Path>,
     threads: Option<u16>,
     reloading: Option<Reloading>,
+    require_healthy: bool,
 ) -> u8 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = threads {
@@ -65,7 +67,8 @@ pub fn run_graph(
             return 1;
         }
     };
-    let options = RunOptions { graceful_shutdown_limit: Duration::from_secs(graceful_shutdown_limit_secs) };
+    let options =
+        RunOptions { graceful_shutdown_limit: Duration::from_secs(graceful_shutdown_limit_secs), require_healthy };
     let api_address = graph.globals.api_address.clone();
     // The handlers are installed before anything is built: a SIGTERM that arrives while the
     // last components start (a source may already be answering) still drains, never kills.
@@ -96,11 +99,21 @@ pub fn run_graph(
         }));
     let report = match result {
         Ok(report) => report,
-        Err(errors) => {
+        Err(StartError::Build(errors)) => {
             for e in errors {
                 tracing::error!("Cannot start {e}");
             }
             return 1;
+        }
+        Err(StartError::Unhealthy(failures)) => {
+            for e in &failures {
+                tracing::error!("Not starting: {e}");
+            }
+            tracing::error!(
+                failed = failures.len(),
+                "Healthchecks failed and are required (--require-healthy); exiting."
+            );
+            return EXIT_CONFIG;
         }
     };
     log_ledger(&report.ledger);

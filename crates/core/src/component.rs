@@ -311,6 +311,8 @@ pub struct SinkContext {
     /// buffer (resolved as failed, so their records stay on disk for the next start) rather
     /// than to the dead-letter queue.
     pub disk_backed: Option<ShutdownSignal>,
+    /// `healthcheck.uri`: where a sink that takes one (`http`) checks, when set.
+    pub healthcheck_uri: Option<String>,
 }
 
 /// A sink's input: chunks from its buffer.
@@ -334,8 +336,16 @@ impl SinkInput {
 
 /// A running sink. It must resolve every event it takes with an explicit outcome and settle its
 /// ledger, then return once its input has ended and everything it holds is settled.
+/// A sink's check that the system it delivers to answers: `Err` says why not.
+pub type Healthcheck = BoxFuture<'static, Result<(), String>>;
+
 pub trait Sink: Send {
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>>;
+    /// The healthcheck run at start (Vector's): `None` when the sink has nothing to check
+    /// (local sinks). It does not hold up delivery unless `--require-healthy` asks for it.
+    fn healthcheck(&self) -> Option<Healthcheck> {
+        None
+    }
 }
 
 pub trait SinkConfig: Send + Sync + Debug {

@@ -14,4 +14,4 @@ pub mod topology;
 pub mod unit_test;
 
 pub use config::{Diagnostic, Graph, LoadOptions, Severity, load};
-pub use topology::{Reload, ReloadSummary, RunOptions, RunReport, run};
+pub use topology::{Reload, ReloadSummary, RunOptions, RunReport, StartError, run};

@@ -186,6 +186,14 @@ impl SinkConfig for ClickhouseConfig {
         let auth = self.auth_header().map_err(issue)?;
         let headers = http_api::configured_headers(&self.request).map_err(issue)?;
         let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
+        // `SELECT 1`, as Vector's.
+        let mut health_headers = headers.clone();
+        health_headers.extend(auth.clone().map(|a| (http::header::AUTHORIZATION, a)));
+        let health = http_api::HealthTarget {
+            http: http.clone(),
+            uri: format!("{base}/?query=SELECT%201"),
+            headers: health_headers,
+        };
         let service = ClickhouseService {
             http,
             base,
@@ -198,7 +206,7 @@ impl SinkConfig for ClickhouseConfig {
             transformer: self.encoding.clone(),
             compression: self.compression,
         };
-        Ok(Box::new(ClickhouseSink { config: self.clone(), service, cx }))
+        Ok(Box::new(ClickhouseSink { config: self.clone(), service, cx, health }))
     }
 }
 
@@ -206,12 +214,17 @@ struct ClickhouseSink {
     config: ClickhouseConfig,
     service: ClickhouseService,
     cx: SinkContext,
+    health: http_api::HealthTarget,
 }
 
 impl Sink for ClickhouseSink {
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        Some(self.health.check())
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let ClickhouseSink { config, service, cx } = *self;
+            let ClickhouseSink { config, service, cx, .. } = *self;
             let settings = DriverSettings::new(&config.batch, &config.request, (None, DEFAULT_BATCH_BYTES, 1.0));
             driver::run(service, settings, cx, input).await;
             Ok(())

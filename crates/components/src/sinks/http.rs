@@ -221,6 +221,14 @@ struct HttpSink {
 }
 
 impl Sink for HttpSink {
+    /// `healthcheck.uri`, with the sink's headers and auth; nothing to check without one (as
+    /// Vector's).
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        let uri = self.cx.healthcheck_uri.clone()?;
+        let headers = self.headers.iter().filter(|(n, _)| n != http::header::CONTENT_ENCODING).cloned().collect();
+        Some(http_api::get_healthcheck(self.client.clone(), uri, headers))
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
             let HttpSink { config, client, uri, method, headers, templated, framing, cx } = *self;

@@ -122,6 +122,40 @@ pub async fn exchange(
     Ok(Answer { status, headers, body })
 }
 
+/// Where an API sink's healthcheck asks, kept from its build.
+pub struct HealthTarget {
+    pub http: sluice_net::http::HttpClient,
+    pub uri: String,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl HealthTarget {
+    pub fn check(&self) -> sluice_core::component::Healthcheck {
+        get_healthcheck(self.http.clone(), self.uri.clone(), self.headers.clone())
+    }
+}
+
+/// A healthcheck: GET `uri` with `headers`; healthy when the answer is 2xx.
+pub fn get_healthcheck(
+    http: sluice_net::http::HttpClient,
+    uri: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> sluice_core::component::Healthcheck {
+    Box::pin(async move {
+        let request = with_headers(http::Request::get(uri.as_str()), &headers);
+        match exchange(&http, request, Bytes::new()).await {
+            Ok(answer) if answer.status.is_success() => Ok(()),
+            Ok(answer) => Err(format!("GET {uri}: {}", answer.message())),
+            Err(
+                CallResult::Retriable { message, .. }
+                | CallResult::Permanent { message, .. }
+                | CallResult::DestinationError { message, .. },
+            ) => Err(format!("GET {uri}: {message}")),
+            Err(other) => Err(format!("GET {uri}: {other:?}")),
+        }
+    })
+}
+
 /// Request body compression of the API sinks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

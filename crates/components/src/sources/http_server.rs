@@ -27,7 +27,7 @@ use sluice_net::server::{Acceptor, TlsIncoming};
 use tokio::sync::mpsc;
 use vrl::value::{KeyString, Value};
 
-use super::{EventBuilder, TlsListener, count_rejected, forwarder, handshake_failed};
+use super::{EventBuilder, Stoppable, TlsListener, count_rejected, forwarder, handshake_failed};
 use crate::codecs::decoding::{Decoder, DecodingCodec, FrameStats, Framer, FramingMethod};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
@@ -260,9 +260,15 @@ impl SourceConfig for HttpServerConfig {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
                 tracing::error!(error = %e, "Cannot register the listener.");
             })?;
-            let stop = async move { shutdown.wait().await };
+            let stopping = shutdown.clone();
+            // Accepting stops at once; accepted connections get their answers first.
+            let stop = async move {
+                shutdown.wait().await;
+                tokio::time::sleep(super::CLOSE_GRACE).await;
+            };
             let served = match tls {
                 None => {
+                    let listener = Stoppable { inner: listener, stop: stopping };
                     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                         .with_graceful_shutdown(stop)
                         .await
@@ -273,7 +279,8 @@ impl SourceConfig for HttpServerConfig {
                     let incoming = TlsIncoming::new(listener, acceptor, on_failure).map_err(|e| {
                         tracing::error!(error = %e, "Cannot register the listener.");
                     })?;
-                    axum::serve(TlsListener(incoming), app.into_make_service_with_connect_info::<Peer>())
+                    let listener = Stoppable { inner: TlsListener(incoming), stop: stopping };
+                    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                         .with_graceful_shutdown(stop)
                         .await
                 }
@@ -292,14 +299,16 @@ impl SourceConfig for HttpServerConfig {
 #[derive(Debug, Clone, Copy)]
 struct Peer(SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Stoppable<tokio::net::TcpListener>>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Stoppable<tokio::net::TcpListener>>) -> Self {
         Self(*stream.remote_addr())
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Stoppable<TlsListener>>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Stoppable<TlsListener>>) -> Self {
         Self(*stream.remote_addr())
     }
 }

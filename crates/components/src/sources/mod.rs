@@ -48,6 +48,39 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// How long an HTTP server goes on serving the connections it accepted after it stopped
+/// accepting (see [`Stoppable`]).
+pub(crate) const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A listener that hands out no more connections once `stop` fires. The server's graceful
+/// shutdown is meant to come [`CLOSE_GRACE`] later: a connection accepted just before the
+/// stop has its request answered instead of being closed as idle, and connections not yet
+/// accepted stay in the socket's queue for the successor that keeps the socket (a reload).
+pub(crate) struct Stoppable<L> {
+    pub inner: L,
+    pub stop: sluice_core::shutdown::ShutdownSignal,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for Stoppable<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        if self.stop.is_triggered() {
+            return std::future::pending().await;
+        }
+        // Both accepts are cancel safe: a connection is never half taken.
+        tokio::select! {
+            accepted = self.inner.accept() => accepted,
+            () = self.stop.wait() => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 /// What a source's reading side hands to its output: events, or events for the source's
 /// dead-letter queue with their failure.
 pub(crate) enum Out {

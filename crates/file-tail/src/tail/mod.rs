@@ -156,6 +156,7 @@ struct Service {
     commands: std_mpsc::Sender<Command>,
     next_index: usize,
     alive: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn services() -> &'static Mutex<HashMap<PathBuf, Service>> {
@@ -175,7 +176,16 @@ fn lock_services() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Service>> 
 /// starts.
 pub fn subscribe(data_dir: &Path, registration: Registration, prepare: Prepare) -> Result<Subscription, TailError> {
     let mut map = lock_services();
-    map.retain(|_, s| s.alive.load(Ordering::Relaxed));
+    // A service that finished may still be writing its last checkpoints and holds the
+    // store's lock until its thread ends (a source stopped by a reload, its successor
+    // starting now): wait for it.
+    let finished: Vec<PathBuf> =
+        map.iter().filter(|(_, s)| !s.alive.load(Ordering::Relaxed)).map(|(k, _)| k.clone()).collect();
+    for key in finished {
+        if let Some(thread) = map.remove(&key).and_then(|s| s.thread) {
+            let _ = thread.join();
+        }
+    }
     let key = data_dir.to_path_buf();
     if !map.contains_key(&key) {
         let store = Store::open(&store_dir(data_dir))?;
@@ -183,11 +193,11 @@ pub fn subscribe(data_dir: &Path, registration: Registration, prepare: Prepare) 
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
         let dir = key.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sluice-file-tail".into())
             .spawn(move || Tail::new(store, rx, dir, flag).run())
             .map_err(TailError::Thread)?;
-        map.insert(key.clone(), Service { commands: tx, next_index: 0, alive });
+        map.insert(key.clone(), Service { commands: tx, next_index: 0, alive, thread: Some(thread) });
     }
     let Some(service) = map.get_mut(&key) else {
         return Err(TailError::Thread(std::io::Error::other("the file reader thread is gone")));

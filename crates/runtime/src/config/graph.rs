@@ -233,6 +233,7 @@ pub(super) fn check(
                 outputs,
                 buffer: c.buffer,
                 fingerprint: c.fingerprint,
+                healthcheck: c.healthcheck,
             })
         })
         .collect();

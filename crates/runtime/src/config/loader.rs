@@ -11,7 +11,7 @@ use sluice_core::ledger::ComponentKind;
 use super::diagnostic::{Diagnostic, closest, suggestion_from_serde};
 use super::interpolate::interpolate;
 use super::schema::{self, BufferConfig, BufferType, GlobalRaw, HealthcheckRaw, WhenFull, WildcardMatching};
-use super::{Format, Globals, LoadOptions};
+use super::{Format, Globals, LoadOptions, SinkHealthcheck};
 
 /// A component after phase one. `config` is `None` when it failed to parse (already reported).
 pub(super) struct RawComponent {
@@ -25,6 +25,7 @@ pub(super) struct RawComponent {
     pub acknowledgements: Option<bool>,
     /// The component's table without `inputs`: equal fingerprints, same component.
     pub fingerprint: String,
+    pub healthcheck: SinkHealthcheck,
 }
 
 pub(super) struct RawConfig {
@@ -339,7 +340,14 @@ fn parse_globals(
         proxy: raw.proxy.unwrap_or_default(),
     };
     Some((
-        Globals { options: Arc::new(options), acknowledgements, api_address, fingerprint },
+        Globals {
+            options: Arc::new(options),
+            acknowledgements,
+            api_address,
+            fingerprint,
+            healthchecks: raw.healthchecks.as_ref().and_then(|h| h.enabled).unwrap_or(true),
+            require_healthy: raw.healthchecks.as_ref().and_then(|h| h.require_healthy).unwrap_or(false),
+        },
         raw.wildcard_matching.unwrap_or_default(),
     ))
 }
@@ -455,6 +463,7 @@ fn parse_component(
         }
     }
     let mut buffer = BufferConfig::default();
+    let mut healthcheck = SinkHealthcheck::default();
     if kind == ComponentKind::Sink {
         if let Some(value) = body.remove("buffer") {
             match parse_buffer(id, value) {
@@ -462,14 +471,25 @@ fn parse_component(
                 Err(diagnostic) => diagnostics.push(here(*diagnostic)),
             }
         }
-        if let Some(value) = body.remove("healthcheck")
-            && let Value::Object(_) = value
-            && let Err(err) = serde_path_to_error::deserialize::<_, HealthcheckRaw>(value)
-        {
-            let path = format!("healthcheck.{}", err.path());
-            let message = err.into_inner().to_string();
-            let suggestion = suggestion_from_serde(&message);
-            diagnostics.push(here(Diagnostic::error(message).field(path).suggest(suggestion)));
+        match body.remove("healthcheck") {
+            None => {}
+            // Vector's shorthand `healthcheck = false`.
+            Some(Value::Bool(enabled)) => healthcheck.enabled = enabled,
+            Some(value) => match serde_path_to_error::deserialize::<_, HealthcheckRaw>(value) {
+                Ok(raw) => {
+                    healthcheck.enabled = raw.enabled.unwrap_or(true);
+                    healthcheck.uri = raw.uri;
+                    if let Some(timeout) = raw.timeout {
+                        healthcheck.timeout_secs = timeout;
+                    }
+                }
+                Err(err) => {
+                    let path = format!("healthcheck.{}", err.path());
+                    let message = err.into_inner().to_string();
+                    let suggestion = suggestion_from_serde(&message);
+                    diagnostics.push(here(Diagnostic::error(message).field(path).suggest(suggestion)));
+                }
+            },
         }
     }
     let config = match (spec.parse)(Value::Object(body)) {
@@ -499,6 +519,7 @@ fn parse_component(
         buffer,
         acknowledgements,
         fingerprint,
+        healthcheck,
     })
 }
 

@@ -86,6 +86,25 @@ pub struct Component {
     /// The component's table without `inputs` (after interpolation): a reload keeps a
     /// component whose fingerprint did not change.
     pub fingerprint: String,
+    /// Sinks only: the `healthcheck` block.
+    pub healthcheck: SinkHealthcheck,
+}
+
+/// A sink's `healthcheck` block.
+#[derive(Debug, Clone)]
+pub struct SinkHealthcheck {
+    /// Default true.
+    pub enabled: bool,
+    /// Where the `http` sink checks (it checks nothing without one, as Vector's).
+    pub uri: Option<String>,
+    /// Seconds a check may take. Default 10.
+    pub timeout_secs: f64,
+}
+
+impl Default for SinkHealthcheck {
+    fn default() -> Self {
+        Self { enabled: true, uri: None, timeout_secs: 10.0 }
+    }
 }
 
 /// Settings outside the component tables.
@@ -96,6 +115,10 @@ pub struct Globals {
     pub api_address: Option<String>,
     /// Every option outside the component tables: a reload that changes them is refused.
     pub fingerprint: String,
+    /// `healthchecks.enabled` (default true): sinks' healthchecks run at start.
+    pub healthchecks: bool,
+    /// `healthchecks.require_healthy`: a failed healthcheck stops start-up.
+    pub require_healthy: bool,
 }
 
 /// A config that passed every check: ready to build.

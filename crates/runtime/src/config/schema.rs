@@ -171,7 +171,7 @@ impl Default for BufferConfig {
     }
 }
 
-/// A sink's `healthcheck` block; accepted for compatibility.
+/// A sink's `healthcheck` block (`enabled`, `uri` for the http sink, `timeout` in seconds).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckRaw {

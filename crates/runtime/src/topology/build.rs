@@ -75,6 +75,7 @@ pub(super) struct Meta {
     pub buffer: BufferConfig,
     pub acknowledgements: bool,
     pub fingerprint: String,
+    pub healthcheck: crate::config::SinkHealthcheck,
 }
 
 impl Meta {
@@ -88,6 +89,7 @@ impl Meta {
             buffer: c.buffer,
             acknowledgements: c.acknowledgements,
             fingerprint: c.fingerprint,
+            healthcheck: c.healthcheck,
         };
         (meta, c.config)
     }
@@ -137,6 +139,9 @@ pub(super) struct Topology {
     pub sources: Tasks,
     pub others: Tasks,
     pub names: BTreeMap<tokio::task::Id, String>,
+    /// Healthchecks of the sinks started since they were last taken: sink id, time limit,
+    /// check.
+    pub healthchecks: Vec<(String, Duration, sluice_core::component::Healthcheck)>,
 }
 
 /// Spawns `task` in `set` under `name`; the receiver resolves when it ends (or is aborted).
@@ -332,6 +337,7 @@ impl Topology {
             shutdown: signal,
             drain_limit: self.options.graceful_shutdown_limit,
             disk_backed: disk_backed.then(|| interrupted.clone()),
+            healthcheck_uri: c.healthcheck.uri.clone(),
         };
         let AnyConfig::Sink(config) = config else {
             return fail(live, format!("\"{}\" is not a sink", c.id));
@@ -340,6 +346,13 @@ impl Topology {
             Ok(sink) => sink,
             Err(err) => return fail(live, format!("sink \"{}\": {err}", c.id)),
         };
+        if self.globals.healthchecks
+            && c.healthcheck.enabled
+            && let Some(check) = sink.healthcheck()
+        {
+            let limit = Duration::from_secs_f64(c.healthcheck.timeout_secs.clamp(0.001, 86_400.0));
+            self.healthchecks.push((c.id.clone(), limit, check));
+        }
         let memory_gauge = input.tx.gauge();
         let in_bytes = c.buffer.memory_bytes().is_some();
         let memory_input = BufferInput { rx, ack_on_arrival: !c.acknowledgements };

@@ -73,12 +73,45 @@ impl Swap {
 pub struct RunOptions {
     /// How long in-flight events may take to drain after shutdown starts.
     pub graceful_shutdown_limit: Duration,
+    /// `--require-healthy`: sinks' healthchecks must pass before any source starts.
+    pub require_healthy: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { graceful_shutdown_limit: Duration::from_secs(60) }
+        Self { graceful_shutdown_limit: Duration::from_secs(60), require_healthy: false }
     }
+}
+
+/// Why a pipeline did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A component could not be built (a port in use, a disk buffer that cannot be opened...).
+    Build(Vec<String>),
+    /// Healthchecks failed while they were required.
+    Unhealthy(Vec<String>),
+}
+
+/// Runs `checks` at once, each within its limit, logging each outcome; returns the failures.
+async fn check_health(checks: Vec<(String, Duration, sluice_core::component::Healthcheck)>) -> Vec<String> {
+    let outcomes = futures::future::join_all(checks.into_iter().map(|(id, limit, check)| async move {
+        let outcome = match tokio::time::timeout(limit, check).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {}s (healthcheck.timeout)", limit.as_secs_f64())),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(component_id = id.as_str(), "Healthcheck passed.");
+                None
+            }
+            Err(reason) => {
+                tracing::error!(component_id = id.as_str(), error = reason.as_str(), "Healthcheck failed.");
+                Some(format!("sink \"{id}\": healthcheck failed: {reason}"))
+            }
+        }
+    }))
+    .await;
+    outcomes.into_iter().flatten().collect()
 }
 
 /// What a run ended with.
@@ -191,7 +224,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut reloads: mpsc::Receiver<Reload>,
     observe: impl FnOnce(&Ledger, &Taps) -> Result<(), String>,
-) -> Result<RunReport, Vec<String>> {
+) -> Result<RunReport, StartError> {
     let Graph { globals, components } = graph;
     let ledger = Ledger::default();
     // The ledger lists components in graph order.
@@ -215,24 +248,32 @@ pub async fn run(
         sources: tokio::task::JoinSet::new(),
         others: tokio::task::JoinSet::new(),
         names: BTreeMap::new(),
+        healthchecks: Vec::new(),
     };
-    observe(&topology.ledger, &topology.taps).map_err(|e| vec![e])?;
-    // Downstream first: each fan-out is made with the consumers of its readers.
+    observe(&topology.ledger, &topology.taps).map_err(|e| StartError::Build(vec![e]))?;
+    // Downstream first: each fan-out is made with the consumers of its readers. Sources
+    // last, once the sinks' healthchecks passed if they must.
     let ranks = reload::ranks(components.iter().map(|c| (c.id.as_str(), &c.inputs)));
-    let mut components = components;
-    components.sort_by_key(|c| std::cmp::Reverse(ranks.get(c.id.as_str()).copied().unwrap_or(0)));
-    let mut errors = Vec::new();
-    for c in components {
-        if let Err(err) = topology.start(c) {
-            errors.push(err);
-        }
+    let (sources, mut others): (Vec<_>, Vec<_>) =
+        components.into_iter().partition(|c| c.kind == sluice_core::ledger::ComponentKind::Source);
+    others.sort_by_key(|c| std::cmp::Reverse(ranks.get(c.id.as_str()).copied().unwrap_or(0)));
+    let mut errors: Vec<String> = others.into_iter().filter_map(|c| topology.start(c).err()).collect();
+    let checks = std::mem::take(&mut topology.healthchecks);
+    let mut unhealthy = Vec::new();
+    if errors.is_empty() && (options.require_healthy || topology.globals.require_healthy) {
+        unhealthy = check_health(checks).await;
+    } else {
+        tokio::spawn(check_health(checks));
     }
-    if !errors.is_empty() {
+    if errors.is_empty() && unhealthy.is_empty() {
+        errors = sources.into_iter().filter_map(|c| topology.start(c).err()).collect();
+    }
+    if !errors.is_empty() || !unhealthy.is_empty() {
         topology.shut_down(false);
         topology.stop_housekeeping();
         topology.sources.abort_all();
         topology.others.abort_all();
-        return Err(errors);
+        return Err(if errors.is_empty() { StartError::Unhealthy(unhealthy) } else { StartError::Build(errors) });
     }
     let _ = ready_tx.send(true);
     tracing::info!(components = topology.names.len(), "Pipeline started.");
@@ -258,6 +299,7 @@ pub async fn run(
             Some(request) = reloads.recv() => {
                 let outcome = reload::apply(&mut topology, request.graph).await;
                 let _ = request.reply.send(outcome);
+                tokio::spawn(check_health(std::mem::take(&mut topology.healthchecks)));
             }
         }
     }

@@ -109,6 +109,16 @@ impl SinkConfig for DatadogLogsConfig {
         let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let headers = http_api::configured_headers(&self.request)
             .map_err(|i| BuildError(format!("{}: {}", i.path, i.message)))?;
+        // `GET /api/v1/validate` with the default key, as Vector's (nothing to check without
+        // one: keys then come with the events).
+        let health = match (&self.common().default_api_key, self.common().base_url("api")) {
+            (Some(key), Ok(api)) => http::HeaderValue::try_from(key.as_str()).ok().map(|key| http_api::HealthTarget {
+                http: http.clone(),
+                uri: format!("{api}/api/v1/validate"),
+                headers: vec![(http::HeaderName::from_static("dd-api-key"), key)],
+            }),
+            _ => None,
+        };
         let service = LogsService {
             http,
             uri,
@@ -117,7 +127,7 @@ impl SinkConfig for DatadogLogsConfig {
             transformer: self.encoding.clone(),
             compression: self.compression,
         };
-        Ok(Box::new(DatadogLogsSink { config: self.clone(), service, cx }))
+        Ok(Box::new(DatadogLogsSink { config: self.clone(), service, cx, health }))
     }
 }
 
@@ -125,12 +135,17 @@ struct DatadogLogsSink {
     config: DatadogLogsConfig,
     service: LogsService,
     cx: SinkContext,
+    health: Option<http_api::HealthTarget>,
 }
 
 impl Sink for DatadogLogsSink {
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        self.health.as_ref().map(http_api::HealthTarget::check)
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let DatadogLogsSink { config, service, cx } = *self;
+            let DatadogLogsSink { config, service, cx, .. } = *self;
             let mut batch = config.batch.clone();
             batch.max_events = Some(batch.max_events.unwrap_or(MAX_EVENTS).min(MAX_EVENTS));
             let settings = DriverSettings::new(&batch, &config.request, (Some(MAX_EVENTS), DEFAULT_BATCH_BYTES, 5.0));

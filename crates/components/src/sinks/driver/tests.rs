@@ -120,6 +120,7 @@ fn harness() -> Harness {
         shutdown: sluice_core::shutdown::ShutdownSignal::never(),
         drain_limit: Duration::from_secs(60),
         disk_backed: None,
+        healthcheck_uri: None,
     };
     Harness { ledger, dlq, cx: Some(cx) }
 }

@@ -325,6 +325,21 @@ struct ElasticSink {
 }
 
 impl Sink for ElasticSink {
+    /// `GET /_cluster/health` on the first endpoint (as Vector's). Not with AWS auth (its
+    /// requests are signed by the service).
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        let mut headers = http_api::configured_headers(&self.config.request).ok()?;
+        match &self.config.auth {
+            Some(ElasticAuth::Aws(_)) => return None,
+            Some(ElasticAuth::Basic { user, password }) => {
+                headers.push((http::header::AUTHORIZATION, http_api::basic_auth(user, password).ok()?));
+            }
+            None => {}
+        }
+        let uri = format!("{}/_cluster/health", self.endpoints.first()?);
+        Some(http_api::get_healthcheck(self.http.clone(), uri, headers))
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
             let ElasticSink { config, endpoints, target, http, cx } = *self;

@@ -190,8 +190,13 @@ impl SinkConfig for LokiConfig {
             self.auth.as_ref().map(HttpAuth::header_value).transpose().map_err(|e| BuildError(format!("auth: {e}")))?;
         let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
         let headers = http_api::configured_headers(&self.request).map_err(issue)?;
+        // `GET /ready`, as Vector's.
+        let mut health_headers = headers.clone();
+        health_headers.extend(auth.clone().map(|a| (http::header::AUTHORIZATION, a)));
+        let health =
+            http_api::HealthTarget { http: http.clone(), uri: format!("{base}/ready"), headers: health_headers };
         let service = LokiService::new(self, Transport { http, uri, auth, headers }, labels, metadata, tenant);
-        Ok(Box::new(LokiSink { config: self.clone(), service, cx }))
+        Ok(Box::new(LokiSink { config: self.clone(), service, cx, health }))
     }
 }
 
@@ -199,12 +204,17 @@ struct LokiSink {
     config: LokiConfig,
     service: LokiService,
     cx: SinkContext,
+    health: http_api::HealthTarget,
 }
 
 impl Sink for LokiSink {
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        Some(self.health.check())
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let LokiSink { config, service, cx } = *self;
+            let LokiSink { config, service, cx, .. } = *self;
             let defaults = (Some(DEFAULT_BATCH_EVENTS), DEFAULT_BATCH_BYTES, 1.0);
             let settings = DriverSettings::new(&config.batch, &config.request, defaults);
             driver::run(service, settings, cx, input).await;

@@ -189,6 +189,16 @@ impl SinkConfig for SplunkHecLogsConfig {
         let [index, sourcetype, source] = self.templates().map_err(issue)?;
         let headers = http_api::configured_headers(&self.request).map_err(issue)?;
         let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
+        // `GET /services/collector/health/1.0` with the default token, as Vector's.
+        let mut health_headers = headers.clone();
+        if let Ok(token) = http::HeaderValue::try_from(format!("Splunk {}", self.default_token)) {
+            health_headers.push((http::header::AUTHORIZATION, token));
+        }
+        let health = http_api::HealthTarget {
+            http: http.clone(),
+            uri: format!("{base}/services/collector/health/1.0"),
+            headers: health_headers,
+        };
         let service = HecService {
             http,
             base,
@@ -210,7 +220,7 @@ impl SinkConfig for SplunkHecLogsConfig {
             query_interval: Duration::from_secs_f64(self.acknowledgements.query_interval.max(0.01)),
             pollers: Mutex::new(HashMap::new()),
         };
-        Ok(Box::new(HecSink { config: self.clone(), service, cx }))
+        Ok(Box::new(HecSink { config: self.clone(), service, cx, health }))
     }
 }
 
@@ -218,12 +228,17 @@ struct HecSink {
     config: SplunkHecLogsConfig,
     service: HecService,
     cx: SinkContext,
+    health: http_api::HealthTarget,
 }
 
 impl Sink for HecSink {
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        Some(self.health.check())
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let HecSink { config, service, cx } = *self;
+            let HecSink { config, service, cx, .. } = *self;
             let mut settings = DriverSettings::new(&config.batch, &config.request, (None, DEFAULT_BATCH_BYTES, 1.0));
             if let Some(wait) = config.ack_wait() {
                 settings.request_timeout += wait;
