@@ -118,3 +118,22 @@ fn a_table_template_sends_each_event_to_its_table() {
     assert_eq!(ch.query("SELECT count() FROM default.app_b").trim(), "200");
     common::assert_ledger_balanced(&case.ledger());
 }
+
+/// The healthcheck runs `SELECT 1` with the sink's credentials, as Vector's: a wrong
+/// password fails it, and `--require-healthy` then exits 78 before reading anything.
+#[test]
+fn the_healthcheck_asks_with_the_sinks_credentials() {
+    let ch = ClickHouse::start();
+    ch.query(TABLE);
+    for (password, expected) in [(PASSWORD, 0), ("wrong", 78)] {
+        let case = Case::new();
+        let config = case.config(&ch_config(&ch, &format!("auth.password = \"{password}\"")));
+        let mut command = common::sluice();
+        command.env("SLUICE_LOG", "info").arg("--require-healthy");
+        let output = common::run_sluice(command, &config, None, b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(expected), "password {password}: {stderr}");
+        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
+        assert!(stderr.contains(said), "{stderr}");
+    }
+}

@@ -4,7 +4,11 @@
 
 mod common;
 
+use common::datadog::Datadog;
+use common::elastic::{Elastic, EsOptions};
 use common::intake::Intake;
+use common::loki::{Loki, LokiOptions};
+use common::splunk::{HecOptions, Splunk};
 use common::{Case, free_port, sluice};
 
 fn run(case: &Case, config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
@@ -82,4 +86,41 @@ fn a_reachable_sink_passes_and_the_pipeline_runs() {
     let (code, stderr) = run(&case, &config, &["--require-healthy"]);
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("503"), "{stderr}");
+}
+
+/// Each API sink asks what Vector's asks (Elasticsearch `GET /_cluster/health`, Loki
+/// `GET /ready`, Splunk `GET /services/collector/health/1.0` with the token, Datadog
+/// `GET /api/v1/validate` with the key) of a server that follows the published API.
+#[test]
+fn the_api_sinks_check_their_servers_as_vector_does() {
+    let es = Elastic::start(EsOptions::default(), |_, _| None);
+    let loki = Loki::start(LokiOptions { ordered: false, multi_tenant: false });
+    let hec = Splunk::start(HecOptions { tokens: vec!["tok"], indexer_ack: false, indexes: vec!["main"] }, |_| None);
+    let dd = Datadog::start(&["good-key"]);
+    let sinks = [
+        ("elasticsearch", format!("endpoints = [\"{}\"]", es.url()), 0),
+        ("loki", format!("endpoint = \"{}\"\nencoding.codec = \"json\"\nlabels.app = \"x\"", loki.url()), 0),
+        (
+            "splunk_hec_logs",
+            format!("endpoint = \"{}\"\ndefault_token = \"tok\"\nencoding.codec = \"json\"", hec.url()),
+            0,
+        ),
+        (
+            "splunk_hec_logs",
+            format!("endpoint = \"{}\"\ndefault_token = \"bad\"\nencoding.codec = \"json\"", hec.url()),
+            78,
+        ),
+        ("datadog_logs", format!("endpoint = \"{}\"\ndefault_api_key = \"good-key\"", dd.url()), 0),
+        ("datadog_logs", format!("endpoint = \"{}\"\ndefault_api_key = \"bad-key\"", dd.url()), 78),
+    ];
+    for (kind, fields, expected) in sinks {
+        let case = Case::new();
+        let config = case.config(&format!(
+            "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"{kind}\"\ninputs = [\"in\"]\n{fields}\n"
+        ));
+        let (code, stderr) = run(&case, &config, &["--require-healthy"]);
+        assert_eq!(code, Some(expected), "{kind} ({fields}): {stderr}");
+        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
+        assert!(stderr.contains(said), "{kind}: {stderr}");
+    }
 }

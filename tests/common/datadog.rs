@@ -82,6 +82,13 @@ fn bad_request(detail: &str) -> Reply {
 }
 
 fn handle(state: &mut DdState, request: &Request, key: &str, valid: bool) -> (Reply, usize) {
+    // The API key check (the healthcheck's call).
+    if request.method == "GET" && request.path == "/api/v1/validate" {
+        return match valid {
+            true => (Reply::json(200, &json!({ "valid": true })), 0),
+            false => (Reply::json(403, &json!({ "errors": ["Forbidden"] })), 0),
+        };
+    }
     if request.method != "POST" {
         return (Reply::json(405, &json!({ "errors": ["Method Not Allowed"] })), 0);
     }

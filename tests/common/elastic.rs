@@ -1,5 +1,6 @@
 //! A strict local stand-in for Elasticsearch's `_bulk` API (Elasticsearch cannot be installed
 //! from the registries these machines reach). It follows the published API:
+//! - `GET /_cluster/health` answers `green` (the healthcheck).
 //! - `GET /` answers the cluster info, with `version.number` (and OpenSearch's
 //!   `version.distribution`).
 //! - `POST /_bulk` and `POST /<index>/_bulk` take NDJSON (`application/x-ndjson` or
@@ -157,6 +158,13 @@ fn handle(options: &EsOptions, state: &mut EsState, rule: &Rule, request: &Reque
                 &json!({ "name": "local", "cluster_name": "sluice-test", "version": version, "tagline": "You Know, for Search" }),
             )
         }
+        // The healthcheck's call.
+        ("GET", "/_cluster/health") => reply(
+            options,
+            request,
+            200,
+            &json!({ "cluster_name": "sluice-test", "status": "green", "number_of_nodes": 1 }),
+        ),
         ("POST" | "PUT", p) if p == "/_bulk" || p.ends_with("/_bulk") => {
             let default_index = p.strip_suffix("/_bulk").map(|i| i.trim_start_matches('/')).filter(|i| !i.is_empty());
             bulk(options, state, rule, request, default_index)

@@ -235,6 +235,9 @@ fn decode(request: &Request) -> Result<Vec<PushedStream>, Reply> {
 }
 
 fn push(options: &LokiOptions, state: &mut LokiState, request: &Request) -> Reply {
+    if request.method == "GET" && request.path == "/ready" {
+        return Reply::text(200, "ready");
+    }
     if request.method != "POST" || request.path != "/loki/api/v1/push" {
         return Reply::text(404, "404 page not found");
     }

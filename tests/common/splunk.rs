@@ -96,6 +96,13 @@ fn is_guid(text: &str) -> bool {
 }
 
 fn handle(options: &HecOptions, state: &mut HecState, rule: &AckRule, request: &Request) -> Reply {
+    // The health endpoint: with a token, the token must be valid.
+    if request.method == "GET" && request.path.trim_end_matches('/') == "/services/collector/health/1.0" {
+        return match request.header("authorization").and_then(|a| a.strip_prefix("Splunk ")) {
+            Some(token) if !options.tokens.contains(&token) => error(403, 4, "Invalid token"),
+            _ => Reply::json(200, &json!({ "text": "HEC is healthy", "code": 17 })),
+        };
+    }
     if request.method != "POST" {
         return error(405, 0, "Method Not Allowed");
     }
