@@ -409,8 +409,8 @@ fn parse_component(
         }
     };
     let of_kind: Vec<&ComponentSpec> = registry.iter().filter(|s| s.kind == kind).collect();
-    let Some(spec) = of_kind.iter().find(|s| s.type_name == type_name || s.aliases.contains(&type_name.as_str()))
-    else {
+    let spec = of_kind.iter().find(|s| s.type_name == type_name || s.aliases.contains(&type_name.as_str()));
+    if spec.is_none() {
         let names: Vec<&str> = of_kind.iter().map(|s| s.type_name).collect();
         let elsewhere = registry.iter().find(|s| s.type_name == type_name).map(|s| s.kind.as_str());
         let message = match elsewhere {
@@ -421,8 +421,7 @@ fn parse_component(
             .map(|c| format!("did you mean `{c}`? {} types: {}", kind.as_str(), names.join(", ")))
             .or_else(|| Some(format!("{} types: {}", kind.as_str(), names.join(", "))));
         diagnostics.push(here(Diagnostic::error(message).field("type").suggest(suggestion)));
-        return None;
-    };
+    }
     let inputs = match (kind, take_string_list(&mut body, "inputs")) {
         (ComponentKind::Source, Ok(None)) => Vec::new(),
         (ComponentKind::Source, _) => {
@@ -439,6 +438,22 @@ fn parse_component(
             diagnostics.push(here(Diagnostic::error(message).field("inputs")));
             Vec::new()
         }
+    };
+    // A component of an unknown type still reads its inputs: the graph check then neither
+    // calls its upstreams unread nor misses errors elsewhere.
+    let Some(spec) = spec else {
+        return Some(RawComponent {
+            id: id.to_owned(),
+            kind,
+            file: file.to_path_buf(),
+            type_name: "unknown",
+            inputs,
+            config: None,
+            buffer: BufferConfig::default(),
+            acknowledgements: None,
+            fingerprint,
+            healthcheck: SinkHealthcheck::default(),
+        });
     };
     let mut acknowledgements = None;
     // Keys of a sink's `acknowledgements` table besides `enabled` (splunk_hec_logs' indexer
