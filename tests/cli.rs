@@ -57,6 +57,39 @@ inputs = ["in"]
     assert!(report.contains("did you mean `blackhole`?"), "{report}");
 }
 
+/// Cloud credentials are the machine's too: a GCS sink whose key file is not here.
+#[test]
+fn validate_no_environment_leaves_out_missing_cloud_credentials() {
+    let case = Case::new();
+    let config = case.config(
+        r#"
+[sources.in]
+type = "stdin"
+[sinks.gcs]
+type = "gcp_cloud_storage"
+inputs = ["in"]
+bucket = "logs"
+credentials_path = "/etc/sluice-tests/missing/key.json"
+encoding.codec = "json"
+"#,
+    );
+    let validate = |flags: &[&str]| {
+        let output = common::sluice()
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .arg("validate")
+            .args(flags)
+            .arg(&config)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, report) = validate(&[]);
+    assert_eq!(code, Some(78), "{report}");
+    assert!(report.contains("/etc/sluice-tests/missing/key.json"), "{report}");
+    let (code, report) = validate(&["--no-environment"]);
+    assert_eq!(code, Some(0), "{report}");
+}
+
 #[test]
 fn a_config_named_anything_is_read_in_the_format_its_flag_gives() {
     let case = Case::new();

@@ -185,7 +185,9 @@ impl SinkConfig for GcsSinkConfig {
         issues.extend(self.delimiter().err());
         issues.extend(self.endpoint().err());
         issues.extend(self.object_headers().err());
-        issues.extend(self.auth().err());
+        // Credentials are this machine's (a key file, GOOGLE_APPLICATION_CREDENTIALS): left out
+        // by `validate --no-environment`.
+        issues.extend(self.auth().err().map(ConfigIssue::of_environment));
         issues.extend(http_api::tls_proxy_issues(self.tls.as_ref(), &self.proxy));
         issues
     }
