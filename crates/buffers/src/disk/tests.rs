@@ -669,6 +669,20 @@ mod repair {
     }
 }
 
+/// A crash that leaves a record's header whole and its body torn: that record was never
+/// stored, so it counts nothing (before, its events showed as waiting in every later start).
+#[test]
+fn a_torn_record_counts_no_events_at_open() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    wal.append(5, b"synced").unwrap_or_else(|e| panic!("{e}"));
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    wal.append(100, &[b'x'; 120]).unwrap_or_else(|e| panic!("{e}"));
+    mem.crash(super::record::HEADER + 3);
+    let wal = open(&mem);
+    assert_eq!(wal.events_at_open(), 5, "only the synced record's events wait");
+}
+
 #[test]
 fn events_waiting_are_counted_from_headers_at_open() {
     let mem = Mem::default();

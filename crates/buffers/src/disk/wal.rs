@@ -198,7 +198,7 @@ impl Wal {
         let next_id = segments.iter().filter_map(|s| s.last_id).max().map_or(floor, |l| (l + 1).max(floor));
         let mut events_at_open = 0;
         for segment in &segments {
-            events_at_open += count_events(storage.as_ref(), &segment.path, floor)?;
+            events_at_open += count_events(storage.as_ref(), &segment.path, segment.bytes, floor)?;
         }
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let mut wal = Self {
@@ -600,7 +600,10 @@ impl Wal {
 
 /// Events in the records of `path` whose id is at least `floor`, from their headers alone
 /// (no payload is read); stops at the first header that makes no sense.
-fn count_events(storage: &dyn Storage, path: &Path, floor: u64) -> std::io::Result<u64> {
+/// Events in the records of a segment of `size` bytes at or above `floor`, from their
+/// headers. A record whose body does not fit in the file (a write torn by a crash) counts
+/// nothing: it is never read, so it would never be acknowledged either.
+fn count_events(storage: &dyn Storage, path: &Path, size: u64, floor: u64) -> std::io::Result<u64> {
     let (mut offset, mut events) = (0u64, 0u64);
     let mut header = Vec::with_capacity(record::HEADER);
     loop {
@@ -609,6 +612,9 @@ fn count_events(storage: &dyn Storage, path: &Path, floor: u64) -> std::io::Resu
             return Ok(events);
         }
         let Some(header) = record::parse_header(&header) else { return Ok(events) };
+        if (header.len as u64) < record::HEADER as u64 || offset + header.len as u64 > size {
+            return Ok(events);
+        }
         if header.id >= floor {
             events += u64::from(header.events);
         }
