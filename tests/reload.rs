@@ -366,3 +366,75 @@ encoding.codec = "json"
     assert_eq!(messages(&case.path("out.jsonl")).len(), 600 * 20);
     assert_ledger_balanced(&case.ledger());
 }
+
+/// A sink stuck on a destination that never answers, its buffer full, is replaced: the
+/// reload does not wait on it for ever (its drain time cuts its retries, what it held goes to
+/// its dead-letter queue), and the new version delivers.
+#[test]
+fn a_sink_stuck_on_its_destination_is_replaced_within_the_drain_time() {
+    let case = Case::new();
+    let port = free_port();
+    let silent = common::silent_intake();
+    let healthy = common::intake::Intake::start(|_, _, _| 200);
+    let sink = |uri: String| {
+        format!(
+            r#"
+data_dir = "{{dir}}/data"
+
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+
+[sinks.out]
+type = "http"
+inputs = ["intake"]
+uri = "{uri}"
+encoding.codec = "json"
+buffer.max_events = 10
+batch.max_events = 5
+request.timeout_secs = 60
+"#
+        )
+    };
+    let config = case.config(&sink(format!("http://127.0.0.1:{silent}/")));
+    let api = enable_api(&config);
+    let child = case.spawn_with(&config, &["--graceful-shutdown-limit-secs", "4"]);
+    wait_for_port(port, Duration::from_secs(30));
+    wait_for_port(api, Duration::from_secs(30));
+    // Senders whose events fill the sink's buffer and wait.
+    let senders: Vec<_> = (0..4)
+        .map(|s| {
+            std::thread::spawn(move || {
+                let body: String = (0..10).map(|l| format!("s{s}-l{l}\n")).collect();
+                common::post_within(port, "/", body.as_bytes(), Duration::from_secs(60))
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let ledger = common::get(api, "/ledger");
+            ledger.contains(r#""in_flight":40"#) || ledger.contains(r#""in_flight":30"#)
+        }),
+        "the senders' events wait in the sink"
+    );
+    let text =
+        sink(format!("http://127.0.0.1:{}/", healthy.port)).replace("{dir}", &case.dir.path().display().to_string());
+    std::fs::write(&config, format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let (status, answer) = post(api, "/reload", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the reload took {:?}", started.elapsed());
+    for s in senders {
+        let _ = s.join();
+    }
+    assert_eq!(post(port, "/", b"after\n").0, 200, "the new version delivers");
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    let out = component(&ledger, "out");
+    let settled = out["sent"].as_u64().unwrap_or(0) + out["dead_lettered"].as_u64().unwrap_or(0);
+    assert_eq!(settled, out["received"].as_u64().unwrap_or(0), "{out:#}");
+    assert!(healthy.accepted.lock().map(|a| a.iter().any(|b| b.contains("after"))).unwrap_or(false));
+}

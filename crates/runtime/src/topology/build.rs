@@ -432,6 +432,19 @@ impl Topology {
         }
     }
 
+    /// Starts component `id`'s stop without taking it out yet: its drain time starts (a sink
+    /// cuts its retries short at half the graceful limit) and a disk buffer stops handing out
+    /// its backlog. A sink stuck on its destination then frees its buffer, so the fan-outs
+    /// that feed it can be locked.
+    pub fn begin_stop(&self, id: &str) {
+        if let Some(live) = self.live.get(id) {
+            live.shutdown.trigger();
+            if let Some(interrupt) = &live.interrupt {
+                interrupt.trigger();
+            }
+        }
+    }
+
     /// Takes component `id` out of the topology: its kept input is dropped, its shutdown fires
     /// (disk buffers keep their backlog) and its ports are forgotten. Its consumers in the
     /// fan-outs of its inputs are the caller's to remove; once they are gone, its input

@@ -297,9 +297,21 @@ pub async fn run(
                 }
             },
             Some(request) = reloads.recv() => {
-                let outcome = reload::apply(&mut topology, request.graph).await;
-                let _ = request.reply.send(outcome);
-                tokio::spawn(check_health(std::mem::take(&mut topology.healthchecks)));
+                // A shutdown asked for during a reload (one waiting on a sink that cannot
+                // drain) is not kept waiting: the reload stops where it is, and the drain
+                // below takes every component, old or new, that is still running.
+                tokio::select! {
+                    outcome = reload::apply(&mut topology, request.graph) => {
+                        let _ = request.reply.send(outcome);
+                        tokio::spawn(check_health(std::mem::take(&mut topology.healthchecks)));
+                    }
+                    () = &mut shutdown => {
+                        tracing::info!("Shutdown requested during a reload; stopping it and draining.");
+                        let _ = request.reply.send(Err(vec!["shutdown started during the reload".to_owned()]));
+                        interrupted = true;
+                        break;
+                    }
+                }
             }
         }
     }

@@ -203,6 +203,7 @@ pub(super) async fn apply(t: &mut Topology, graph: Graph) -> Result<ReloadSummar
         let (Some(c), Some(old_inputs)) = (new.remove(id), t.live.get(id).map(|l| l.inputs.clone())) else {
             continue;
         };
+        t.begin_stop(id);
         let mut guards = lock_ports(t, old_inputs.into_iter().chain(c.inputs.iter().cloned()), &ranks).await;
         for (_, guard) in &mut guards {
             guard.remove(id);
@@ -274,6 +275,9 @@ pub(super) async fn apply(t: &mut Topology, graph: Graph) -> Result<ReloadSummar
         .filter(|id| t.live.get(*id).is_some_and(|l| l.kind != ComponentKind::Source))
         .cloned()
         .collect();
+    for id in &removing {
+        t.begin_stop(id);
+    }
     let ports: Vec<OutputRef> = t.ports.keys().filter(|p| !removing.contains(&p.component)).cloned().collect();
     let mut guards = lock_ports(t, ports, &ranks).await;
     for (port, guard) in &mut guards {
