@@ -93,6 +93,14 @@ fn top_json_shows_the_failing_sink_its_dlq_and_the_balance() {
     assert_eq!(row("billing_api")["dead_lettered"]["permanent"], 200, "{sample}");
     assert_eq!(row("billing_api")["dead_letter_queue_events"], 200, "{sample}");
     assert_eq!(row("billing_api")["buffer"], "0/500 events");
+    // Bytes in at the source and out at the sinks, as Vector's metrics name them.
+    let metrics = common::get(fault.api, "/metrics");
+    let bytes = |name: &str, id: &str, kind: &str, kind_type: &str| {
+        let labels = format!("{{component_id=\"{id}\",component_kind=\"{kind}\",component_type=\"{kind_type}\"}}");
+        common::sample(&metrics, &format!("{name}{labels}")).unwrap_or(0.0)
+    };
+    assert!(bytes("component_received_bytes_total", "intake", "source", "http_server") > 0.0, "{metrics}");
+    assert!(bytes("component_sent_bytes_total", "archive", "sink", "file") > 0.0, "{metrics}");
     // Filter and sort as asked.
     let sample = top_json(fault.api, &["--filter", "bill*", "--sort", "dead-lettered"]);
     let ids: Vec<&str> =
@@ -123,7 +131,7 @@ fn top_in_a_terminal_shows_each_component_and_the_fault() {
     let socket = fault.case.path("tmux.sock").display().to_string();
     let binary = env!("CARGO_BIN_EXE_sluice");
     let command = format!("{binary} top --interval 200 --url http://127.0.0.1:{}", fault.api);
-    tmux(&["-S", &socket, "new-session", "-d", "-x", "150", "-y", "10", &command]);
+    tmux(&["-S", &socket, "new-session", "-d", "-x", "170", "-y", "10", &command]);
     let mut screen = String::new();
     let shown = wait_until(Duration::from_secs(20), || {
         screen = tmux(&["-S", &socket, "capture-pane", "-p"]);
@@ -142,7 +150,8 @@ fn top_in_a_terminal_shows_each_component_and_the_fault() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sender.join();
     assert!(shown, "{screen}");
-    for expected in ["intake", "http_server", "archive", "file", "IN/S", "DEAD-LETTERED", "q quit"] {
+    for expected in ["intake", "http_server", "archive", "file", "IN/S", "B IN/S", "B OUT/S", "DEAD-LETTERED", "q quit"]
+    {
         assert!(screen.contains(expected), "{expected}: {screen}");
     }
     assert!(sorted && quit, "{screen}");

@@ -39,6 +39,8 @@ pub struct ComponentLedger {
     type_name: String,
     received: AtomicU64,
     sent: AtomicU64,
+    received_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
     dead_lettered: AtomicU64,
     errored: AtomicU64,
     in_flight: AtomicI64,
@@ -89,6 +91,8 @@ impl ComponentLedger {
             type_name: type_name.into(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             errored: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
@@ -141,6 +145,18 @@ impl ComponentLedger {
     pub fn accept(&self, n: usize) {
         self.received.fetch_add(n as u64, Ordering::Relaxed);
         self.in_flight.fetch_add(n as i64, Ordering::Relaxed);
+    }
+
+    /// Sources: `n` bytes read from outside (request bodies, lines with their newlines,
+    /// messages), as Vector's `component_received_bytes_total`.
+    pub fn received_bytes(&self, n: usize) {
+        self.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Sinks: `n` bytes written to the destination and accepted there (request bodies before
+    /// compression, file writes), as Vector's `component_sent_bytes_total`.
+    pub fn sent_bytes(&self, n: usize) {
+        self.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// `n` events left the component successfully (passed on, or delivered by a sink).
@@ -212,6 +228,8 @@ impl ComponentLedger {
             component_type: self.type_name.clone(),
             received: self.received.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
             discarded,
             discarded_intentional,
             discarded_total,
@@ -244,6 +262,9 @@ pub struct ComponentSnapshot {
     pub component_type: String,
     pub received: u64,
     pub sent: u64,
+    /// Sources: bytes read from outside. Sinks: bytes delivered.
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
     pub discarded: BTreeMap<String, u64>,
     /// Whether each discard reason is a user's rule (`intentional` label).
     #[serde(skip)]

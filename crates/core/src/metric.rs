@@ -18,6 +18,8 @@ pub enum MetricName {
     ComponentErroredEventsTotal,
     ComponentErrorsTotal,
     ComponentInFlightEvents,
+    ComponentReceivedBytesTotal,
+    ComponentSentBytesTotal,
     BufferSizeEvents,
     BufferMaxSizeEvents,
     BufferSizeBytes,
@@ -54,6 +56,8 @@ impl MetricName {
             Self::ComponentErroredEventsTotal => "component_errored_events_total",
             Self::ComponentErrorsTotal => "component_errors_total",
             Self::ComponentInFlightEvents => "component_in_flight_events",
+            Self::ComponentReceivedBytesTotal => "component_received_bytes_total",
+            Self::ComponentSentBytesTotal => "component_sent_bytes_total",
             Self::BufferSizeEvents => "buffer_size_events",
             Self::BufferMaxSizeEvents => "buffer_max_size_events",
             Self::BufferSizeBytes => "buffer_size_bytes",
@@ -90,6 +94,8 @@ impl MetricName {
             Self::ComponentErroredEventsTotal => "Events that failed for good with nowhere durable to go.",
             Self::ComponentErrorsTotal => "Errors, by type and stage.",
             Self::ComponentInFlightEvents => "Events inside the component now (buffered, batched or being sent).",
+            Self::ComponentReceivedBytesTotal => "Sources: bytes read from outside (bodies, lines, messages).",
+            Self::ComponentSentBytesTotal => "Sinks: bytes delivered to the destination (before compression).",
             Self::BufferSizeEvents => "Events in the sink's buffer now (memory and disk stages).",
             Self::BufferMaxSizeEvents => "Capacity of the sink's input buffer, in events.",
             Self::BufferSizeBytes => {
@@ -155,6 +161,16 @@ impl LedgerSnapshot {
                 push(MetricName::ComponentErrorsTotal, t, *n as f64);
             }
             push(MetricName::ComponentInFlightEvents, tags.clone(), c.in_flight as f64);
+            // As Vector's: bytes in for sources, bytes out for sinks.
+            match c.kind {
+                crate::ledger::ComponentKind::Source => {
+                    push(MetricName::ComponentReceivedBytesTotal, tags.clone(), c.received_bytes as f64);
+                }
+                crate::ledger::ComponentKind::Sink => {
+                    push(MetricName::ComponentSentBytesTotal, tags.clone(), c.sent_bytes as f64);
+                }
+                crate::ledger::ComponentKind::Transform => {}
+            }
             let gauges = [
                 (MetricName::BufferSizeEvents, c.buffer_events),
                 (MetricName::BufferMaxSizeEvents, c.buffer_max_events),

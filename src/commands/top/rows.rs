@@ -17,6 +17,10 @@ pub struct Row {
     /// Events per second in (received) and out (sent: passed on, or delivered by a sink).
     pub events_in_per_sec: f64,
     pub events_out_per_sec: f64,
+    /// Bytes per second read from outside (sources) and delivered (sinks), as Vector's
+    /// `component_received_bytes_total` and `component_sent_bytes_total` grow.
+    pub bytes_in_per_sec: f64,
+    pub bytes_out_per_sec: f64,
     pub received: u64,
     pub sent: u64,
     /// Events failed for good (`errored`), and errors by type (retries among them).
@@ -90,6 +94,8 @@ pub fn rows(previous: Option<&Value>, now: &Value, elapsed: Duration) -> Vec<Row
                 component_type: c["type"].as_str().unwrap_or_default().to_owned(),
                 events_in_per_sec: rate(c, "received"),
                 events_out_per_sec: rate(c, "sent"),
+                bytes_in_per_sec: rate(c, "received_bytes"),
+                bytes_out_per_sec: rate(c, "sent_bytes"),
                 received: number("received").unwrap_or(0),
                 sent: number("sent").unwrap_or(0),
                 errored: number("errored").unwrap_or(0),
@@ -176,16 +182,18 @@ mod tests {
 
     #[test]
     fn rates_come_from_the_counters_growth() {
-        let before = serde_json::json!({"components": [{"id": "a", "received": 100, "sent": 50}]});
+        let before = serde_json::json!({"components": [{"id": "a", "received": 100, "sent": 50, "sent_bytes": 1000}]});
         let now = serde_json::json!({"components": [
             {"id": "a", "kind": "sink", "type": "http", "received": 300, "sent": 90, "errored": 1,
              "errors": {"http_status": 4}, "dead_lettered_by_reason": {"permanent": 7},
-             "buffer_events": 25, "buffer_max_events": 100, "stalled": true, "balanced": true},
+             "buffer_events": 25, "buffer_max_events": 100, "stalled": true, "balanced": true,
+             "sent_bytes": 5000},
             {"id": "b", "received": 10}
         ]});
         let rows = rows(Some(&before), &now, Duration::from_secs(2));
         assert_eq!(rows[0].events_in_per_sec, 100.0);
         assert_eq!(rows[0].events_out_per_sec, 20.0);
+        assert_eq!(rows[0].bytes_out_per_sec, 2000.0);
         assert_eq!(rows[0].errors_total(), 5);
         assert_eq!(rows[0].dead_lettered_total(), 7);
         assert_eq!(rows[0].buffer_fill, Some(0.25));

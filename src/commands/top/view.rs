@@ -21,6 +21,16 @@ pub struct Status<'a> {
     pub balanced: bool,
 }
 
+/// Bytes per second, short (`1.2M` is 1.2 MiB/s); empty when nothing was counted.
+fn byte_rate(value: f64) -> String {
+    match value {
+        v if v <= 0.0 => String::new(),
+        v if v >= 1024.0 * 1024.0 => format!("{:.1}M", v / (1024.0 * 1024.0)),
+        v if v >= 1024.0 => format!("{:.1}k", v / 1024.0),
+        v => format!("{v:.0}"),
+    }
+}
+
 fn rate(value: f64) -> String {
     if value >= 1_000_000.0 {
         format!("{:.1}M", value / 1_000_000.0)
@@ -39,8 +49,22 @@ pub fn draw(frame: &mut Frame, rows: &[Row], status: &Status<'_>) {
         (None, false) => format!(" sluice top · {} · LEDGER NOT BALANCED ", status.url),
     };
     let header = TableRow::new(
-        ["ID", "KIND", "TYPE", "IN/S", "OUT/S", "ERRORS", "DISCARDED", "DEAD-LETTERED", "BUFFER", "DLQ", "STATE"]
-            .map(|h| Cell::from(h).style(Style::default().add_modifier(Modifier::BOLD))),
+        [
+            "ID",
+            "KIND",
+            "TYPE",
+            "IN/S",
+            "OUT/S",
+            "B IN/S",
+            "B OUT/S",
+            "ERRORS",
+            "DISCARDED",
+            "DEAD-LETTERED",
+            "BUFFER",
+            "DLQ",
+            "STATE",
+        ]
+        .map(|h| Cell::from(h).style(Style::default().add_modifier(Modifier::BOLD))),
     );
     let lines = rows.iter().map(|r| {
         let errors = if r.errored > 0 {
@@ -71,6 +95,8 @@ pub fn draw(frame: &mut Frame, rows: &[Row], status: &Status<'_>) {
             r.component_type.clone(),
             rate(r.events_in_per_sec),
             rate(r.events_out_per_sec),
+            byte_rate(r.bytes_in_per_sec),
+            byte_rate(r.bytes_out_per_sec),
             errors,
             by_reason(&r.discarded),
             by_reason(&r.dead_lettered),
@@ -84,6 +110,8 @@ pub fn draw(frame: &mut Frame, rows: &[Row], status: &Status<'_>) {
         Constraint::Min(12),
         Constraint::Length(9),
         Constraint::Length(13),
+        Constraint::Length(7),
+        Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Fill(3),

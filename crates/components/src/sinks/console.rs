@@ -85,7 +85,10 @@ impl Sink for Console {
                     Err(err) => Err(err),
                 };
                 match written {
-                    Ok(()) => pending.settle(&cx.ledger, Outcome::Delivered),
+                    Ok(()) => {
+                        cx.ledger.sent_bytes(buf.len());
+                        pending.settle(&cx.ledger, Outcome::Delivered);
+                    }
                     Err(err) => {
                         cx.ledger.error("write_failed", "sending");
                         if let Some(folded) = write_log.admit() {

@@ -275,7 +275,10 @@ impl Sink for FileSink {
                 files = back;
                 for group in groups {
                     match group.result {
-                        Ok(()) => group.pending.settle(&cx.ledger, Outcome::Delivered),
+                        Ok(()) => {
+                            cx.ledger.sent_bytes(group.data.len());
+                            group.pending.settle(&cx.ledger, Outcome::Delivered);
+                        }
                         Err(err) => {
                             cx.ledger.error("write_failed", "sending");
                             if let Some(folded) = write_log.admit() {

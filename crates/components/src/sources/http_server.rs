@@ -424,6 +424,7 @@ async fn handle(
                 .into_response();
         }
     }
+    shared.ledger.received_bytes(body.len());
     let body = match decompress(&headers, body) {
         Ok(body) => body,
         Err(response) => return *response,

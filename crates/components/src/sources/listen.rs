@@ -241,6 +241,9 @@ async fn read_stream<P: Protocol>(
             buf.reserve(64 * 1024);
         }
         let read = stream.read_buf(&mut buf).await;
+        if let Ok(n) = read {
+            ledger.received_bytes(n);
+        }
         let eof = !matches!(read, Ok(n) if n > 0);
         protocol.split(&mut state, &mut buf, &mut frames, eof, &ledger);
         if !frames.is_empty() {
@@ -284,6 +287,7 @@ async fn serve_datagrams<P: Protocol>(
                 }
             },
         };
+        ledger.received_bytes(len);
         if len > max_length {
             super::count_rejected(&ledger, 1, "oversized", "datagram longer than max_length");
             continue;

@@ -66,7 +66,10 @@ impl SourceConfig for StdinConfig {
                 };
                 let eof = match read {
                     Ok(0) => true,
-                    Ok(_) => false,
+                    Ok(n) => {
+                        out.ledger().received_bytes(n);
+                        false
+                    }
                     Err(err) => {
                         tracing::error!(error = %err, "Cannot read standard input; stopping the source.");
                         out.ledger().error("read_failed", "receiving");

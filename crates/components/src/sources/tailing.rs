@@ -205,6 +205,8 @@ pub async fn forward(
         };
         match next {
             Some(Out::Lines(batches)) => {
+                let read: u64 = batches.iter().flat_map(|b| &b.messages).map(|m| m.end.saturating_sub(m.start)).sum();
+                out.ledger().received_bytes(read as usize);
                 let mut chunk = Vec::with_capacity(batches.iter().map(|b| b.messages.len()).sum());
                 for lines in batches {
                     builder.build(lines, &mut chunk);

@@ -159,6 +159,7 @@ impl UnaryService<PushEventsRequest> for Push {
 impl Shared {
     /// Hands the request's logs on and, with acknowledgements, waits for their outcome.
     async fn push(&self, request: PushEventsRequest) -> Result<(), Status> {
+        self.ledger.received_bytes(prost::Message::encoded_len(&request));
         let (notifier, mut receiver) = BatchNotifier::with_receiver();
         let mut meta = EventMetadata::new(&self.id, chrono::Utc::now());
         if self.acknowledgements {

@@ -562,8 +562,11 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
             };
             let result = match result {
                 CallResult::PerItem(items) if items.len() == batch.events.len() => {
+                    let (bytes, total) = (batch.encoded.bytes(), batch.events.len().max(1));
                     let Sorted { delivered, failed, discarded, retry: rest } =
                         std::mem::take(&mut batch).sort_items(&items);
+                    // The delivered events' share of the request.
+                    shared.cx.ledger.sent_bytes(bytes * delivered.len() / total);
                     settle_delivered(shared, delivered);
                     for (event, reason) in discarded {
                         event.resolve(Outcome::Discarded);
@@ -591,6 +594,7 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
             };
             match result {
                 CallResult::Delivered => {
+                    shared.cx.ledger.sent_bytes(batch.encoded.bytes());
                     settle_delivered(shared, batch.events);
                     shared.recycle(batch.encoded.buf);
                     return;

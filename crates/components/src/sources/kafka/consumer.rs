@@ -505,6 +505,7 @@ impl<'a> Reader<'a> {
         let Unit { partition, topic, template, .. } = &self.units[index];
         // A tombstone (no payload) is no event; its offset is still covered by the unit.
         let Some(payload) = message.payload() else { return };
+        self.shared.ledger.received_bytes(payload.len());
         let payload = Bytes::copy_from_slice(payload);
         if self.settings.framer.is_bytes() {
             self.frames.push(payload.clone());
