@@ -101,7 +101,9 @@ impl Loki {
             if let Some(note) = request.header("x-note") {
                 state.notes.push(note.to_owned());
             }
-            state.pushes.push((kind, reply.status));
+            if request.method == "POST" {
+                state.pushes.push((kind, reply.status));
+            }
             reply
         });
         Self { server, state }

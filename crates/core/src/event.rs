@@ -19,10 +19,55 @@ pub type Chunk = Vec<LogEvent>;
 
 /// Vector's legacy-namespace field names.
 pub mod fields {
-    pub const MESSAGE: &str = "message";
-    pub const TIMESTAMP: &str = "timestamp";
-    pub const HOST: &str = "host";
-    pub const SOURCE_TYPE: &str = "source_type";
+    //! The field names of the log schema (Vector's `log_schema`): where sources put the
+    //! message, the time, the host and the source type, and where sinks look for them. Set
+    //! once per process, before any component is built (a reload cannot change them); the
+    //! defaults are Vector's.
+
+    use std::sync::OnceLock;
+
+    /// `log_schema.message_key`, `timestamp_key`, `host_key`, `source_type_key`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LogSchema {
+        pub message: &'static str,
+        pub timestamp: &'static str,
+        pub host: &'static str,
+        pub source_type: &'static str,
+    }
+
+    impl Default for LogSchema {
+        fn default() -> Self {
+            Self { message: "message", timestamp: "timestamp", host: "host", source_type: "source_type" }
+        }
+    }
+
+    static SCHEMA: OnceLock<LogSchema> = OnceLock::new();
+
+    /// Sets the process's log schema. `false` when another one was set before (the first
+    /// stays).
+    pub fn set(schema: LogSchema) -> bool {
+        SCHEMA.get_or_init(|| schema.clone()) == &schema
+    }
+
+    fn schema() -> &'static LogSchema {
+        SCHEMA.get_or_init(LogSchema::default)
+    }
+
+    pub fn message() -> &'static str {
+        schema().message
+    }
+
+    pub fn timestamp() -> &'static str {
+        schema().timestamp
+    }
+
+    pub fn host() -> &'static str {
+        schema().host
+    }
+
+    pub fn source_type() -> &'static str {
+        schema().source_type
+    }
 }
 
 /// Interns a component id: every event carries its source's id, and a `&'static str` costs
@@ -140,20 +185,20 @@ pub struct LegacyTemplate {
 impl LegacyTemplate {
     pub fn new(source_type: &'static str, host: Option<&Bytes>, metadata: EventMetadata) -> Self {
         let mut object = ObjectMap::new();
-        object.insert(KeyString::from(fields::MESSAGE), Value::Null);
-        object.insert(KeyString::from(fields::TIMESTAMP), Value::Timestamp(metadata.ingest_time));
+        object.insert(KeyString::from(fields::message()), Value::Null);
+        object.insert(KeyString::from(fields::timestamp()), Value::Timestamp(metadata.ingest_time));
         if let Some(host) = host {
-            object.insert(KeyString::from(fields::HOST), Value::Bytes(host.clone()));
+            object.insert(KeyString::from(fields::host()), Value::Bytes(host.clone()));
         }
-        object.insert(KeyString::from(fields::SOURCE_TYPE), Value::Bytes(Bytes::from_static(source_type.as_bytes())));
-        let message_index = object.keys().position(|k| k.as_str() == fields::MESSAGE).unwrap_or(0);
+        object.insert(KeyString::from(fields::source_type()), Value::Bytes(Bytes::from_static(source_type.as_bytes())));
+        let message_index = object.keys().position(|k| k.as_str() == fields::message()).unwrap_or(0);
         Self { object, message_index, metadata, host: host.cloned() }
     }
 
     /// Sets a field every event made from now on carries (`file`, `kubernetes.*`...).
     pub fn set_field(&mut self, key: &str, value: Value) {
         self.object.insert(KeyString::from(key), value);
-        self.message_index = self.object.keys().position(|k| k.as_str() == fields::MESSAGE).unwrap_or(0);
+        self.message_index = self.object.keys().position(|k| k.as_str() == fields::message()).unwrap_or(0);
     }
 
     /// An event whose `message` is `message`.
@@ -196,12 +241,12 @@ impl LogEvent {
     /// `source_type`.
     pub fn legacy(message: Bytes, source_type: &'static str, host: Option<&Bytes>, metadata: EventMetadata) -> Self {
         let mut object = ObjectMap::new();
-        object.insert(KeyString::from(fields::MESSAGE), Value::Bytes(message));
-        object.insert(KeyString::from(fields::TIMESTAMP), Value::Timestamp(metadata.ingest_time));
+        object.insert(KeyString::from(fields::message()), Value::Bytes(message));
+        object.insert(KeyString::from(fields::timestamp()), Value::Timestamp(metadata.ingest_time));
         if let Some(host) = host {
-            object.insert(KeyString::from(fields::HOST), Value::Bytes(host.clone()));
+            object.insert(KeyString::from(fields::host()), Value::Bytes(host.clone()));
         }
-        object.insert(KeyString::from(fields::SOURCE_TYPE), Value::Bytes(Bytes::from_static(source_type.as_bytes())));
+        object.insert(KeyString::from(fields::source_type()), Value::Bytes(Bytes::from_static(source_type.as_bytes())));
         Self { value: Value::Object(object), metadata }
     }
 
@@ -228,7 +273,7 @@ impl LogEvent {
         if !matches!(self.value, Value::Object(_)) {
             let old = std::mem::replace(&mut self.value, Value::Object(ObjectMap::new()));
             if let Value::Object(map) = &mut self.value {
-                map.insert(KeyString::from(fields::MESSAGE), old);
+                map.insert(KeyString::from(fields::message()), old);
             }
         }
         if let Value::Object(map) = &mut self.value {

@@ -212,12 +212,12 @@ impl Decoder {
         let meta = template.metadata();
         let mut event = LogEvent::from_value(value, meta.clone());
         if let Value::Object(map) = event.value_mut() {
-            map.entry(KeyString::from(fields::TIMESTAMP)).or_insert_with(|| Value::Timestamp(meta.ingest_time()));
+            map.entry(KeyString::from(fields::timestamp())).or_insert_with(|| Value::Timestamp(meta.ingest_time()));
             if let Some(host) = template.host() {
-                map.entry(KeyString::from(fields::HOST)).or_insert_with(|| Value::Bytes(host.clone()));
+                map.entry(KeyString::from(fields::host())).or_insert_with(|| Value::Bytes(host.clone()));
             }
             map.insert(
-                KeyString::from(fields::SOURCE_TYPE),
+                KeyString::from(fields::source_type()),
                 Value::Bytes(Bytes::from_static(self.source_type.as_bytes())),
             );
         }

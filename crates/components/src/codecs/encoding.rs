@@ -251,7 +251,9 @@ impl Encoder {
                 sluice_core::json::write_object(buf, &value, each, &[]);
                 Ok(())
             }
-            Codec::Text | Codec::RawMessage if !skip.contains(&"message") => self.encode_value(&value, buf),
+            Codec::Text | Codec::RawMessage if !skip.contains(&sluice_core::event::fields::message()) => {
+                self.encode_value(&value, buf)
+            }
             _ => {
                 let mut value = value.into_owned();
                 if let Value::Object(map) = &mut value {
@@ -282,7 +284,7 @@ impl Encoder {
             Codec::Text | Codec::RawMessage => {
                 match value {
                     Value::Object(_) => {
-                        if let Some(message) = field("message") {
+                        if let Some(message) = field(sluice_core::event::fields::message()) {
                             write_scalar(buf, message);
                         }
                     }

@@ -100,7 +100,7 @@ impl Template {
     /// Renders for `event`; a missing field is an error naming it.
     pub fn render(&self, event: &LogEvent) -> Result<String, String> {
         let mut out = String::new();
-        let time = match event.get("timestamp") {
+        let time = match event.get(sluice_core::event::fields::timestamp()) {
             Some(Value::Timestamp(ts)) => *ts,
             _ => event.ingest_time(),
         };

@@ -258,11 +258,12 @@ fn event(id: &str, envelope: Envelope, finalizer: EventFinalizer) -> LogEvent {
     metadata.set_finalizer(finalizer);
     let mut body = envelope.event;
     // JSON has no timestamp type: give `timestamp` its type back.
+    let timestamp_key = sluice_core::event::fields::timestamp();
     if let Value::Object(fields) = &mut body
-        && let Some(text) = fields.get("timestamp").and_then(Value::to_str_lossy)
+        && let Some(text) = fields.get(timestamp_key).and_then(Value::to_str_lossy)
         && let Ok(t) = DateTime::parse_from_rfc3339(&text)
     {
-        fields.insert("timestamp".into(), Value::Timestamp(t.to_utc()));
+        fields.insert(timestamp_key.into(), Value::Timestamp(t.to_utc()));
     }
     let mut event = LogEvent::from_value(body, metadata);
     let now = Utc::now();

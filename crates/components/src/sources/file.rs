@@ -348,7 +348,7 @@ impl SourceConfig for FileSourceConfig {
         let globs = Globs::new(&self.include, &self.exclude).map_err(BuildError)?;
         let rules = self.multiline_rules().map_err(BuildError)?;
         let (outbox, rx) = Outbox::new(cx.id.clone());
-        let host_key = field_key(self.host_key.as_deref(), "host");
+        let host_key = field_key(self.host_key.as_deref(), sluice_core::event::fields::host());
         let reader = FileReader { outbox, rules, open: HashMap::new() };
         let events = FileEvents {
             id: cx.id.clone(),
@@ -428,9 +428,10 @@ impl BuildEvents for FileEvents {
     fn build(&mut self, lines: Lines, out: &mut Chunk) {
         let Lines { path, messages, finalizer, .. } = lines;
         let metadata = EventMetadata::new(&self.id, chrono::Utc::now());
-        let default_host = self.host.as_ref().filter(|(key, _)| key == "host").map(|(_, h)| h);
+        let host_key = sluice_core::event::fields::host();
+        let default_host = self.host.as_ref().filter(|(key, _)| key == host_key).map(|(_, h)| h);
         let mut template = LegacyTemplate::new("file", default_host, metadata);
-        if let Some((key, host)) = self.host.as_ref().filter(|(key, _)| key != "host") {
+        if let Some((key, host)) = self.host.as_ref().filter(|(key, _)| key != host_key) {
             template.set_field(key, Value::Bytes(host.clone()));
         }
         if let Some(key) = &self.file_key {

@@ -427,10 +427,12 @@ impl BuildEvents for KubeEvents {
         let Lines { path, messages, meta, finalizer } = lines;
         let now = Utc::now();
         let mut template = LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(&self.id, now));
-        for key in ["message", "stream", "timestamp"] {
+        let (message_key, timestamp_key) =
+            (sluice_core::event::fields::message(), sluice_core::event::fields::timestamp());
+        for key in [message_key, "stream", timestamp_key] {
             template.insert(key, Value::Null);
         }
-        template.insert("source_type", Value::from("kubernetes_logs"));
+        template.insert(sluice_core::event::fields::source_type(), Value::from("kubernetes_logs"));
         let pod = pod_of(Path::new(&*String::from_utf8_lossy(&path))).unwrap_or_default();
         template.insert("file", Value::Bytes(path));
         if let Some(key) = &self.ingestion_key {
@@ -448,9 +450,9 @@ impl BuildEvents for KubeEvents {
                         *slot = value;
                     }
                 };
-                set("message", Value::Bytes(message.text));
+                set(message_key, Value::Bytes(message.text));
                 set("stream", Value::Bytes(meta.stream));
-                set("timestamp", Value::Timestamp(meta.time.unwrap_or(now)));
+                set(timestamp_key, Value::Timestamp(meta.time.unwrap_or(now)));
             }
             out.push(event);
         }

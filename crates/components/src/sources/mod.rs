@@ -102,7 +102,7 @@ impl EventBuilder {
         let host_key = match host_key {
             Some("") => None,
             Some(key) => Some(KeyString::from(key.trim_start_matches('.'))),
-            None => Some(KeyString::from("host")),
+            None => Some(KeyString::from(sluice_core::event::fields::host())),
         };
         Self { id, decoder, host_key }
     }
@@ -119,7 +119,7 @@ impl EventBuilder {
     ) -> (usize, Option<String>) {
         let mut meta = EventMetadata::new(&self.id, chrono::Utc::now());
         meta.set_finalizer(finalizer);
-        let default_host = self.host_key.as_deref() == Some("host");
+        let default_host = self.host_key.as_deref() == Some(sluice_core::event::fields::host());
         let host_for_legacy = if default_host { host } else { None };
         let mut template = LegacyTemplate::new(self.decoder.source_type(), host_for_legacy, meta);
         let mut failures = 0;

@@ -111,7 +111,7 @@ impl SourceConfig for SyslogConfig {
         let host_key = match self.host_key.as_deref() {
             Some("") => None,
             Some(key) => Some(KeyString::from(key.trim_start_matches('.'))),
-            None => Some(KeyString::from(fields::HOST)),
+            None => Some(KeyString::from(fields::host())),
         };
         let protocol = Syslog { id: cx.id.clone(), max_length: self.max_length, host_key };
         let bind = |what: String, e: std::io::Error| BuildError(format!("cannot listen on {what}: {e}"));
@@ -225,9 +225,9 @@ impl Syslog {
     fn event(&self, message: Message<&str>, source_ip: Option<&Bytes>, meta: EventMetadata) -> LogEvent {
         let mut map = ObjectMap::new();
         let text = |s: &str| Value::Bytes(Bytes::copy_from_slice(s.as_bytes()));
-        map.insert(fields::MESSAGE.into(), text(message.msg));
+        map.insert(fields::message().into(), text(message.msg));
         let timestamp = message.timestamp.map_or(meta.ingest_time(), |t| t.with_timezone(&Utc));
-        map.insert(fields::TIMESTAMP.into(), Value::Timestamp(timestamp));
+        map.insert(fields::timestamp().into(), Value::Timestamp(timestamp));
         if let Some(hostname) = message.hostname {
             map.insert("hostname".into(), text(hostname));
         }
@@ -277,7 +277,7 @@ impl Syslog {
                 }
             }
         }
-        map.insert(fields::SOURCE_TYPE.into(), Value::Bytes(Bytes::from_static(b"syslog")));
+        map.insert(fields::source_type().into(), Value::Bytes(Bytes::from_static(b"syslog")));
         LogEvent::from_value(Value::Object(map), meta)
     }
 }

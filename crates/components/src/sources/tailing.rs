@@ -145,7 +145,7 @@ impl Outbox {
 
     fn line_event(&self, path: &Path, start: u64, message: Bytes) -> LogEvent {
         let mut body = ObjectMap::new();
-        body.insert("message".into(), Value::Bytes(message));
+        body.insert(sluice_core::event::fields::message().into(), Value::Bytes(message));
         body.insert("file".into(), Value::from(path.to_string_lossy().as_ref()));
         body.insert("offset".into(), Value::from(start as i64));
         LogEvent::from_value(Value::Object(body), EventMetadata::new(&self.source_id, chrono::Utc::now()))

@@ -184,7 +184,7 @@ impl Rule {
             .filter_map(|(name, template)| Some((name.clone(), template.render(event).ok()?)))
             .collect();
         let namespace = self.namespace.as_ref().and_then(|t| t.render(event).ok()).filter(|n| !n.is_empty());
-        let timestamp = match event.get("timestamp") {
+        let timestamp = match event.get(sluice_core::event::fields::timestamp()) {
             Some(Value::Timestamp(ts)) => *ts,
             _ => event.ingest_time(),
         };

@@ -161,6 +161,48 @@ fn parse_file(file: &ConfigFile, env: &dyn Fn(&str) -> Option<String>) -> Result
     })
 }
 
+/// The `log_schema` keys a field name may be given for; `metadata_key` stays Vector's default.
+const SCHEMA_KEYS: [&str; 4] = ["message_key", "timestamp_key", "host_key", "source_type_key"];
+
+/// A `log_schema` key's field name: a top-level field (a leading `.` is allowed).
+fn schema_field(value: &str) -> Result<&str, String> {
+    let name = value.trim_start_matches('.');
+    if name.is_empty() || name.contains(['.', '[', ']', '"']) {
+        return Err(format!("`{value}`: only a top-level field name is supported"));
+    }
+    Ok(name)
+}
+
+/// Sets the process's log schema from the first `log_schema` table of the documents
+/// (conflicts between files are reported with the other globals).
+fn set_log_schema(documents: &[(PathBuf, Result<Value, Vec<Diagnostic>>)], diagnostics: &mut Vec<Diagnostic>) {
+    let Some((file, table)) = documents.iter().find_map(|(file, doc)| match doc {
+        Ok(Value::Object(doc)) => doc.get("log_schema").and_then(Value::as_object).map(|t| (file, t)),
+        _ => None,
+    }) else {
+        return;
+    };
+    let mut schema = sluice_core::event::fields::LogSchema::default();
+    for key in SCHEMA_KEYS {
+        let Some(value) = table.get(key).and_then(Value::as_str) else { continue };
+        let Ok(name) = schema_field(value) else { continue };
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        match key {
+            "message_key" => schema.message = name,
+            "timestamp_key" => schema.timestamp = name,
+            "host_key" => schema.host = name,
+            _ => schema.source_type = name,
+        }
+    }
+    if !sluice_core::event::fields::set(schema) {
+        diagnostics.push(
+            Diagnostic::error("the log schema cannot change while sluice runs; restart to change it")
+                .in_file(Some(file.clone()))
+                .field("log_schema"),
+        );
+    }
+}
+
 pub(super) fn load_raw(
     options: &LoadOptions,
     registry: &[ComponentSpec],
@@ -175,12 +217,17 @@ pub(super) fn load_raw(
     let mut unreadable = false;
 
     let files = config_files(options, &mut diagnostics);
-    let parsed = files.into_iter().map(|file| {
-        let doc = parse_file(&file, env);
-        (file.path, doc)
-    });
-    let given = options.documents.iter().map(|(name, doc)| (name.clone(), Ok(doc.clone())));
-    for (file, doc) in parsed.chain(given) {
+    let parsed: Vec<_> = files
+        .into_iter()
+        .map(|file| {
+            let doc = parse_file(&file, env);
+            (file.path, doc)
+        })
+        .chain(options.documents.iter().map(|(name, doc)| (name.clone(), Ok(doc.clone()))))
+        .collect();
+    // Components take their field names from the log schema as they are parsed.
+    set_log_schema(&parsed, &mut diagnostics);
+    for (file, doc) in parsed {
         config_dir.get_or_insert_with(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
         let doc = match doc {
             Ok(Value::Object(doc)) => doc,
@@ -296,23 +343,27 @@ fn parse_globals(
         }
     }
     if let Some(schema) = &raw.log_schema {
-        let defaults = [
-            ("message_key", &schema.message_key, "message"),
-            ("timestamp_key", &schema.timestamp_key, "timestamp"),
-            ("host_key", &schema.host_key, "host"),
-            ("source_type_key", &schema.source_type_key, "source_type"),
-            ("metadata_key", &schema.metadata_key, "metadata"),
+        let keys = [
+            ("message_key", &schema.message_key),
+            ("timestamp_key", &schema.timestamp_key),
+            ("host_key", &schema.host_key),
+            ("source_type_key", &schema.source_type_key),
         ];
-        for (field, value, default) in defaults {
-            if let Some(value) = value
-                && value.trim_start_matches('.') != default
-            {
+        for (field, value) in keys {
+            if let Some(Err(message)) = value.as_deref().map(schema_field) {
                 diagnostics.push(
-                    Diagnostic::error(format!("only the default `{default}` is supported, not `{value}`"))
-                        .in_file(file_of("log_schema"))
-                        .field(format!("log_schema.{field}")),
+                    Diagnostic::error(message).in_file(file_of("log_schema")).field(format!("log_schema.{field}")),
                 );
             }
+        }
+        if let Some(value) = &schema.metadata_key
+            && value.trim_start_matches('.') != "metadata"
+        {
+            diagnostics.push(
+                Diagnostic::error(format!("only the default `metadata` is supported, not `{value}`"))
+                    .in_file(file_of("log_schema"))
+                    .field("log_schema.metadata_key"),
+            );
         }
     }
     if raw.schema.as_ref().and_then(|s| s.log_namespace) == Some(true) {

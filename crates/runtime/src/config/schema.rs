@@ -45,7 +45,7 @@ pub struct HealthchecksRaw {
     pub require_healthy: Option<bool>,
 }
 
-/// Only Vector's default field names are supported; anything else is an error.
+/// Field names of the log schema (top-level fields); `metadata_key` only takes its default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSchemaRaw {

@@ -270,7 +270,10 @@ pub fn corrupt_event(sink_id: &str, bytes: &[u8], location: &str, reason: &str) 
     detail.insert("error".into(), Value::from(reason));
     detail.insert("bytes".into(), Value::from(bytes.len() as i64));
     let mut body = ObjectMap::new();
-    body.insert("message".into(), Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)));
+    body.insert(
+        sluice_core::event::fields::message().into(),
+        Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    );
     body.insert("buffer_corrupt".into(), Value::Object(detail));
     let event = LogEvent::from_value(Value::Object(body), EventMetadata::new(sink_id, chrono::Utc::now()));
     let failure = Failure::now(DeadLetterReason::BufferCorrupt, format!("{reason} at {location}"), None);

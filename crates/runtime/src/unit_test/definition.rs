@@ -80,8 +80,8 @@ impl Input {
     pub fn event(&self, vrl: &dyn Vrl) -> Result<LogEvent, String> {
         let legacy = |message: &str| {
             let mut map = ObjectMap::new();
-            map.insert("message".into(), Value::from(message));
-            map.insert("timestamp".into(), Value::Timestamp(chrono::Utc::now()));
+            map.insert(sluice_core::event::fields::message().into(), Value::from(message));
+            map.insert(sluice_core::event::fields::timestamp().into(), Value::Timestamp(chrono::Utc::now()));
             LogEvent::from_value(Value::Object(map), EventMetadata::new("unit_test", chrono::Utc::now()))
         };
         match self.kind.as_str() {

@@ -172,9 +172,13 @@ impl Service for LogsService {
     fn encode(&self, event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
         let start = buf.len();
         let value = self.transformer.apply(event.value());
-        let each = |key: &str, value: &Value| match (key, value) {
-            ("host", _) => Field::Rename("hostname"),
-            ("timestamp", Value::Timestamp(ts)) => Field::Replace("timestamp", Value::from(ts.timestamp_millis())),
+        // Datadog's own names: `hostname`, and `timestamp` in milliseconds.
+        let (host_key, timestamp_key) = (sluice_core::event::fields::host(), sluice_core::event::fields::timestamp());
+        let each = |key: &str, value: &Value| match value {
+            _ if key == host_key => Field::Rename("hostname"),
+            Value::Timestamp(ts) if key == timestamp_key => {
+                Field::Replace("timestamp", Value::from(ts.timestamp_millis()))
+            }
             _ => Field::Keep,
         };
         write_object(buf, &value, each, &[]);

@@ -411,8 +411,9 @@ impl Service for ElasticService {
         } else {
             let rename = data_stream && value.as_object().is_some_and(|m| !m.contains_key("@timestamp"));
             let id_key = self.id_key.as_deref();
+            let timestamp_key = sluice_core::event::fields::timestamp();
             let each = |key: &str, _: &Value| match key {
-                "timestamp" if rename => Field::Rename("@timestamp"),
+                key if rename && key == timestamp_key => Field::Rename("@timestamp"),
                 key if Some(key) == id_key => Field::Skip,
                 _ => Field::Keep,
             };

@@ -70,7 +70,7 @@ impl LokiService {
         let Transport { http, uri, auth, headers } = transport;
         let mut removed: Vec<String> = Vec::new();
         if config.remove_timestamp {
-            removed.push("timestamp".to_owned());
+            removed.push(sluice_core::event::fields::timestamp().to_owned());
         }
         let fields_of = |rules: &[LabelRule]| -> Vec<String> {
             rules
@@ -437,7 +437,7 @@ impl Service for LokiService {
             labels.insert("agent".to_owned(), "vector".to_owned());
         }
         put_pairs(buf, &labels);
-        let time = match event.get("timestamp") {
+        let time = match event.get(sluice_core::event::fields::timestamp()) {
             Some(Value::Timestamp(ts)) => *ts,
             _ => event.ingest_time(),
         };

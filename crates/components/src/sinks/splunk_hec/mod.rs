@@ -88,11 +88,11 @@ pub struct SplunkHecLogsConfig {
 }
 
 fn default_host_key() -> String {
-    "host".to_owned()
+    sluice_core::event::fields::host().to_owned()
 }
 
 fn default_timestamp_key() -> String {
-    "timestamp".to_owned()
+    sluice_core::event::fields::timestamp().to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

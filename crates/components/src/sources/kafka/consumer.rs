@@ -587,7 +587,7 @@ impl<'a> Reader<'a> {
         if let Some(millis) = message.timestamp().to_millis()
             && let Some(ts) = chrono::DateTime::from_timestamp_millis(millis)
         {
-            extra.push((KeyString::from(sluice_core::event::fields::TIMESTAMP), Value::Timestamp(ts)));
+            extra.push((KeyString::from(sluice_core::event::fields::timestamp()), Value::Timestamp(ts)));
         }
         extra
     }
