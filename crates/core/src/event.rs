@@ -17,12 +17,11 @@ use crate::ack::{EventFinalizer, Outcome};
 /// Events move between tasks in chunks, never one at a time.
 pub type Chunk = Vec<LogEvent>;
 
-/// Vector's legacy-namespace field names.
+/// The field names of the log schema (Vector's `log_schema`, legacy namespace): where sources
+/// put the message, the time, the host and the source type, and where sinks look for them.
+/// Set once per process, before any component is built (a reload cannot change them); the
+/// defaults are Vector's.
 pub mod fields {
-    //! The field names of the log schema (Vector's `log_schema`): where sources put the
-    //! message, the time, the host and the source type, and where sinks look for them. Set
-    //! once per process, before any component is built (a reload cannot change them); the
-    //! defaults are Vector's.
 
     use std::sync::OnceLock;
 
