@@ -438,3 +438,53 @@ request.timeout_secs = 60
     assert_eq!(settled, out["received"].as_u64().unwrap_or(0), "{out:#}");
     assert!(healthy.accepted.lock().map(|a| a.iter().any(|b| b.contains("after"))).unwrap_or(false));
 }
+
+/// An id can change kind: a sink `x` becomes a transform `x` feeding a new sink, and then a
+/// source `x` (the transform's readers move to it).
+#[test]
+fn a_component_may_change_kind_under_the_same_id() {
+    let case = Case::new();
+    let port = free_port();
+    let head = format!(
+        "data_dir = \"{{dir}}/data\"\n[sources.intake]\ntype = \"http_server\"\naddress = \"127.0.0.1:{port}\"\n"
+    );
+    let configs = [
+        format!(
+            "{head}[sinks.x]\ntype = \"file\"\ninputs = [\"intake\"]\npath = \"{{dir}}/a.jsonl\"\nencoding.codec = \"json\"\n"
+        ),
+        format!(
+            "{head}[transforms.x]\ntype = \"remap\"\ninputs = [\"intake\"]\nsource = '.seen = true'\n[sinks.out]\ntype = \"file\"\ninputs = [\"x\"]\npath = \"{{dir}}/b.jsonl\"\nencoding.codec = \"json\"\n"
+        ),
+        format!(
+            "{head}[sources.x]\ntype = \"demo_logs\"\nformat = \"shuffle\"\nlines = [\"from the demo\"]\ncount = 3\ninterval = 0.0\n[sinks.out]\ntype = \"file\"\ninputs = [\"x\", \"intake\"]\npath = \"{{dir}}/b.jsonl\"\nencoding.codec = \"json\"\n"
+        ),
+    ];
+    let config = case.config(&configs[0]);
+    let api = enable_api(&config);
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(30));
+    wait_for_port(api, Duration::from_secs(30));
+    let write = |text: &str| {
+        let text = text.replace("{dir}", &case.dir.path().display().to_string());
+        std::fs::write(&config, format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    assert_eq!(post(port, "/", b"one\n").0, 200);
+    write(&configs[1]);
+    let (status, answer) = post(api, "/reload", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(post(port, "/", b"two\n").0, 200);
+    write(&configs[2]);
+    let (status, answer) = post(api, "/reload", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(post(port, "/", b"three\n").0, 200);
+    let b = case.path("b.jsonl");
+    assert!(wait_until(Duration::from_secs(20), || messages(&b).len() == 5), "{:?}", messages(&b));
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(messages(&case.path("a.jsonl")), ["one"]);
+    let mut b = messages(&b);
+    b.sort();
+    assert_eq!(b, ["from the demo", "from the demo", "from the demo", "three", "two"]);
+    assert_ledger_balanced(&case.ledger());
+}

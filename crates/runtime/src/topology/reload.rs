@@ -190,12 +190,12 @@ pub(super) async fn apply(t: &mut Topology, graph: Graph) -> Result<ReloadSummar
         }
     }
 
-    // 3. Changed sinks and transforms, downstream first, each while its upstreams wait.
+    // 3. Changed sinks and transforms, downstream first, each while its upstreams wait. (One
+    // that becomes a source under the same id only stops here; it starts in 4.)
     let mut replacing: Vec<String> = summary
         .changed
         .iter()
         .filter(|id| matches!(kind_of(t, id), Some(ComponentKind::Sink | ComponentKind::Transform)))
-        .filter(|id| new.get(*id).is_some_and(|c| c.kind != ComponentKind::Source))
         .cloned()
         .collect();
     replacing.sort_by_key(|id| std::cmp::Reverse(rank(id)));
@@ -216,11 +216,15 @@ pub(super) async fn apply(t: &mut Topology, graph: Graph) -> Result<ReloadSummar
         }
         let inputs = c.inputs.clone();
         let started = match c.kind {
+            ComponentKind::Source => {
+                new.insert(id.clone(), c);
+                continue;
+            }
             ComponentKind::Transform => {
                 let transform = prebuilt.remove(id);
                 t.start_transform(c, transform)
             }
-            _ => t.start(c),
+            ComponentKind::Sink => t.start(c),
         };
         match started {
             Ok(()) => {
