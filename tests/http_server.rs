@@ -363,3 +363,77 @@ encoding.codec = "json"
     assert_eq!(events.len(), 2, "{written}");
     assert_eq!(events[1]["tokens"], 5);
 }
+
+/// A body over `max_body_bytes` is answered 413 in a way every client sees: at once when the
+/// client waits for `100 Continue` (it never sends the body), else after the rest was read and
+/// thrown away (a client that reads only once it has sent everything gets the 413, not a
+/// broken pipe). Nothing of it becomes an event; an empty body is 200 with no events.
+#[test]
+fn an_oversized_body_gets_a_413_the_client_can_read() {
+    use std::io::{Read, Write};
+    let case = Case::new();
+    let port = free_port();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+
+[sources.intake]
+type = "http_server"
+address = "127.0.0.1:{port}"
+max_body_bytes = 1048576
+
+[sinks.out]
+type = "file"
+inputs = ["intake"]
+path = "{{dir}}/out.jsonl"
+encoding.codec = "json"
+"#
+    ));
+    let child = case.spawn(&config);
+    wait_for_port(port, Duration::from_secs(20));
+    let answer = |stream: &mut std::net::TcpStream| {
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    // A client that sends all 16 MiB before it reads.
+    let body = vec![b'x'; 16 << 20];
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(&body).unwrap_or_else(|e| panic!("the body could not be sent whole: {e}"));
+    let response = answer(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("max_body_bytes"), "{response}");
+    // A client that waits for `100 Continue`: the 413 comes at once, no body sent.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let response = answer(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    // Chunked, with no length given.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..4 {
+        let chunk = vec![b'y'; 512 * 1024];
+        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        stream.write_all(&chunk).unwrap_or_else(|e| panic!("{e}"));
+        stream.write_all(b"\r\n").unwrap_or_else(|e| panic!("{e}"));
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let response = answer(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    // Under the limit, and empty.
+    assert_eq!(post(port, "/", b"small\n").0, 200);
+    assert_eq!(post(port, "/", b"").0, 200);
+    let (code, stderr) = terminate(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "out")["sent"], 1, "only the small body became an event");
+}

@@ -31,8 +31,12 @@ use super::{EventBuilder, Stoppable, TlsListener, count_rejected, forwarder, han
 use crate::codecs::decoding::{Decoder, DecodingCodec, FrameStats, Framer, FramingMethod};
 use crate::codecs::{DecodingConfig, FramingConfig};
 
-/// Largest request body accepted.
+/// Default `max_body_bytes`.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Over the limit, how long and how much of the rest of a body is read and thrown away before
+/// the 413.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+const DRAIN_BYTES: usize = 1 << 30;
 /// How long a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +80,10 @@ pub struct HttpServerConfig {
     /// sluice: seconds to wait for the events' outcome before answering 503. Default 30.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: f64,
+    /// sluice: the largest request body (before decompression) taken, in bytes; a larger one
+    /// is answered 413. Default 64 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
     /// Accepted for compatibility.
     pub keepalive: Option<Keepalive>,
     /// TLS (`enabled = true` with `crt_file` and `key_file`); `verify_certificate = true`
@@ -119,6 +127,65 @@ fn default_response_code() -> u16 {
 }
 fn default_ack_timeout() -> f64 {
     30.0
+}
+
+fn default_max_body_bytes() -> usize {
+    MAX_BODY_BYTES
+}
+
+/// Reads a request body of at most `limit` bytes. A larger one is answered 413 as early as
+/// the client lets it be seen: at once when the client waits for `100 Continue` (it then never
+/// sends the body) or when nothing of it was read; otherwise the rest is read and thrown
+/// away (for at most [`DRAIN_TIME`] and [`DRAIN_BYTES`]) before answering, because most
+/// clients read the answer only once they have sent everything, and a connection closed under
+/// them is a broken pipe, not a 413.
+async fn read_body(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        let message = format!("body larger than {limit} bytes (max_body_bytes)\n");
+        (StatusCode::PAYLOAD_TOO_LARGE, [(http::header::CONNECTION, "close")], message).into_response()
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if declared.is_some_and(|n| n > limit as u64) && expects_continue {
+        return Err(too_large());
+    }
+    let mut body = body;
+    let mut out = BytesMut::new();
+    let mut over = declared.is_some_and(|n| n > limit as u64);
+    let mut drained = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(_))) => return Err(reply(StatusCode::BAD_REQUEST, "body could not be read\n")),
+            Ok(None) => break,
+            // Draining took too long: answer now (the client may see a reset).
+            Err(_) if over => break,
+            Err(_) => return Err(reply(StatusCode::REQUEST_TIMEOUT, "body not received in time\n")),
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if over {
+            drained += data.len();
+            if drained > DRAIN_BYTES {
+                break;
+            }
+            continue;
+        }
+        if out.len() + data.len() > limit {
+            over = true;
+            out = BytesMut::new();
+            continue;
+        }
+        out.extend_from_slice(&data);
+    }
+    if over { Err(too_large()) } else { Ok(out.freeze()) }
 }
 
 struct Shared {
@@ -209,6 +276,9 @@ impl SourceConfig for HttpServerConfig {
         if let Some(tls) = self.tls.as_ref().filter(|t| t.is_enabled()) {
             issues.extend(tls.check("tls", true));
         }
+        if self.max_body_bytes == 0 {
+            issues.push(ConfigIssue::new("max_body_bytes", "must be at least 1"));
+        }
         if self.encoding.is_some() && (self.decoding.codec != DecodingCodec::Bytes || self.framing.method.is_some()) {
             issues.push(ConfigIssue::new(
                 "encoding",
@@ -255,8 +325,7 @@ impl SourceConfig for HttpServerConfig {
                 tx,
                 ledger: ledger.clone(),
             });
-            let app =
-                axum::Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(shared);
+            let app = axum::Router::new().fallback(handle).layer(DefaultBodyLimit::disable()).with_state(shared);
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
                 tracing::error!(error = %e, "Cannot register the listener.");
             })?;
@@ -378,7 +447,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> {
+fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Box<Response>> {
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -388,8 +457,8 @@ fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> 
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "identity" | "" => return Ok(body),
-        "gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_BODY_BYTES as u64 * 4).read_to_end(&mut out),
-        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(MAX_BODY_BYTES as u64 * 4).read_to_end(&mut out),
+        "gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 * 4).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(limit as u64 * 4).read_to_end(&mut out),
         _ => {
             return Err(Box::new(reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Encoding\n")));
         }
@@ -406,7 +475,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let config = &shared.config;
     let path_ok =
@@ -424,8 +493,16 @@ async fn handle(
                 .into_response();
         }
     }
+    let body = match read_body(&headers, body, config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(response) => {
+            // Nothing of it became events: the client was told (413, or 400/408).
+            shared.ledger.error("request_rejected", "receiving");
+            return response;
+        }
+    };
     shared.ledger.received_bytes(body.len());
-    let body = match decompress(&headers, body) {
+    let body = match decompress(&headers, body, config.max_body_bytes) {
         Ok(body) => body,
         Err(response) => return *response,
     };
