@@ -5,6 +5,8 @@ pub mod dead_letter;
 pub mod demo_logs;
 pub mod file;
 pub mod http_server;
+#[cfg(test)]
+mod inputs_fuzz;
 pub mod internal_metrics;
 pub mod kafka;
 pub mod kubernetes_logs;

@@ -149,10 +149,10 @@ impl SourceConfig for SyslogConfig {
 }
 
 #[derive(Debug, Clone)]
-struct Syslog {
-    id: Arc<str>,
-    max_length: usize,
-    host_key: Option<KeyString>,
+pub(crate) struct Syslog {
+    pub(crate) id: Arc<str>,
+    pub(crate) max_length: usize,
+    pub(crate) host_key: Option<KeyString>,
 }
 
 /// What a connection's framing carries over between reads.
@@ -291,7 +291,7 @@ fn resolve_year((month, day, ..): syslog_loose::IncompleteDate) -> i32 {
 
 /// Octet counting (`LEN SP MSG`) where a frame starts with digits and a space, newlines
 /// otherwise. Returns how many frames were over `max_length` (dropped).
-fn split_frames(
+pub(crate) fn split_frames(
     state: &mut Framing,
     buf: &mut BytesMut,
     frames: &mut Vec<Bytes>,
