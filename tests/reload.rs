@@ -69,13 +69,18 @@ encoding.codec = "json"
     text
 }
 
-/// Writes the config (with the API block) in place, as an operator edits it.
-fn write_config(case: &Case, api: u16, port: u16, shape: &Shape) {
-    let text = format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{}", config_text(port, shape));
+/// Writes `config.toml` in place, as an operator edits it: `text` (`{dir}` replaced) after
+/// the API block on port `api`.
+fn edit_config(case: &Case, api: u16, text: &str) {
+    let text = format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}");
     let text = text.replace("{dir}", &case.dir.path().display().to_string());
     let tmp = case.path("config.toml.tmp");
     std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
     std::fs::rename(&tmp, case.path("config.toml")).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn write_config(case: &Case, api: u16, port: u16, shape: &Shape) {
+    edit_config(case, api, &config_text(port, shape));
 }
 
 fn messages(path: &std::path::Path) -> Vec<String> {
@@ -236,9 +241,7 @@ encoding.codec = "json"
         acknowledged
     });
     for n in 1..=10 {
-        let text = sink(n).replace("{dir}", &case.dir.path().display().to_string());
-        let text = format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}");
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+        edit_config(&case, api, &sink(n));
         let (status, answer) = post(api, "/reload", b"");
         assert_eq!(status, 200, "{answer}");
         assert!(answer.contains(r#""changed":["out"]"#), "{answer}");
@@ -351,9 +354,7 @@ encoding.codec = "json"
             .collect::<Vec<_>>()
     });
     for n in 1..=10 {
-        let text = source(n).replace("{dir}", &case.dir.path().display().to_string());
-        std::fs::write(&config, format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        edit_config(&case, api, &source(n));
         let (status, answer) = post(api, "/reload", b"");
         assert_eq!(status, 200, "{answer}");
         assert!(answer.contains(r#""changed":["intake"]"#), "{answer}");
@@ -417,10 +418,7 @@ request.timeout_secs = 60
         }),
         "the senders' events wait in the sink"
     );
-    let text =
-        sink(format!("http://127.0.0.1:{}/", healthy.port)).replace("{dir}", &case.dir.path().display().to_string());
-    std::fs::write(&config, format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    edit_config(&case, api, &sink(format!("http://127.0.0.1:{}/", healthy.port)));
     let started = std::time::Instant::now();
     let (status, answer) = post(api, "/reload", b"");
     assert_eq!(status, 200, "{answer}");
@@ -464,11 +462,7 @@ fn a_component_may_change_kind_under_the_same_id() {
     let child = case.spawn(&config);
     wait_for_port(port, Duration::from_secs(30));
     wait_for_port(api, Duration::from_secs(30));
-    let write = |text: &str| {
-        let text = text.replace("{dir}", &case.dir.path().display().to_string());
-        std::fs::write(&config, format!("api.enabled = true\napi.address = \"127.0.0.1:{api}\"\n{text}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    };
+    let write = |text: &str| edit_config(&case, api, text);
     assert_eq!(post(port, "/", b"one\n").0, 200);
     write(&configs[1]);
     let (status, answer) = post(api, "/reload", b"");
