@@ -448,3 +448,25 @@ fn the_default_chain_takes_credentials_from_the_environment() {
         "{seen:?}"
     );
 }
+
+/// The healthcheck `HEAD`s the bucket with the sink's credentials: a missing bucket fails it,
+/// and `--require-healthy` then exits 78 before reading anything.
+#[test]
+fn the_healthcheck_heads_the_bucket() {
+    let moto = Moto::start();
+    moto.create_bucket("present");
+    for (bucket, expected) in [("present", 0), ("missing", 78)] {
+        let case = Case::new();
+        let config = case.config(&format!(
+            "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n{}",
+            s3_sink(&moto, bucket, "")
+        ));
+        let mut command = common::sluice();
+        command.env("SLUICE_LOG", "info").arg("--require-healthy");
+        let output = common::run_sluice(command, &config, None, b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(expected), "{bucket}: {stderr}");
+        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
+        assert!(stderr.contains(said), "{stderr}");
+    }
+}

@@ -112,3 +112,25 @@ fn a_wrong_account_key_is_refused_and_dead_lettered_without_splitting() {
     let message = dlq[0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("403"), "{message}");
 }
+
+/// The healthcheck `HEAD`s the container, signed with the account key: a missing container
+/// fails it, and `--require-healthy` then exits 78 before reading anything.
+#[test]
+fn the_healthcheck_heads_the_container() {
+    let azurite = Azurite::start();
+    azurite.create_container("present");
+    for (container, expected) in [("present", 0), ("missing", 78)] {
+        let case = Case::new();
+        let config = case.config(&format!(
+            "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n{}",
+            sink(&azurite, container, "")
+        ));
+        let mut command = common::sluice();
+        command.env("SLUICE_LOG", "info").arg("--require-healthy");
+        let output = common::run_sluice(command, &config, None, b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(expected), "{container}: {stderr}");
+        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
+        assert!(stderr.contains(said), "{stderr}");
+    }
+}

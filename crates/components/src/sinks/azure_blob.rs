@@ -10,6 +10,8 @@
 //!   (`ContainerNotFound`, `AuthenticationFailed`, `AuthorizationFailure`...) is about the
 //!   destination and dead-letters the batch in one step.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -176,30 +178,41 @@ impl SinkConfig for AzureBlobConfig {
 
     fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BuildError> {
         let issue = |i: ConfigIssue| BuildError(format!("{}: {}", i.path, i.message));
-        let service = BlobService {
-            http: http_api::client(self.tls.as_ref(), &self.proxy, &cx)?,
-            account: self.account().map_err(issue)?,
-            container: self.container_name.clone(),
-            naming: self.naming().map_err(issue)?,
-            delimiter: self.delimiter().map_err(issue)?,
-            compression: self.compression,
-            encoder: self.encoding.build(),
+        let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
+        let service = || -> Result<BlobService, BuildError> {
+            Ok(BlobService {
+                http: http.clone(),
+                account: self.account().map_err(issue)?,
+                container: self.container_name.clone(),
+                naming: self.naming().map_err(issue)?,
+                delimiter: self.delimiter().map_err(issue)?,
+                compression: self.compression,
+                encoder: self.encoding.build(),
+            })
         };
-        Ok(Box::new(AzureBlobSink { config: self.clone(), service, cx }))
+        // The healthcheck asks with a service of its own (the driver owns the other).
+        let health = Arc::new(service()?);
+        Ok(Box::new(AzureBlobSink { config: self.clone(), service: service()?, health, cx }))
     }
 }
 
 struct AzureBlobSink {
     config: AzureBlobConfig,
     service: BlobService,
+    health: Arc<BlobService>,
     cx: SinkContext,
 }
 
 impl Sink for AzureBlobSink {
+    /// `HEAD` the container (`restype=container`), signed as the sink's requests are.
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        let health = self.health.clone();
+        Some(Box::pin(async move { health.healthcheck().await }))
+    }
+
     fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
         Box::pin(async move {
-            let AzureBlobSink { config, service, cx } = *self;
-            service.healthcheck(&cx.id).await;
+            let AzureBlobSink { config, service, cx, .. } = *self;
             let settings = DriverSettings::new(
                 &config.batch,
                 &config.request,
@@ -304,19 +317,17 @@ impl BlobService {
     }
 
     /// Get Container Properties at start: logs whether the container can be reached.
-    async fn healthcheck(&self, id: &str) {
+    /// Whether the container can be reached (existence, access, the key).
+    async fn healthcheck(&self) -> Result<(), String> {
         let request = http::Request::head(self.url(None, "restype=container"));
         match self.send(request, Bytes::new()).await {
-            Ok(response) if response.status().is_success() => {
-                tracing::info!(component_id = id, container = self.container.as_str(), "Healthcheck passed.");
-            }
-            Ok(response) => tracing::error!(
-                component_id = id,
-                container = self.container.as_str(),
-                status = response.status().as_u16(),
-                "Healthcheck failed: the container cannot be reached (missing, or access denied)."
-            ),
-            Err(result) => tracing::error!(component_id = id, result = ?result, "Healthcheck failed."),
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!(
+                "container `{}`: HTTP {} (missing, or access denied)",
+                self.container,
+                response.status().as_u16()
+            )),
+            Err(result) => Err(format!("container `{}`: {result:?}", self.container)),
         }
     }
 

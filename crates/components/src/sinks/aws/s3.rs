@@ -13,6 +13,7 @@
 //!   and dead-letters the batch in one step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -241,56 +242,76 @@ impl SinkConfig for S3SinkConfig {
         let endpoint = self.endpoint().map_err(issue)?;
         let headers = self.object_headers().map_err(issue)?;
         let http = http_api::client(self.tls.as_ref(), &self.proxy, &cx)?;
-        Ok(Box::new(S3Sink { config: self.clone(), naming, delimiter, endpoint, headers, http, cx }))
+        let id = cx.id.clone();
+        let parts = Parts { config: self.clone(), naming, delimiter, endpoint, headers, http, id };
+        Ok(Box::new(S3Sink { parts: Arc::new(parts), cx }))
     }
 }
 
-struct S3Sink {
+/// What the sink's service is made of (shared with its healthcheck).
+struct Parts {
     config: S3SinkConfig,
     naming: ObjectNaming,
     delimiter: Option<u8>,
     endpoint: Option<http::Uri>,
     headers: Vec<(&'static str, http::HeaderValue)>,
     http: HttpClient,
+    id: Arc<str>,
+}
+
+struct S3Sink {
+    parts: Arc<Parts>,
     cx: SinkContext,
 }
 
-impl Sink for S3Sink {
-    fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
-        Box::pin(async move {
-            let S3Sink { config, naming, delimiter, endpoint, headers, http, cx } = *self;
-            let region = match sluice_net::aws::region(
-                config.region.as_deref(),
-                config.auth.profile.as_deref(),
-                endpoint.is_some(),
-            )
-            .await
+impl Parts {
+    /// The service that talks to the bucket: the region resolved (the config's, the
+    /// environment's, the profile's) and the credentials found.
+    async fn service(&self) -> S3Service {
+        let Parts { config, naming, delimiter, endpoint, headers, http, id } = self;
+        let region =
+            match sluice_net::aws::region(config.region.as_deref(), config.auth.profile.as_deref(), endpoint.is_some())
+                .await
             {
                 Ok(region) => region,
                 Err(err) => {
                     // Nothing can be signed: every batch waits out its retries, then the DLQ.
-                    tracing::error!(component_id = &*cx.id, error = %err, "Cannot send to S3.");
+                    tracing::error!(component_id = &**id, error = %err, "Cannot send to S3.");
                     "us-east-1".to_owned()
                 }
             };
-            let base = match &endpoint {
-                Some(uri) => uri.to_string().trim_end_matches('/').to_owned(),
-                None => format!("https://s3.{region}.amazonaws.com"),
-            };
-            let client = AwsClient::new(http, &config.auth, region, "s3").await;
-            let service = S3Service {
-                client,
-                base,
-                bucket: config.bucket.clone(),
-                path_style: config.force_path_style,
-                naming,
-                delimiter,
-                compression: config.compression,
-                headers,
-                encoder: config.encoding.build(),
-                strategy: config.retry_strategy.clone(),
-            };
-            service.healthcheck(&cx.id).await;
+        let base = match endpoint {
+            Some(uri) => uri.to_string().trim_end_matches('/').to_owned(),
+            None => format!("https://s3.{region}.amazonaws.com"),
+        };
+        let client = AwsClient::new(http.clone(), &config.auth, region, "s3").await;
+        S3Service {
+            client,
+            base,
+            bucket: config.bucket.clone(),
+            path_style: config.force_path_style,
+            naming: naming.clone(),
+            delimiter: *delimiter,
+            compression: config.compression,
+            headers: headers.clone(),
+            encoder: config.encoding.build(),
+            strategy: config.retry_strategy.clone(),
+        }
+    }
+}
+
+impl Sink for S3Sink {
+    /// `HEAD` the bucket with the sink's credentials, as Vector's.
+    fn healthcheck(&self) -> Option<sluice_core::component::Healthcheck> {
+        let parts = self.parts.clone();
+        Some(Box::pin(async move { parts.service().await.healthcheck().await }))
+    }
+
+    fn run(self: Box<Self>, input: SinkInput) -> BoxFuture<'static, Result<(), ()>> {
+        Box::pin(async move {
+            let S3Sink { parts, cx } = *self;
+            let service = parts.service().await;
+            let config = &parts.config;
             let settings = DriverSettings::new(
                 &config.batch,
                 &config.request,
@@ -365,26 +386,22 @@ impl S3Service {
         }
     }
 
-    /// HeadBucket at start: logs whether the bucket can be reached (credentials, existence,
-    /// access). Delivery does not wait for it.
-    async fn healthcheck(&self, id: &str) {
-        if let Err(err) = self.client.check_credentials().await {
-            tracing::error!(component_id = id, error = %err, "No AWS credentials; every batch will fail until some are found.");
-            return;
-        }
+    /// HeadBucket: whether the bucket can be reached (credentials, existence, access).
+    async fn healthcheck(&self) -> Result<(), String> {
+        self.client
+            .check_credentials()
+            .await
+            .map_err(|err| format!("No AWS credentials ({err}); every batch will fail until some are found"))?;
         let url = if self.path_style { format!("{}/{}", self.base, self.bucket) } else { self.url("") };
         let request = http::Request::head(url);
         match self.client.send(request, Bytes::new(), true).await {
-            Ok(response) if response.status().is_success() => {
-                tracing::info!(component_id = id, bucket = self.bucket.as_str(), "Healthcheck passed.");
-            }
-            Ok(response) => tracing::error!(
-                component_id = id,
-                bucket = self.bucket.as_str(),
-                status = response.status().as_u16(),
-                "Healthcheck failed: the bucket cannot be reached (missing, or access denied)."
-            ),
-            Err(err) => tracing::error!(component_id = id, error = %err, "Healthcheck failed."),
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!(
+                "bucket `{}`: HTTP {} (missing, or access denied)",
+                self.bucket,
+                response.status().as_u16()
+            )),
+            Err(err) => Err(format!("bucket `{}`: {err}", self.bucket)),
         }
     }
 
