@@ -125,12 +125,6 @@ fn the_healthcheck_heads_the_container() {
             "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n{}",
             sink(&azurite, container, "")
         ));
-        let mut command = common::sluice();
-        command.env("SLUICE_LOG", "info").arg("--require-healthy");
-        let output = common::run_sluice(command, &config, None, b"");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(expected), "{container}: {stderr}");
-        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
-        assert!(stderr.contains(said), "{stderr}");
+        common::assert_healthcheck(&config, expected == 0, container);
     }
 }

@@ -128,12 +128,6 @@ fn the_healthcheck_asks_with_the_sinks_credentials() {
     for (password, expected) in [(PASSWORD, 0), ("wrong", 78)] {
         let case = Case::new();
         let config = case.config(&ch_config(&ch, &format!("auth.password = \"{password}\"")));
-        let mut command = common::sluice();
-        command.env("SLUICE_LOG", "info").arg("--require-healthy");
-        let output = common::run_sluice(command, &config, None, b"");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(expected), "password {password}: {stderr}");
-        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
-        assert!(stderr.contains(said), "{stderr}");
+        common::assert_healthcheck(&config, expected == 0, &format!("password {password}"));
     }
 }

@@ -118,9 +118,6 @@ fn the_api_sinks_check_their_servers_as_vector_does() {
         let config = case.config(&format!(
             "data_dir = \"{{dir}}/data\"\n[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"{kind}\"\ninputs = [\"in\"]\n{fields}\n"
         ));
-        let (code, stderr) = run(&case, &config, &["--require-healthy"]);
-        assert_eq!(code, Some(expected), "{kind} ({fields}): {stderr}");
-        let said = if expected == 0 { "Healthcheck passed" } else { "Healthcheck failed" };
-        assert!(stderr.contains(said), "{kind}: {stderr}");
+        common::assert_healthcheck(&config, expected == 0, &format!("{kind} ({fields})"));
     }
 }

@@ -283,20 +283,35 @@ encoding.codec = "json"
     let with_b = format!(
         "{base}\n[sinks.b]\ntype = \"file\"\ninputs = [\"intake\"]\npath = \"{{dir}}/b.jsonl\"\nencoding.codec = \"json\"\n"
     );
-    let config = case.config(&base);
-    let child = case.spawn_with(&config, &["--watch-config"]);
+    let api = free_port();
+    edit_config(&case, api, &base);
+    let config = case.path("config.toml");
+    let child = common::background(
+        common::sluice()
+            .env("SLUICE_LOG", "info")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ledger-json")
+            .arg(case.path("ledger.json"))
+            .arg("--watch-config"),
+    );
     wait_for_port(port, Duration::from_secs(30));
+    wait_for_port(api, Duration::from_secs(30));
     assert_eq!(post(port, "/", b"one\n").0, 200);
 
-    // A broken config: refused, and the pipeline goes on as it was.
-    case.config(&format!("{base}\n[sinks.c]\ntype = \"no_such_sink\"\ninputs = [\"intake\"]\n"));
+    // A broken config: refused, and the pipeline goes on as it was. SIGHUP asks for it; the
+    // API's answer says it was refused (requests are served in order, and the file stays
+    // broken until then).
+    edit_config(&case, api, &format!("{base}\n[sinks.c]\ntype = \"no_such_sink\"\ninputs = [\"intake\"]\n"));
     let pid = child.id().to_string();
     let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
-    // Edits seen by the watcher too; either way, nothing changes.
+    let (status, answer) = post(api, "/reload", b"");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("no_such_sink"), "{answer}");
     assert_eq!(post(port, "/", b"two\n").0, 200);
 
     // The file changes: the watcher reloads, and `b` gets what comes after.
-    case.config(&with_b);
+    edit_config(&case, api, &with_b);
     let b = case.path("b.jsonl");
     let mut n = 0;
     let reloaded = wait_until(Duration::from_secs(30), || {
@@ -310,6 +325,7 @@ encoding.codec = "json"
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("unknown sink type `no_such_sink`"), "the refusal is logged: {stderr}");
+    assert!(stderr.contains("SIGHUP"), "SIGHUP asked for a reload: {stderr}");
     let a = messages(&case.path("a.jsonl"));
     for m in ["one", "two", "three"] {
         assert!(a.contains(&m.to_owned()), "{m} missing from a: {a:?}");

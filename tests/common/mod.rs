@@ -273,3 +273,17 @@ pub fn enable_api(config: &Path) -> u16 {
     std::fs::write(config, text).unwrap_or_else(|e| panic!("{e}"));
     port
 }
+
+/// Runs `sluice --require-healthy` on `config` with empty stdin and checks the outcome of the
+/// sinks' healthchecks: exit 0 and "Healthcheck passed" when `healthy`, else exit 78 and
+/// "Healthcheck failed". Returns stderr.
+pub fn assert_healthcheck(config: &Path, healthy: bool, what: &str) -> String {
+    let mut command = sluice();
+    command.env("SLUICE_LOG", "info").arg("--require-healthy");
+    let output = run_sluice(command, config, None, b"");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (code, said) = if healthy { (0, "Healthcheck passed") } else { (78, "Healthcheck failed") };
+    assert_eq!(output.status.code(), Some(code), "{what}: {stderr}");
+    assert!(stderr.contains(said), "{what}: {stderr}");
+    stderr
+}

@@ -141,6 +141,11 @@ impl ComponentLedger {
         &self.id
     }
 
+    /// Events inside the component now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// `n` events entered the component.
     pub fn accept(&self, n: usize) {
         self.received.fetch_add(n as u64, Ordering::Relaxed);

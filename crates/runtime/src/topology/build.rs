@@ -377,7 +377,7 @@ impl Topology {
                         None => return fail(live, format!("sink \"{}\": no dead-letter queue", c.id)),
                     };
                     // A sink replaced by a reload: its ledger still holds its backlog in flight.
-                    let backlog_counted = ledger.snapshot().in_flight > 0;
+                    let backlog_counted = ledger.in_flight() > 0;
                     let started =
                         disk::start(&dir, stage, disk_rx, ledger.clone(), dead_letter, interrupted, backlog_counted);
                     let (disk_input, writer) = match started {
