@@ -197,7 +197,7 @@ pub fn open<T: Send + 'static>(
     let first_new_id = wal.next_id();
     let level = Arc::new(Level::default());
     level.add_events(wal.events_at_open());
-    level.bytes.store(wal.size(), Ordering::Relaxed);
+    level.bytes.store(wal.unacknowledged_bytes(), Ordering::Relaxed);
     let (tx, appends) = mpsc::channel(64);
     let (control, control_rx) = mpsc::unbounded_channel();
     let state = State { wal, kept: VecDeque::new(), acks_persisted: tokio::time::Instant::now(), level: level.clone() };
@@ -373,7 +373,7 @@ fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Appl
     if batch.sync {
         out.synced = Some(wal.sync().is_ok());
     }
-    level.bytes.store(wal.size(), Ordering::Relaxed);
+    level.bytes.store(wal.unacknowledged_bytes(), Ordering::Relaxed);
     if acks_persisted.elapsed() >= PERSIST_ACKS_EVERY {
         *acks_persisted = tokio::time::Instant::now();
         if let Err(err) = wal.persist_acks() {

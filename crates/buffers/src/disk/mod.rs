@@ -10,6 +10,8 @@ pub mod storage;
 pub mod wal;
 
 #[cfg(test)]
+mod full_tests;
+#[cfg(test)]
 mod tests;
 
 pub use channel::{ChannelOptions, DiskAcker, DiskReceiver, DiskSender, Done, KEEP_RECORDS, Level, Received, Task};

@@ -7,13 +7,17 @@
 //! - [`Wal::sync`] makes every record appended so far durable; nothing counts as stored before;
 //! - a record is removed only when acknowledged: the floor (every id below it acknowledged) is
 //!   persisted in `acked` (atomic replace), and a segment is deleted once all its ids are below
-//!   the floor. After a crash, records at or above the persisted floor are read again (at least
+//!   the floor;
+//! - "full" is counted in unacknowledged bytes (the bytes the reader has not passed, plus the
+//!   records it handed out that are not acknowledged yet), so every acknowledgement makes room
+//!   at once, not when a whole segment goes. The files on disk hold at most one partly
+//!   acknowledged segment more, and never more than twice `max_size`. After a crash, records at or above the persisted floor are read again (at least
 //!   once; duplicates are bounded by what was delivered after the last persist);
 //! - bytes that are not a valid record (checksum, version, length) are handed out as
 //!   [`Item::Corrupt`], raw, and reading continues at the next valid record; a segment's torn
 //!   tail is skipped and counted. The reader never fails on the buffer's own data.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,7 +35,8 @@ const READ_WINDOW: usize = if cfg!(test) { 48 } else { 1 << 20 };
 /// Limits of one buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct WalOptions {
-    /// Most bytes of unacknowledged segments.
+    /// Most bytes of unacknowledged records (the files may hold up to twice as much, see
+    /// [`Wal::size`]).
     pub max_size: u64,
     /// A segment rolls over past this size.
     pub segment_bytes: u64,
@@ -93,6 +98,9 @@ struct Segment {
     /// The last id it may hold (`None` while empty).
     last_id: Option<u64>,
     bytes: u64,
+    /// Where it starts in the log's bytes since open (its position in the sequence of every
+    /// segment, deleted ones included).
+    start: u64,
 }
 
 #[derive(Debug, Default)]
@@ -131,7 +139,14 @@ pub struct Wal {
     persisted_floor: u64,
     acked: BTreeSet<u64>,
     cursor: Cursor,
+    /// Bytes of the segment files.
     total_bytes: u64,
+    /// Where the log ends in its bytes since open (see [`Segment::start`]).
+    end: u64,
+    /// Bytes of the records (and damaged ranges, under their first id) the reader handed out
+    /// that are not acknowledged yet.
+    in_flight: BTreeMap<u64, u64>,
+    in_flight_bytes: u64,
     stats: WalStats,
     last_placement: Option<Placement>,
     /// The record being appended (reused).
@@ -175,7 +190,7 @@ impl Wal {
         for path in storage.list(dir, SEGMENT_SUFFIX)? {
             let Some(first_id) = first_id_of(&path) else { continue };
             let bytes = storage.len(&path)?;
-            segments.push(Segment { path, first_id, last_id: None, bytes });
+            segments.push(Segment { path, first_id, last_id: None, bytes, start: 0 });
         }
         // A segment may hold ids up to the next one's first; the last one is scanned.
         for i in 0..segments.len() {
@@ -200,7 +215,11 @@ impl Wal {
         for segment in &segments {
             events_at_open += count_events(storage.as_ref(), &segment.path, segment.bytes, floor)?;
         }
-        let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let mut total_bytes = 0;
+        for segment in &mut segments {
+            segment.start = total_bytes;
+            total_bytes += segment.bytes;
+        }
         let mut wal = Self {
             dir: dir.to_path_buf(),
             storage,
@@ -216,6 +235,9 @@ impl Wal {
             acked: BTreeSet::new(),
             cursor: Cursor::default(),
             total_bytes,
+            end: total_bytes,
+            in_flight: BTreeMap::new(),
+            in_flight_bytes: 0,
             stats: WalStats::default(),
             last_placement: None,
             scratch: Vec::new(),
@@ -242,9 +264,17 @@ impl Wal {
         self.stats
     }
 
-    /// Bytes of segments not yet fully acknowledged.
+    /// Bytes of the segment files: segments not yet fully acknowledged.
     pub fn size(&self) -> u64 {
         self.total_bytes
+    }
+
+    /// Bytes not acknowledged yet: what `max_size` bounds. The bytes the reader has not passed
+    /// (records, and below-floor or damaged bytes it has yet to skip) and the records it
+    /// handed out that wait for their acknowledgement.
+    pub fn unacknowledged_bytes(&self) -> u64 {
+        let cursor = self.segments.get(self.cursor.segment).map_or(self.end, |s| s.start + self.cursor.offset);
+        self.end.saturating_sub(cursor) + self.in_flight_bytes
     }
 
     /// Records appended and not yet acknowledged (an upper bound across restarts).
@@ -270,7 +300,13 @@ impl Wal {
     }
 
     fn append_record(&mut self, id: u64, bytes: &[u8]) -> Result<u64, AppendError> {
-        if self.total_bytes > 0 && self.total_bytes + bytes.len() as u64 > self.options.max_size {
+        let len = bytes.len() as u64;
+        let unacknowledged = self.unacknowledged_bytes();
+        // Records acknowledged ahead of an older one in flight stay on disk until the floor
+        // passes them: the files are bounded too, at twice `max_size`.
+        if (unacknowledged > 0 && unacknowledged + len > self.options.max_size)
+            || (self.total_bytes > 0 && self.total_bytes + len > self.options.max_size.saturating_mul(2))
+        {
             return Err(AppendError::Full);
         }
         let roll = self.abandon_segment
@@ -286,6 +322,11 @@ impl Wal {
         while written < bytes.len() {
             match writer.write(&bytes[written..]) {
                 Ok(0) => {
+                    if let Some(segment) = self.segments.last_mut() {
+                        segment.bytes += written as u64;
+                    }
+                    self.total_bytes += written as u64;
+                    self.end += written as u64;
                     self.abandon_segment = written > 0;
                     return Err(AppendError::Io(std::io::Error::from(std::io::ErrorKind::WriteZero)));
                 }
@@ -295,6 +336,7 @@ impl Wal {
                         segment.bytes += written as u64;
                     }
                     self.total_bytes += written as u64;
+                    self.end += written as u64;
                     self.abandon_segment = written > 0;
                     return Err(if err.raw_os_error() == Some(28) {
                         AppendError::NoSpace
@@ -310,7 +352,8 @@ impl Wal {
             segment.bytes += bytes.len() as u64;
             segment.last_id = Some(id);
         }
-        self.total_bytes += bytes.len() as u64;
+        self.total_bytes += len;
+        self.end += len;
         self.next_id += 1;
         self.unsynced = true;
         Ok(id)
@@ -341,7 +384,7 @@ impl Wal {
             .map_err(|err| if err.raw_os_error() == Some(28) { AppendError::NoSpace } else { AppendError::Io(err) })?;
         self.writer = Some(writer);
         self.abandon_segment = false;
-        self.segments.push(Segment { path, first_id: id, last_id: None, bytes: 0 });
+        self.segments.push(Segment { path, first_id: id, last_id: None, bytes: 0, start: self.end });
         Ok(())
     }
 
@@ -431,9 +474,12 @@ impl Wal {
                         events: r.events,
                         payload: r.payload.to_vec(),
                     });
-                    self.cursor.last_id = Some(r.id.max(self.cursor.last_id.unwrap_or(0)));
+                    let id = r.id;
+                    self.cursor.last_id = Some(id.max(self.cursor.last_id.unwrap_or(0)));
                     self.advance(len);
+                    self.forget_in_flight_below_floor();
                     if let Some(item) = item {
+                        self.hand_out(id, len as u64);
                         return Ok(Some(item));
                     }
                 }
@@ -478,6 +524,9 @@ impl Wal {
                     self.stats.corrupt_ranges += 1;
                     self.stats.corrupt_bytes += end as u64;
                     self.advance(end);
+                    if !lost.is_empty() {
+                        self.hand_out(lost.start, end as u64);
+                    }
                     return Ok(Some(item));
                 }
             }
@@ -520,7 +569,24 @@ impl Wal {
         self.cursor.offset += at.len;
         self.cursor.last_id = Some(at.id.max(self.cursor.last_id.unwrap_or(0)));
         self.forget_passed();
+        self.hand_out(at.id, at.len);
         true
+    }
+
+    /// Counts a record the reader handed out as in flight until it is acknowledged.
+    fn hand_out(&mut self, id: u64, bytes: u64) {
+        if let Some(old) = self.in_flight.insert(id, bytes) {
+            self.in_flight_bytes -= old.min(self.in_flight_bytes);
+        }
+        self.in_flight_bytes += bytes;
+    }
+
+    /// Ids below the floor are acknowledged, however they got there.
+    fn forget_in_flight_below_floor(&mut self) {
+        while let Some(entry) = self.in_flight.first_entry().filter(|e| *e.key() < self.floor) {
+            let bytes = entry.remove();
+            self.in_flight_bytes -= bytes.min(self.in_flight_bytes);
+        }
     }
 
     fn advance(&mut self, n: usize) {
@@ -534,9 +600,13 @@ impl Wal {
             return Ok(());
         }
         self.acked.insert(id);
+        if let Some(bytes) = self.in_flight.remove(&id) {
+            self.in_flight_bytes -= bytes.min(self.in_flight_bytes);
+        }
         while self.acked.remove(&self.floor) {
             self.floor += 1;
         }
+        self.forget_in_flight_below_floor();
         self.drop_acked_segments()
     }
 
