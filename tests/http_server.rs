@@ -367,7 +367,8 @@ encoding.codec = "json"
 /// A body over `max_body_bytes` is answered 413 in a way every client sees: at once when the
 /// client waits for `100 Continue` (it never sends the body), else after the rest was read and
 /// thrown away (a client that reads only once it has sent everything gets the 413, not a
-/// broken pipe). Nothing of it becomes an event; an empty body is 200 with no events.
+/// broken pipe); a compressed body past 4 x the limit once decompressed too. Nothing of it
+/// becomes an event; an empty body is 200 with no events.
 #[test]
 fn an_oversized_body_gets_a_413_the_client_can_read() {
     use std::io::{Read, Write};
@@ -428,6 +429,22 @@ encoding.codec = "json"
     stream.write_all(b"0\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
     let response = answer(&mut stream);
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    // Small compressed, too large once decompressed (past 4 x max_body_bytes): refused
+    // whole, not cut at the limit with its tail lost.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\n".repeat(128 * 1024)).unwrap_or_else(|e| panic!("{e}"));
+    let body = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(&body).unwrap_or_else(|e| panic!("{e}"));
+    let response = answer(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("once decompressed"), "{response}");
     // Under the limit, and empty.
     assert_eq!(post(port, "/", b"small\n").0, 200);
     assert_eq!(post(port, "/", b"").0, 200);

@@ -10,6 +10,8 @@
 pub mod dir_lock;
 pub mod disk;
 pub mod dlq;
+#[cfg(test)]
+mod fuzz;
 pub mod memory;
 
 pub use memory::{MemoryReceiver, MemorySender, TrySendError, memory};

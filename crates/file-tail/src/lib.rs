@@ -14,6 +14,8 @@
 pub mod checkpoint;
 pub mod discovery;
 pub mod fingerprint;
+#[cfg(test)]
+mod fuzz;
 pub mod lines;
 pub mod multiline;
 pub mod tail;

@@ -259,6 +259,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(sluice_fuzz::config(256))]
+
         /// However the bytes arrive (any split into reads), the same pieces come out, with
         /// the same offsets, as from one read; and the pieces tile the input exactly.
         #[test]

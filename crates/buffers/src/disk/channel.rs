@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sluice_core::log_limit::{self, LogLimit};
 use tokio::sync::{mpsc, oneshot};
 
 use super::storage::Storage;
@@ -337,14 +338,23 @@ struct Applied<T> {
     items: Vec<Received<T>>,
 }
 
+// A failing disk (full, read-only) fails every trip of the log's task, up to 50 a second:
+// one line per site per 10 s says so, with how many were folded into it.
+static ACK_FAILED: LogLimit = LogLimit::new(log_limit::INTERVAL);
+static WRITE_FAILED: LogLimit = LogLimit::new(log_limit::INTERVAL);
+static PERSIST_FAILED: LogLimit = LogLimit::new(log_limit::INTERVAL);
+static READ_FAILED: LogLimit = LogLimit::new(log_limit::INTERVAL);
+
 fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Applied<T>) {
     let State { wal, kept, acks_persisted, level } = &mut state;
     let mut out =
         Applied { appended: Vec::new(), failed: Vec::new(), waiting: Vec::new(), synced: None, items: Vec::new() };
     for (id, events) in batch.acks {
         level.remove_events(u64::from(events));
-        if let Err(err) = wal.ack(id) {
-            tracing::error!(error = %err, "Cannot remove acknowledged records from the disk buffer; they stay on disk.");
+        if let Err(err) = wal.ack(id)
+            && let Some(folded) = ACK_FAILED.admit()
+        {
+            tracing::error!(error = %err, similar_since_last_line = folded, "Cannot remove acknowledged records from the disk buffer; they stay on disk.");
         }
     }
     for append in batch.appends {
@@ -365,7 +375,9 @@ fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Appl
             }
             Err(AppendError::Full | AppendError::NoSpace) => out.waiting.push(append),
             Err(err) => {
-                tracing::error!(error = %err, "Cannot write to the disk buffer; the events count as failed.");
+                if let Some(folded) = WRITE_FAILED.admit() {
+                    tracing::error!(error = %err, similar_since_last_line = folded, "Cannot write to the disk buffer; the events count as failed.");
+                }
                 out.failed.push(append.done);
             }
         }
@@ -376,8 +388,10 @@ fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Appl
     level.bytes.store(wal.unacknowledged_bytes(), Ordering::Relaxed);
     if acks_persisted.elapsed() >= PERSIST_ACKS_EVERY {
         *acks_persisted = tokio::time::Instant::now();
-        if let Err(err) = wal.persist_acks() {
-            tracing::warn!(error = %err, "Cannot persist the disk buffer's acknowledgements; some events may be delivered twice after a restart.");
+        if let Err(err) = wal.persist_acks()
+            && let Some(folded) = PERSIST_FAILED.admit()
+        {
+            tracing::warn!(error = %err, similar_since_last_line = folded, "Cannot persist the disk buffer's acknowledgements; some events may be delivered twice after a restart.");
         }
     }
     let mut bytes = 0;
@@ -394,7 +408,9 @@ fn apply<T>(mut state: State<T>, batch: Batch<T>, read: bool) -> (State<T>, Appl
             next => match wal.read_next_before(next.map(|(at, _)| *at)) {
                 Ok(item) => item.map(Received::Read),
                 Err(err) => {
-                    tracing::error!(error = %err, "Cannot read the disk buffer.");
+                    if let Some(folded) = READ_FAILED.admit() {
+                        tracing::error!(error = %err, similar_since_last_line = folded, "Cannot read the disk buffer.");
+                    }
                     None
                 }
             },

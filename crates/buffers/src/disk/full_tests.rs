@@ -151,7 +151,7 @@ async fn a_slow_sink_lets_one_record_in_per_acknowledgement() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(sluice_fuzz::config(200))]
 
     /// Whatever the order of appends, reads and acknowledgements: the unacknowledged bytes
     /// are exactly the bytes of the records not acknowledged, never above `max_size`, and the

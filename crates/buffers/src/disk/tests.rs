@@ -234,7 +234,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(sluice_fuzz::config(300))]
 
     /// Against a model: every record that was synced, never acknowledged and never damaged is
     /// read back after any sequence of appends, reads, acknowledgements, crashes, faults,

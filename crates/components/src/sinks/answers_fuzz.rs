@@ -10,17 +10,9 @@ use super::elasticsearch::read_bulk;
 use super::loki::refused_in_one_stream as loki_refused;
 
 /// Bodies shaped like the real ones, with bytes changed, cut or inserted.
+/// The real answer with a few edits.
 fn mangled(real: &'static str) -> impl Strategy<Value = Vec<u8>> {
-    (0..real.len(), any::<u8>(), 0..real.len() + 1, any::<bool>()).prop_map(move |(at, byte, cut, insert)| {
-        let mut body = real.as_bytes().to_vec();
-        if insert {
-            body.insert(at, byte);
-        } else {
-            body[at] = byte;
-        }
-        body.truncate(cut.max(1));
-        body
-    })
+    sluice_fuzz::mutated(vec![real.as_bytes().to_vec()], 4)
 }
 
 const BULK: &str = r#"{"took":3,"errors":true,"items":[{"index":{"_index":"logs","status":201}},{"create":{"_index":"logs","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse","caused_by":{"reason":"bad"}}}},{"index":{"status":429,"error":"rejected"}}]}"#;
@@ -29,7 +21,7 @@ const CLICKHOUSE: &str =
     "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected , before: x (at row 1)";
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(sluice_fuzz::config(2000))]
 
     #[test]
     fn any_bulk_answer_is_read_without_panicking(body in prop_oneof![mangled(BULK), proptest::collection::vec(any::<u8>(), 0..300)]) {

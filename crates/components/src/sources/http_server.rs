@@ -447,23 +447,33 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Box<Response>> {
+/// The body as sent, decompressed by its `Content-Encoding`: at most 4 × `limit` bytes, a
+/// larger one is refused whole (413), never cut.
+pub(super) fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Box<Response>> {
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
+    let most = (limit as u64).saturating_mul(4);
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "identity" | "" => return Ok(body),
-        "gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 * 4).read_to_end(&mut out),
-        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(limit as u64 * 4).read_to_end(&mut out),
+        "gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(most + 1).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(most + 1).read_to_end(&mut out),
         _ => {
             return Err(Box::new(reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Encoding\n")));
         }
     };
     match result {
+        Ok(_) if out.len() as u64 > most => Err(Box::new(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {most} bytes once decompressed (4 x max_body_bytes)\n"),
+            )
+                .into_response(),
+        )),
         Ok(_) => Ok(Bytes::from(out)),
         Err(_) => Err(Box::new(reply(StatusCode::BAD_REQUEST, "body could not be decompressed\n"))),
     }

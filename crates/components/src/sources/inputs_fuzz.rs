@@ -7,6 +7,8 @@ use proptest::prelude::*;
 use sluice_core::event::{EventMetadata, LegacyTemplate};
 use sluice_core::ledger::{ComponentKind, ComponentLedger};
 
+use sluice_fuzz::pieces;
+
 use super::Out;
 use super::listen::Protocol;
 use super::syslog::{Framing, Syslog, split_frames};
@@ -29,20 +31,6 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
-/// `input` cut into pieces at `cuts` (positions, any order).
-fn pieces(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-    let mut at: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    at.sort_unstable();
-    at.dedup();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for cut in at.into_iter().chain(std::iter::once(input.len())) {
-        out.push(input[start..cut].to_vec());
-        start = cut;
-    }
-    out
-}
-
 fn framed(framer: &crate::codecs::Framer, pieces: &[Vec<u8>]) -> (Vec<Bytes>, FrameStats) {
     let (mut buf, mut frames, mut stats) = (BytesMut::new(), Vec::new(), FrameStats::default());
     for piece in pieces {
@@ -63,7 +51,7 @@ fn syslog_frames(pieces: &[Vec<u8>], max_length: usize) -> (Vec<Bytes>, usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(sluice_fuzz::config(1000))]
 
     #[test]
     fn newline_framing_does_not_depend_on_where_the_input_was_cut(
@@ -143,6 +131,43 @@ proptest! {
     ]) {
         if let Some(record) = super::kubernetes_logs::parse(&Bytes::from(line.clone())) {
             prop_assert!(record.content.len() <= line.len());
+        }
+    }
+
+    /// A compressed body comes out whole or is refused (400 when it does not decompress, 413
+    /// past 4 x `max_body_bytes`), never cut: before, a body past the limit was cut there and
+    /// its tail lost without a word.
+    #[test]
+    fn a_compressed_body_is_decompressed_whole_or_refused(
+        payload in proptest::collection::vec(prop_oneof![3 => any::<u8>(), 1 => Just(b'\n')], 0..2000),
+        limit in 1usize..600,
+        gzip in any::<bool>(),
+        damage in proptest::option::of((any::<usize>(), any::<u8>())),
+    ) {
+        use std::io::Write;
+        let mut compressed = Vec::new();
+        let written = if gzip {
+            let mut e = flate2::write::GzEncoder::new(&mut compressed, flate2::Compression::fast());
+            e.write_all(&payload).and_then(|()| e.finish().map(|_| ()))
+        } else {
+            let mut e = flate2::write::ZlibEncoder::new(&mut compressed, flate2::Compression::fast());
+            e.write_all(&payload).and_then(|()| e.finish().map(|_| ()))
+        };
+        prop_assert!(written.is_ok());
+        if let Some((at, byte)) = damage {
+            let at = at % compressed.len();
+            compressed[at] ^= byte | 1;
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_ENCODING, http::HeaderValue::from_static(if gzip { "gzip" } else { "deflate" }));
+        match super::http_server::decompress(&headers, Bytes::from(compressed), limit) {
+            Ok(body) if damage.is_none() => prop_assert_eq!(&body[..], &payload[..]),
+            Ok(body) => prop_assert!(body.len() <= 4 * limit),
+            Err(answer) if damage.is_none() => {
+                prop_assert_eq!(answer.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+                prop_assert!(payload.len() > 4 * limit);
+            }
+            Err(answer) => prop_assert!(matches!(answer.status().as_u16(), 400 | 413)),
         }
     }
 }

@@ -650,8 +650,10 @@ impl Tail {
 
     fn flush(&mut self) {
         self.last_flush = Instant::now();
-        if let Err(err) = self.store.flush() {
-            tracing::error!(dir = %self.store.dir().display(), error = %err, "Cannot write file checkpoints; lines read since the last write will be read again after a restart.");
+        if let Err(err) = self.store.flush()
+            && let Some(folded) = FLUSH_FAILED.admit()
+        {
+            tracing::error!(dir = %self.store.dir().display(), error = %err, similar_since_last_line = folded, "Cannot write file checkpoints; lines read since the last write will be read again after a restart.");
         }
     }
 
@@ -694,6 +696,10 @@ impl Tail {
         true
     }
 }
+
+/// A failing disk fails every checkpoint write: one line per 10 s says so.
+static FLUSH_FAILED: sluice_core::log_limit::LogLimit =
+    sluice_core::log_limit::LogLimit::new(sluice_core::log_limit::INTERVAL);
 
 /// Decodes line texts from `charset` to UTF-8 (a byte-order mark at the file's start is
 /// dropped).
