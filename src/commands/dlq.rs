@@ -56,12 +56,20 @@ fn execute(command: &DlqCommand) -> Result<(), u8> {
     let mut out = std::io::stdout().lock();
     match command {
         DlqCommand::List { place, json } => {
-            let summaries = dlq_files::summarize(&data_dir(place)?).map_err(io)?;
+            let dir = data_dir(place)?;
+            let summaries = dlq_files::summarize(&dir).map_err(io)?;
             if *json {
                 let text = serde_json::to_string_pretty(&summaries).map_err(|e| io(std::io::Error::other(e)))?;
                 let _ = writeln!(out, "{text}");
                 return Ok(());
             }
+            // Which directory was read: an empty list of the wrong one must not pass for none.
+            let _ = writeln!(
+                out,
+                "{}: {} sinks with dead letters",
+                sluice_buffers::dlq::root(&dir).display(),
+                summaries.len()
+            );
             let _ = writeln!(
                 out,
                 "{:<24} {:>10} {:>12}  {:<24} {:<24} reasons",

@@ -7,12 +7,12 @@
 //! - [`Wal::sync`] makes every record appended so far durable; nothing counts as stored before;
 //! - a record is removed only when acknowledged: the floor (every id below it acknowledged) is
 //!   persisted in `acked` (atomic replace), and a segment is deleted once all its ids are below
-//!   the floor;
+//!   the floor. After a crash, records at or above the persisted floor are read again (at least
+//!   once; duplicates are bounded by what was delivered after the last persist);
 //! - "full" is counted in unacknowledged bytes (the bytes the reader has not passed, plus the
 //!   records it handed out that are not acknowledged yet), so every acknowledgement makes room
-//!   at once, not when a whole segment goes. The files on disk hold at most one partly
-//!   acknowledged segment more, and never more than twice `max_size`. After a crash, records at or above the persisted floor are read again (at least
-//!   once; duplicates are bounded by what was delivered after the last persist);
+//!   at once, not when a whole segment goes. The files hold at most one partly acknowledged
+//!   segment more, and never more than twice `max_size`;
 //! - bytes that are not a valid record (checksum, version, length) are handed out as
 //!   [`Item::Corrupt`], raw, and reading continues at the next valid record; a segment's torn
 //!   tail is skipped and counted. The reader never fails on the buffer's own data.
