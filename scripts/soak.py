@@ -16,11 +16,15 @@ half is one process whose memory and descriptors can be watched), the data_dir's
 fills up (330 s, 30 s: the data_dir is a tmpfs of `--data-mib` MiB, so this needs root), both
 destinations fail at once (420 s: A hangs, B answers 503, 20 s). Log rotation every 60 s.
 
-At the end the load stops, the pipeline drains, sluice gets SIGTERM, and the report says, per
-sink: events in (acknowledged to a sender, or written to a log file), events out, duplicates,
-events in the sink's dead-letter queue, and acknowledged events missing (must be 0); sluice's
-RSS and open descriptors over time (sampled every 10 s; flat means the last process's
-samples after warm-up stay within 10% of their median, and descriptors do not grow).
+At the end the load stops, the pipeline drains, sluice gets SIGTERM, and starts once more
+with no load until its outputs stop moving (log lines whose delivery failed, say a dead letter
+that could not be stored on the full disk, are read again at the next start). The report says,
+per sink: events in (acknowledged to a sender, or written to a log file), events out,
+duplicates, events in the sink's dead-letter queue, and acknowledged events missing (must be
+0); sluice's RSS and open descriptors over time (sampled every 10 s; flat means the last
+process's samples after warm-up stay within 10% of their median, and descriptors do not
+grow). `--settle --work DIR` does only that last start and report, for an earlier run's
+directory (its data_dir must still be mounted).
 
     cargo build --release
     python3 scripts/soak.py --binary target/release/sluice --duration 3600
@@ -30,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -124,7 +129,7 @@ class Destination:
     """A local HTTP intake that records the ids it receives; its mode is "ok", "503" or "hang"
     (the request is held until the mode changes, then answered 503)."""
 
-    def __init__(self, name: str, out: Path):
+    def __init__(self, name: str, out: Path, port: int = 0):
         self.name, self.mode, self.lock = name, "ok", threading.Lock()
         self.file = open(out, "a", buffering=1 << 20)
         dest = self
@@ -160,7 +165,7 @@ class Destination:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -176,21 +181,28 @@ class Soak:
     def __init__(self, args):
         self.args = args
         self.work = Path(args.work).resolve()
-        for sub in ("data", "logs", "out"):
-            (self.work / sub).mkdir(parents=True, exist_ok=True)
-        self.tmpfs = False
-        if os.geteuid() == 0:
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.data_mib}m", "tmpfs", str(self.work / "data")],
-                           check=True)
-            self.tmpfs = True
-        else:
-            log("not root: the data_dir is not a small filesystem, so the full-disk fault is left out")
-        self.dest_a = Destination("dest_a", self.work / "out" / "dest_a.ids")
-        self.dest_b = Destination("dest_b", self.work / "out" / "dest_b.ids")
-        self.http_port, self.api_port = free_port(), free_port()
         self.config = self.work / "sluice.toml"
-        self.config.write_text(CONFIG.format(work=self.work, api=self.api_port, http_port=self.http_port,
-                                             port_a=self.dest_a.port, port_b=self.dest_b.port))
+        self.tmpfs = False
+        if args.settle:
+            # An earlier run's directory: the same ports, data_dir and outputs.
+            ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", self.config.read_text())]
+            self.api_port, self.http_port, port_a, port_b = ports[:4]
+            self.tmpfs = os.path.ismount(self.work / "data")
+        else:
+            for sub in ("data", "logs", "out"):
+                (self.work / sub).mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.data_mib}m", "tmpfs",
+                                str(self.work / "data")], check=True)
+                self.tmpfs = True
+            else:
+                log("not root: the data_dir is not a small filesystem, so the full-disk fault is left out")
+            self.http_port, self.api_port, port_a, port_b = free_port(), free_port(), 0, 0
+        self.dest_a = Destination("dest_a", self.work / "out" / "dest_a.ids", port_a)
+        self.dest_b = Destination("dest_b", self.work / "out" / "dest_b.ids", port_b)
+        if not args.settle:
+            self.config.write_text(CONFIG.format(work=self.work, api=self.api_port, http_port=self.http_port,
+                                                 port_a=self.dest_a.port, port_b=self.dest_b.port))
         self.proc = None
         self.stop = threading.Event()
         self.acked = set()
@@ -198,6 +210,7 @@ class Soak:
         self.lines_written = 0
         self.samples = []  # (seconds, pid, rss_kib, fds)
         self.faults = []  # (seconds, what)
+        self.settled = {}
         self.start_time = time.time()
 
     def elapsed(self) -> float:
@@ -361,8 +374,11 @@ class Soak:
         return (self.work / "out" / f"{sink}.ids").read_text().split()
 
     def count(self, sink: str) -> int:
-        name = "all.ndjson" if sink == "all" else f"{sink}.ids"
-        with open(self.work / "out" / name, "rb") as f:
+        return self.count_lines(self.work / "out" / ("all.ndjson" if sink == "all" else f"{sink}.ids"))
+
+    @staticmethod
+    def count_lines(path: Path) -> int:
+        with open(path, "rb") as f:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
     def wait_drained(self, expected: int):
@@ -378,10 +394,38 @@ class Soak:
                 return
             time.sleep(5)
 
-    def report(self):
+    def settle(self):
+        """Starts sluice once more with no load and lets it drain: lines whose delivery failed
+        (for example, a dead letter that could not be stored on the full disk) keep their file
+        position before them and are read again at the next start, as documented."""
+        before = {s: self.count(s) for s in ("all", "dest_a", "dest_b")}
+        log("settling: one more start with no load, until the outputs stop moving for 30 s")
+        self.start_sluice()
+        last, still_since = None, time.time()
+        while time.time() - still_since < 30:
+            counts = tuple(self.count(s) for s in ("all", "dest_a", "dest_b"))
+            if counts != last:
+                last, still_since = counts, time.time()
+            time.sleep(2)
+        self.proc.terminate()
+        code = self.proc.wait(timeout=120)
+        self.settled = {s: self.count(s) - before[s] for s in before}
+        return code
+
+    def report(self, name: str = "report.txt"):
+        acked_file = self.work / "acked.ids"
+        if self.acked:
+            acked_file.write_text("\n".join(sorted(self.acked)) + "\n")
+        elif acked_file.exists():
+            self.acked = set(acked_file.read_text().split())
+        self.lines_written = sum(self.count_lines(p) for p in (self.work / "logs").glob("app.log*"))
         expected = set(self.acked) | {f"f-{n}" for n in range(self.lines_written)}
-        lines = [f"offered: {len(self.acked):,} acknowledged http events, {self.lines_written:,} log lines; "
-                 f"{self.elapsed():.0f} s in all; {len(self.faults)} faults"]
+        lines = [f"offered: {len(self.acked):,} acknowledged http events"
+                 + ("" if self.acked else " (not recorded by this run: only log lines are checked)")
+                 + f", {self.lines_written:,} log lines; {self.elapsed():.0f} s in all; {len(self.faults)} faults"]
+        if self.settled:
+            lines.append("delivered at the settling start (lines read again): "
+                         + ", ".join(f"{s} {n:,}" for s, n in self.settled.items()))
         lost_total = 0
         for sink in ("all", "dest_a", "dest_b"):
             got = self.received(sink)
@@ -409,12 +453,20 @@ class Soak:
                          f"max {max(fds)}, last {fds[-1]}")
         lines.append("faults: " + ", ".join(f"{t} s {w}" for t, w in self.faults))
         report = "\n".join(lines)
-        (self.work / "report.txt").write_text(report + "\n")
-        with open(self.work / "samples.csv", "w") as f:
-            f.write("seconds,pid,rss_kib,fds\n")
-            f.writelines(f"{t},{p},{r},{n}\n" for t, p, r, n in self.samples)
+        (self.work / name).write_text(report + "\n")
+        if self.samples:
+            with open(self.work / "samples.csv", "w") as f:
+                f.write("seconds,pid,rss_kib,fds\n")
+                f.writelines(f"{t},{p},{r},{n}\n" for t, p, r, n in self.samples)
         print(report, flush=True)
         return lost_total
+
+    def settle_only(self) -> int:
+        code = self.settle()
+        self.dest_a.close()
+        self.dest_b.close()
+        lost = self.report("report-settled.txt")
+        return 1 if lost or code else 0
 
     def run(self) -> int:
         log(f"soak in {self.work} for {self.args.duration} s: {self.args.http_rate} http events/s, "
@@ -446,6 +498,9 @@ class Soak:
         self.wait_drained(len(self.acked) + self.lines_written)
         self.proc.terminate()
         code = self.proc.wait(timeout=120)
+        with self.acked_lock:
+            (self.work / "acked.ids").write_text("\n".join(sorted(self.acked)) + "\n")
+        code = self.settle() or code
         self.dest_a.close()
         self.dest_b.close()
         lost = self.report()
@@ -466,10 +521,12 @@ def main():
     parser.add_argument("--http-rate", type=float, default=2000, help=f"http events/s, over {SENDERS} senders")
     parser.add_argument("--file-rate", type=float, default=500, help="log lines/s")
     parser.add_argument("--data-mib", type=int, default=256, help="size of the data_dir's tmpfs")
+    parser.add_argument("--settle", action="store_true",
+                        help="only the end of an earlier run in --work: one more start with no load, and the report")
     args = parser.parse_args()
     if not args.binary.exists():
         sys.exit(f"{args.binary} is missing: cargo build --release")
-    sys.exit(Soak(args).run())
+    sys.exit(Soak(args).settle_only() if args.settle else Soak(args).run())
 
 
 if __name__ == "__main__":
