@@ -1,6 +1,6 @@
 //! The config loader fuzzed (a property test, see `sluice-fuzz`): real configs (the quickstart,
-//! the examples, every config of `tests/config_errors/`), in TOML, YAML and JSON, with random
-//! edits. Loading never panics or hangs: it gives a pipeline, or errors that each say what is
+//! the examples, every config of `tests/config_errors/`, the reference pages' examples), in
+//! TOML, YAML and JSON, with random edits. Loading never panics or hangs: it gives a pipeline, or errors that each say what is
 //! wrong.
 
 use std::path::{Path, PathBuf};
