@@ -85,23 +85,15 @@ inputs = ["shape"]
 path = "{work}/out/all.ndjson"
 encoding.codec = "json"
 
-[sinks.dest_a]
-type = "http"
-inputs = ["shape"]
-uri = "http://127.0.0.1:{port_a}/ingest"
-encoding.codec = "json"
-framing.method = "newline_delimited"
-batch.max_events = 500
-batch.timeout_secs = 0.5
-request.timeout_secs = 10
-request.retry_initial_backoff_secs = 1
-request.retry_max_duration_secs = 5
-request.retry_deadline_secs = 120
+{sink_a}
+{sink_b}"""
 
-[sinks.dest_b]
+# The two http sinks differ only in their destination and buffer.
+HTTP_SINK = """
+[sinks.{id}]
 type = "http"
 inputs = ["shape"]
-uri = "http://127.0.0.1:{port_b}/ingest"
+uri = "http://127.0.0.1:{port}/ingest"
 encoding.codec = "json"
 framing.method = "newline_delimited"
 batch.max_events = 500
@@ -110,9 +102,7 @@ request.timeout_secs = 10
 request.retry_initial_backoff_secs = 1
 request.retry_max_duration_secs = 5
 request.retry_deadline_secs = 120
-buffer.type = "disk"
-buffer.max_size = 67108864
-"""
+{buffer}"""
 
 
 def free_port() -> int:
@@ -201,8 +191,11 @@ class Soak:
         self.dest_a = Destination("dest_a", self.work / "out" / "dest_a.ids", port_a)
         self.dest_b = Destination("dest_b", self.work / "out" / "dest_b.ids", port_b)
         if not args.settle:
+            sink_a = HTTP_SINK.format(id="dest_a", port=self.dest_a.port, buffer="")
+            sink_b = HTTP_SINK.format(id="dest_b", port=self.dest_b.port,
+                                      buffer='buffer.type = "disk"\nbuffer.max_size = 67108864\n')
             self.config.write_text(CONFIG.format(work=self.work, api=self.api_port, http_port=self.http_port,
-                                                 port_a=self.dest_a.port, port_b=self.dest_b.port))
+                                                 sink_a=sink_a, sink_b=sink_b))
         self.proc = None
         self.stop = threading.Event()
         self.acked = set()
