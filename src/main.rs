@@ -4,15 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod allocator;
 mod api;
 mod cli;
 mod commands;
 mod reload;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    allocator::apply();
     let cli = cli::Cli::parse();
     commands::init_logging(cli.quiet, cli.verbose, cli.log_format, cli.color);
     let code = match cli.command {
