@@ -23,7 +23,8 @@ per sink: events in (acknowledged to a sender, or written to a log file), events
 duplicates, events in the sink's dead-letter queue, and acknowledged events missing (must be
 0); sluice's RSS and open descriptors over time (sampled every 10 s; flat means the last
 process's samples after warm-up stay within 10% of their median, and descriptors do not
-grow). `--settle --work DIR` does only that last start and report, for an earlier run's
+grow), and the RSS at the start of each round, before its faults (a leak grows from round to
+round; an outage's backlog is live data and goes when it drains). `--settle --work DIR` does only that last start and report, for an earlier run's
 directory (its data_dir must still be mounted).
 
     cargo build --release
@@ -444,6 +445,21 @@ class Soak:
                          f"{statistics.mean(rss[:quarter]) / 1024:.1f} MiB, last quarter "
                          f"{statistics.mean(rss[-quarter:]) / 1024:.1f} MiB; descriptors first {fds[0]}, "
                          f"max {max(fds)}, last {fds[-1]}")
+            # The same moment of every round: its start, before the round's first fault and
+            # once the last round's backlog drained. A leak grows from round to round; the
+            # backlog of an outage (live data) does not.
+            first_fault = 60 * self.args.cycle / 600
+            quiet = {}
+            for t, _, r, _ in mine:
+                round_no, offset = divmod(t, self.args.cycle)
+                if 10 <= offset < first_fault - 5:
+                    quiet.setdefault(int(round_no), []).append(r)
+            if quiet:
+                per_round = [statistics.median(v) for _, v in sorted(quiet.items())]
+                middle = statistics.median(per_round)
+                lines.append("RSS at the start of each round (last process, before its faults): "
+                             + ", ".join(f"{r / 1024:.1f}" for r in per_round) + " MiB; widest distance from "
+                             f"their median {max(abs(r - middle) for r in per_round) / middle:.1%}")
         lines.append("faults: " + ", ".join(f"{t} s {w}" for t, w in self.faults))
         report = "\n".join(lines)
         (self.work / name).write_text(report + "\n")
