@@ -109,6 +109,19 @@ inputs = ["enrich"]
 path = "{dir}/out.jsonl"
 encoding.codec = "json"
 """,
+    "stdin_remap_blackhole": """
+[sources.in]
+type = "stdin"
+{acks}
+[transforms.enrich]
+type = "remap"
+inputs = ["in"]
+source = '''{enrich}'''
+
+[sinks.out]
+type = "blackhole"
+inputs = ["enrich"]
+""",
     "stdin_remap_three_sinks": """
 [sources.in]
 type = "stdin"

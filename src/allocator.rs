@@ -83,7 +83,7 @@ mod tests {
             println!("value={}", get(option));
             return;
         }
-        let exe = std::env::current_exe().expect("test binary");
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("test binary: {e}"));
         for ((option, _), name) in SETTINGS.into_iter().zip(NAMES) {
             let out = std::process::Command::new(&exe)
                 .args(["--exact", "allocator::tests::each_option_number_is_the_one_its_environment_variable_sets"])
@@ -91,7 +91,7 @@ mod tests {
                 .env("SLUICE_TEST_MI_OPTION", option.to_string())
                 .env(format!("MIMALLOC_{name}"), "77")
                 .output()
-                .expect("run the test binary");
+                .unwrap_or_else(|e| panic!("run the test binary: {e}"));
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(stdout.contains("value=77"), "{name} at {option}: {stdout}");
         }

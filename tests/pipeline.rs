@@ -336,3 +336,113 @@ encoding.codec = "text"
     assert_eq!(lines.len(), 10, "{lines:?}");
     assert_eq!(lines.iter().filter(|l| *l == "second half").count(), 5);
 }
+
+/// `remap`, `filter` and `route` run as one copy per runtime worker (here 4, on chunks of
+/// events whose cost varies a hundredfold), and the events of each source still leave every
+/// output in the order they came in.
+#[test]
+fn concurrent_transforms_keep_the_order_of_each_source() {
+    let case = Case::new();
+    let n = 300_000;
+    // A log file as a second source, beside stdin: each source's order is checked on its own.
+    let mut file = Vec::new();
+    for i in 0..n / 3 {
+        file.extend_from_slice(format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 7 * 300)).as_bytes());
+    }
+    std::fs::write(case.path("app.log"), file).unwrap_or_else(|e| panic!("write: {e}"));
+    let mut stdin = Vec::new();
+    for i in 0..n {
+        // Every 64th event is a hundred times longer: chunks take very different times.
+        let pad = if i % 64 == 0 { 20_000 } else { 200 };
+        stdin.extend_from_slice(format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "y".repeat(pad)).as_bytes());
+    }
+    let config = case.config(
+        r#"
+data_dir = "{dir}/data"
+
+[sources.in]
+type = "stdin"
+
+[sources.logs]
+type = "file"
+include = ["{dir}/app.log"]
+read_from = "beginning"
+
+[transforms.parse]
+type = "remap"
+inputs = ["in", "logs"]
+source = '''
+src = if exists(.file) { "logs" } else { "in" }
+. = parse_json!(string!(.message))
+.src = src
+.digest = sha2(string!(.pad))
+del(.pad)
+'''
+
+[transforms.keep]
+type = "filter"
+inputs = ["parse"]
+condition = "mod(int!(.id), 10) != 3"
+
+[transforms.split]
+type = "route"
+inputs = ["keep"]
+route.even = "mod(int!(.id), 2) == 0"
+route.odd = "mod(int!(.id), 2) == 1"
+
+[sinks.even]
+type = "file"
+inputs = ["split.even"]
+path = "{dir}/even.jsonl"
+encoding.codec = "json"
+
+[sinks.odd]
+type = "file"
+inputs = ["split.odd"]
+path = "{dir}/odd.jsonl"
+encoding.codec = "json"
+"#,
+    );
+    let mut command = common::sluice();
+    command.args(["--threads", "4"]);
+    let mut child = command
+        .arg("--config")
+        .arg(&config)
+        .arg("--ledger-json")
+        .arg(case.path("ledger.json"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut input = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    std::io::Write::write_all(&mut input, &stdin).unwrap_or_else(|e| panic!("write stdin: {e}"));
+    // Both sources run at once; the file source never ends by itself.
+    let expected = (0..n).filter(|i| i % 10 != 3).count() + (0..n / 3).filter(|i| i % 10 != 3).count();
+    let out = |name: &str| std::fs::read_to_string(case.path(name)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while out("even.jsonl").lines().count() + out("odd.jsonl").lines().count() < expected {
+        assert!(std::time::Instant::now() < deadline, "not every event arrived");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(input);
+    // The file source runs until told to stop.
+    let (code, stderr) = common::terminate(child);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    for (sink, parity) in [("even.jsonl", 0), ("odd.jsonl", 1)] {
+        let mut last: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut count = 0;
+        for line in out(sink).lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{sink}: {e}"));
+            let id = value["id"].as_i64().unwrap_or(-1);
+            let source = value["src"].as_str().unwrap_or_default().to_owned();
+            assert_eq!(id % 2, parity, "{sink}: {line:.80}");
+            let previous = last.insert(source.clone(), id).unwrap_or(-1);
+            assert!(id > previous, "{sink}: {source} event {id} came after {previous}");
+            count += 1;
+        }
+        assert!(count > 0, "{sink} is empty");
+    }
+    let ledger = case.ledger();
+    assert_ledger_balanced(&ledger);
+    assert_eq!(component(&ledger, "keep")["discarded"]["filter"], n + n / 3 - expected, "filtered events");
+}

@@ -294,6 +294,12 @@ pub trait TransformConfig: Send + Sync + Debug {
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         Vec::new()
     }
+    /// Whether several copies (one per [`build`](Self::build)) may each take chunks at once:
+    /// true when nothing carries over from one event to the next. The runtime then runs one
+    /// copy per worker and keeps the outputs in input order.
+    fn concurrent(&self) -> bool {
+        false
+    }
 }
 
 /// Everything a sink gets at build time.

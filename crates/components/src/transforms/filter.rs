@@ -17,6 +17,10 @@ pub struct FilterConfig {
 }
 
 impl TransformConfig for FilterConfig {
+    fn concurrent(&self) -> bool {
+        true
+    }
+
     fn check(&self, _globals: &GlobalOptions) -> Vec<ConfigIssue> {
         match self.condition.build() {
             Ok(_) => Vec::new(),

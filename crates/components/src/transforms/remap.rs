@@ -89,6 +89,10 @@ impl RemapConfig {
 }
 
 impl TransformConfig for RemapConfig {
+    fn concurrent(&self) -> bool {
+        true
+    }
+
     fn outputs(&self) -> Vec<OutputSpec> {
         let mut outputs = vec![OutputSpec::default_logs()];
         if self.reroute_dropped {

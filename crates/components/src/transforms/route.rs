@@ -44,6 +44,10 @@ impl RouteConfig {
 }
 
 impl TransformConfig for RouteConfig {
+    fn concurrent(&self) -> bool {
+        true
+    }
+
     fn outputs(&self) -> Vec<OutputSpec> {
         let mut outputs: Vec<OutputSpec> = self.route.keys().map(OutputSpec::named_logs).collect();
         if self.reroute_unmatched {

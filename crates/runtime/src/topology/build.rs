@@ -15,7 +15,7 @@ use std::time::Duration;
 use sluice_buffers::{MemorySender, memory};
 use sluice_core::Chunk;
 use sluice_core::component::{
-    AnyConfig, FunctionTransform, SinkContext, SinkInput, SourceContext, SourceSender, TransformContext,
+    AnyConfig, GlobalOptions, SinkContext, SinkInput, SourceContext, SourceSender, TransformConfig, TransformContext,
 };
 use sluice_core::ledger::{BufferLevel, ComponentKind, ComponentLedger, Ledger};
 use sluice_core::shutdown::{ShutdownTrigger, shutdown_pair};
@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::fanout::{Consumer, DeadLetterSlot, Diversions, Fanout, FanoutHandle};
-use super::{BufferInput, RunOptions, Swap, disk, run_transform};
+use super::transform::{self, Copies, Outputs, Swap};
+use super::{BufferInput, RunOptions, disk};
 use crate::config::{BufferConfig, Component, Globals, OutputRef, WhenFull, schema::BufferType};
 use crate::dead_letter::SinkDeadLetter;
 use crate::tap::Taps;
@@ -267,18 +268,11 @@ impl Topology {
 
     /// Starts a transform built by `prebuilt` (or from its config); its fan-outs reach every
     /// running component that reads it. Its upstreams get its consumer from the caller.
-    pub fn start_transform(
-        &mut self,
-        c: Component,
-        prebuilt: Option<Box<dyn FunctionTransform>>,
-    ) -> Result<(), String> {
+    pub fn start_transform(&mut self, c: Component, prebuilt: Option<Copies>) -> Result<(), String> {
         let (c, config) = Meta::split(c);
-        let transform = match (prebuilt, &config) {
-            (Some(t), _) => t,
-            (None, AnyConfig::Transform(config)) => {
-                let cx = TransformContext { id: Arc::from(c.id.as_str()), globals: self.globals.options.clone() };
-                config.build(&cx).map_err(|err| format!("transform \"{}\": {err}", c.id))?
-            }
+        let copies = match (prebuilt, &config) {
+            (Some(copies), _) => copies,
+            (None, AnyConfig::Transform(config)) => build_copies(&c.id, config.as_ref(), &self.globals.options)?,
             (None, _) => return Err(format!("\"{}\" is not a transform", c.id)),
         };
         let ledger = self.ledger_for(&c);
@@ -298,7 +292,7 @@ impl Topology {
         let mut live = self.live(&c, ledger.clone(), trigger);
         live.input = Some(input);
         live.swap = Some(swap.clone());
-        let task = run_transform(rx, transform, default, named, ledger, swap);
+        let task = transform::run(rx, copies, Outputs { default, named, ledger }, swap);
         live.done.push(spawn_tracked(&mut self.others, &mut self.names, c.id.clone(), task));
         self.live.insert(c.id, live);
         Ok(())
@@ -487,4 +481,20 @@ impl Topology {
             }
         }
     }
+}
+
+/// Builds a transform: one copy, or one per runtime worker when its config allows several
+/// at once (see [`transform`]).
+pub(crate) fn build_copies(
+    id: &str,
+    config: &dyn TransformConfig,
+    globals: &Arc<GlobalOptions>,
+) -> Result<Copies, String> {
+    let cx = TransformContext { id: Arc::from(id), globals: globals.clone() };
+    let count = if config.concurrent() {
+        tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers()).max(1)
+    } else {
+        1
+    };
+    (0..count).map(|_| config.build(&cx).map_err(|err| format!("transform \"{id}\": {err}"))).collect()
 }

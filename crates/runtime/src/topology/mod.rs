@@ -13,27 +13,26 @@ mod build;
 pub mod disk;
 pub mod fanout;
 mod reload;
+mod transform;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sluice_buffers::MemoryReceiver;
 use sluice_core::Chunk;
 use sluice_core::ack::Outcome;
-use sluice_core::component::{ChunkReceiver, FunctionTransform, TransformOutputs};
-use sluice_core::event::resolve_all;
+use sluice_core::component::ChunkReceiver;
 use sluice_core::ledger::{ComponentLedger, Ledger, LedgerSnapshot};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Graph;
 use crate::tap::Taps;
 use build::Topology;
-use fanout::{Diversions, Fanout};
+use fanout::Diversions;
 
 pub use reload::ReloadSummary;
 
@@ -41,32 +40,6 @@ pub use reload::ReloadSummary;
 pub struct Reload {
     pub graph: Graph,
     pub reply: oneshot::Sender<Result<ReloadSummary, Vec<String>>>,
-}
-
-/// Where a reload hands a running transform its replacement (same outputs): taken before the
-/// next chunk.
-#[derive(Default)]
-pub(crate) struct Swap {
-    pending: AtomicBool,
-    next: Mutex<Option<Box<dyn FunctionTransform>>>,
-}
-
-impl Swap {
-    fn put(&self, transform: Box<dyn FunctionTransform>) {
-        if let Ok(mut next) = self.next.lock() {
-            *next = Some(transform);
-            self.pending.store(true, Ordering::Release);
-        }
-    }
-
-    #[inline]
-    fn take(&self) -> Option<Box<dyn FunctionTransform>> {
-        if !self.pending.load(Ordering::Acquire) {
-            return None;
-        }
-        self.pending.store(false, Ordering::Relaxed);
-        self.next.lock().ok().and_then(|mut next| next.take())
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,64 +125,6 @@ impl ChunkReceiver for BufferInput {
             Some(chunk)
         })
     }
-}
-
-async fn run_transform(
-    mut rx: MemoryReceiver<Chunk>,
-    mut transform: Box<dyn FunctionTransform>,
-    mut default: Option<Fanout>,
-    mut named: Vec<Fanout>,
-    ledger: Arc<ComponentLedger>,
-    swap: Arc<Swap>,
-) -> Result<(), ()> {
-    let mut out = TransformOutputs::with_named(named.len());
-    while let Some(chunk) = rx.recv().await {
-        if let Some(next) = swap.take() {
-            transform = next;
-        }
-        let n = chunk.len();
-        transform.transform(chunk, &mut out);
-        let mut discarded = 0;
-        for (reason, intentional, count) in out.take_discards() {
-            ledger.discarded(count, reason, intentional);
-            discarded += count;
-        }
-        let copies = out.default.len() + out.named.iter().map(Vec::len).sum::<usize>();
-        let passed = n.saturating_sub(discarded);
-        if copies > passed {
-            // Events sent to several outputs (route): each extra copy counts as received.
-            ledger.accept(copies - passed);
-        } else if copies < passed {
-            ledger.errored(passed - copies);
-            ledger.error("events_lost", "processing");
-            tracing::error!(
-                component_id = ledger.id(),
-                events = passed - copies,
-                "Transform lost events without an outcome; counted as failed. This is a bug in sluice."
-            );
-        }
-        let default_chunk = std::mem::take(&mut out.default);
-        let ports = std::iter::once((default.as_mut(), default_chunk))
-            .chain(named.iter_mut().zip(out.named.iter_mut()).map(|(f, c)| (Some(f), std::mem::take(c))));
-        for (fanout, chunk) in ports {
-            if chunk.is_empty() {
-                continue;
-            }
-            let n = chunk.len();
-            let unsent = match fanout {
-                Some(fanout) => fanout.send_all(chunk).await.err(),
-                None => Some(chunk),
-            };
-            match unsent {
-                None => ledger.sent(n),
-                Some(chunk) => {
-                    ledger.discarded(n, "unconsumed_output", false);
-                    resolve_all(chunk, Outcome::Failed);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Builds every component and runs the pipeline until `shutdown` fires or every source ends,

@@ -17,13 +17,13 @@
 //! A reload that changes the global options is refused: they take effect at the next start.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use sluice_core::component::{AnyConfig, FunctionTransform, TransformContext};
+use sluice_core::component::AnyConfig;
 use sluice_core::ledger::ComponentKind;
 
-use super::build::Topology;
+use super::build::{Topology, build_copies};
 use super::fanout::FanoutGuard;
+use super::transform::Copies;
 use crate::config::{Component, Graph, OutputRef};
 
 /// What a reload did.
@@ -131,17 +131,16 @@ pub(super) async fn apply(t: &mut Topology, graph: Graph) -> Result<ReloadSummar
         return Ok(summary);
     }
     // Transforms are built first: one that does not build refuses the whole reload.
-    let mut prebuilt: BTreeMap<String, Box<dyn FunctionTransform>> = BTreeMap::new();
+    let mut prebuilt: BTreeMap<String, Copies> = BTreeMap::new();
     let mut errors = Vec::new();
     for (id, c) in &new {
         let building = swapped.contains(id) || summary.added.contains(id) || summary.changed.contains(id);
         if let (true, AnyConfig::Transform(config)) = (building, &c.config) {
-            let cx = TransformContext { id: Arc::from(id.as_str()), globals: t.globals.options.clone() };
-            match config.build(&cx) {
-                Ok(transform) => {
-                    prebuilt.insert(id.clone(), transform);
+            match build_copies(id, config.as_ref(), &t.globals.options) {
+                Ok(copies) => {
+                    prebuilt.insert(id.clone(), copies);
                 }
-                Err(err) => errors.push(format!("transform \"{id}\": {err}")),
+                Err(err) => errors.push(err),
             }
         }
     }
