@@ -109,8 +109,10 @@ impl TransformConfig for RemapConfig {
         let program = self.compiled(&cx.globals).map_err(|issue| BuildError(issue.message))?;
         let info = program.info();
         Ok(Box::new(Remap {
-            // The original is needed only when a failure can send it on unchanged.
-            keep_original: info.fallible || info.abortable,
+            // The original is needed only when a failure can send it on (unchanged, or to
+            // `dropped`); a failure that discards the event needs no copy of it.
+            keep_original: (info.fallible && (!self.drop_on_error || self.reroute_dropped))
+                || (info.abortable && (!self.drop_on_abort || self.reroute_dropped)),
             program,
             runtime: Runtime::default(),
             tz: self.timezone.unwrap_or_default(),
