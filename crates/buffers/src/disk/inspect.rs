@@ -71,6 +71,10 @@ pub fn inspect(dir: &Path) -> std::io::Result<BufferReport> {
         let mut at = 0;
         while at < data.len() {
             match record::parse(&data[at..]) {
+                Parsed::Record(r, len) if seg.last_id.is_some_and(|last| r.id <= last) => {
+                    seg.damaged.push(Damage { offset: at as u64, bytes: len as u64, reason: record::ID_OUT_OF_ORDER });
+                    at += len;
+                }
                 Parsed::Record(r, len) => {
                     seg.records += 1;
                     seg.events += u64::from(r.events);

@@ -13,6 +13,10 @@
 
 /// Header bytes before the payload.
 pub const HEADER: usize = 20;
+
+/// Why a valid record whose id does not exceed the one before it is damage: ids only grow
+/// along a log, so it is a stale copy (a duplicated block), not a record to deliver again.
+pub const ID_OUT_OF_ORDER: &str = "a record whose id does not follow the one before it";
 /// The format this code writes.
 pub const VERSION: u8 = 1;
 /// Largest payload accepted when reading (a length beyond it is corruption).

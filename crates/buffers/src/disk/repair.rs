@@ -60,6 +60,15 @@ fn scan(path: &Path, data: &[u8]) -> Scan {
     let mut at = 0;
     while at < data.len() {
         match record::parse(&data[at..]) {
+            Parsed::Record(r, len) if last_id.is_some_and(|last| r.id <= last) => {
+                out.damaged.push(Damaged {
+                    segment: path.to_path_buf(),
+                    offset: at as u64,
+                    bytes: data[at..at + len].to_vec(),
+                    reason: record::ID_OUT_OF_ORDER,
+                });
+                at += len;
+            }
             Parsed::Record(r, len) => {
                 out.valid.extend_from_slice(&data[at..at + len]);
                 out.records += 1;

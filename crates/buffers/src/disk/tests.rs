@@ -105,6 +105,42 @@ fn a_corrupt_record_is_handed_out_raw_and_reading_continues() {
     assert_eq!(wal.unacknowledged(), 0, "the lost id, once acknowledged, lets the floor pass");
 }
 
+/// Found by the long fuzz run: a segment in which a record's bytes appear twice (here record
+/// 1 again after record 2, checksum and all) handed record 1 out twice. A record whose id does
+/// not follow the one before it is damage: quarantined, not delivered again.
+#[test]
+fn a_record_repeated_further_on_is_damage_not_a_second_delivery() {
+    let mem = Mem::default();
+    let mut wal = open(&mem);
+    let ids: Vec<u64> = (0..4u8).map(|i| append(&mut wal, &[b'a' + i; 10])).collect();
+    wal.sync().unwrap_or_else(|e| panic!("{e}"));
+    drop(wal);
+    let segment = dir().join("segment-00000000000000000000.wal");
+    let bytes = mem.file(&segment).unwrap_or_else(|| panic!("segment"));
+    // Records are 30 bytes: 0, 1, 2, then record 1's bytes again, then 3.
+    let damaged = [&bytes[..90], &bytes[30..60], &bytes[90..]].concat();
+    mem.put(&segment, &damaged);
+    // `sluice buffer check --repair` sees the same damage.
+    let copy = Mem::default();
+    copy.put(&segment, &damaged);
+    let mut reasons = Vec::new();
+    let report = crate::disk::repair::repair(&dir(), &copy, &mut |damaged| {
+        reasons.extend(damaged.iter().map(|d| (d.offset, d.reason)));
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("repair: {e}"));
+    assert_eq!((report.records_kept, reasons), (4, vec![(90, record::ID_OUT_OF_ORDER)]));
+    let mut wal = open(&mem);
+    let items = drain(&mut wal);
+    assert_eq!(payloads(&items), vec![vec![b'a'; 10], vec![b'b'; 10], vec![b'c'; 10], vec![b'd'; 10]]);
+    let Some(Item::Corrupt { bytes, lost, offset, .. }) = items.get(3) else { panic!("{items:?}") };
+    assert_eq!((bytes.as_slice(), lost.is_empty(), *offset), (&damaged[90..120], true, 90));
+    for id in ids {
+        wal.ack(id).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(wal.unacknowledged(), 0);
+}
+
 #[test]
 fn a_failed_fsync_stops_the_buffer_accepting() {
     let mem = Mem::default();

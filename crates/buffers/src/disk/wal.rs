@@ -458,6 +458,23 @@ impl Wal {
             }
             let rest = &self.cursor.buf[self.cursor.pos..];
             match parsed {
+                // Ids only grow along the log: a record whose id repeats or goes back is a
+                // stale copy (a duplicated block), damage to quarantine, not to deliver again.
+                Parsed::Record(r, len) if self.cursor.last_id.is_some_and(|last| r.id <= last) => {
+                    let after = self.cursor.last_id.map_or(0, |last| last + 1);
+                    let item = Item::Corrupt {
+                        segment: segment.path.clone(),
+                        offset: self.cursor.offset,
+                        bytes: rest[..len].to_vec(),
+                        reason: record::ID_OUT_OF_ORDER,
+                        lost: after..after,
+                        lost_events_this_run: 0,
+                    };
+                    self.stats.corrupt_ranges += 1;
+                    self.stats.corrupt_bytes += len as u64;
+                    self.advance(len);
+                    return Ok(Some(item));
+                }
                 Parsed::Record(r, len) => {
                     // Ids are consecutive; ids missing before this record were removed by
                     // `sluice buffer check --repair` (their bytes went to the DLQ): nothing is
