@@ -824,12 +824,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--binary", type=Path, default=ROOT / "target" / "release" / "sluice")
+    parser.add_argument("--binary", type=Path, action="append",
+                        help="the sluice binary (default target/release/sluice); given several times, "
+                             "runs alternate between them and each gets its own line")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--acks-off", action="store_true", help="also run each scenario with acknowledgements off")
     parser.add_argument("--rate", type=int, default=0,
                         help="feed stdin at this many lines per second instead of as fast as sluice reads")
     args = parser.parse_args()
+    binaries = args.binary or [ROOT / "target" / "release" / "sluice"]
     data = generate(args.events)
     size = data.stat().st_size
     offered = f"; offered at {args.rate:,} lines/s" if args.rate else ""
@@ -839,29 +842,35 @@ def main():
           f"{'best ev/s':>12}")
     scenarios = args.scenario or list(SCENARIOS)
     modes = [True, False] if args.acks_off else [True]
-    # Runs alternate between scenarios and modes so drift on a shared machine hits all alike.
-    by_mode = {(scenario, acks): [] for scenario in scenarios for acks in modes}
+    # Runs alternate between scenarios, modes and binaries so drift on a shared machine hits
+    # all alike.
+    by_mode = {(scenario, acks, b): [] for scenario in scenarios for acks in modes for b in binaries}
     for _ in range(args.runs):
         for scenario in scenarios:
             for acks in modes:
-                by_mode[(scenario, acks)].append(run(args.binary, scenario, data, acks, args.events, args.rate))
+                for binary in binaries:
+                    by_mode[(scenario, acks, binary)].append(
+                        run(binary, scenario, data, acks, args.events, args.rate))
     for scenario in scenarios:
         for acks in modes:
-            results = by_mode[(scenario, acks)]
-            wall = statistics.median(r[0] for r in results)
-            cpu = statistics.median(r[1] for r in results)
-            rss = max(r[2] for r in results)
-            sinks = [c for c in results[0][3]["components"] if c["kind"] == "sink"]
-            for c in sinks:
-                # The stuck sink of `fanout_one_stuck` delivers nothing: all of it is in its DLQ.
-                handled = c["dead_lettered"] if c["id"] == "stuck" else c["sent"]
-                if handled != args.events:
-                    sys.exit(f"{scenario}: sink {c['id']} handled {handled} of {args.events}: {c}")
-            best = min(r[0] for r in results)
-            afters = [r[4] for r in results if r[4]]
-            after = f"   after stall {statistics.median(afters):,.0f} events/s" if afters else ""
-            print(f"{scenario:<28}{'on' if acks else 'off':>5}{args.events / wall:>12,.0f}"
-                  f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}{args.events / best:>12,.0f}{after}")
+            for binary in binaries:
+                results = by_mode[(scenario, acks, binary)]
+                wall = statistics.median(r[0] for r in results)
+                cpu = statistics.median(r[1] for r in results)
+                rss = max(r[2] for r in results)
+                sinks = [c for c in results[0][3]["components"] if c["kind"] == "sink"]
+                for c in sinks:
+                    # The stuck sink of `fanout_one_stuck` delivers nothing: all of it is in its DLQ.
+                    handled = c["dead_lettered"] if c["id"] == "stuck" else c["sent"]
+                    if handled != args.events:
+                        sys.exit(f"{scenario}: sink {c['id']} handled {handled} of {args.events}: {c}")
+                best = min(r[0] for r in results)
+                afters = [r[4] for r in results if r[4]]
+                after = f"   after stall {statistics.median(afters):,.0f} events/s" if afters else ""
+                which = f"   {binary}" if len(binaries) > 1 else ""
+                print(f"{scenario:<28}{'on' if acks else 'off':>5}{args.events / wall:>12,.0f}"
+                      f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}{args.events / best:>12,.0f}"
+                      f"{after}{which}")
     if "stdin_s3" in scenarios:
         # What compression alone costs on this machine: gzip -6 (one core) on the same data.
         walls = []
