@@ -30,7 +30,8 @@ const PURGE_DELAY: mi::mi_option_t = 15;
 const ALLOW_THP: mi::mi_option_t = 43;
 
 /// (option, value): see the module documentation.
-const SETTINGS: [(mi::mi_option_t, std::ffi::c_long); 3] = [(PURGE_DELAY, 100), (ARENA_EAGER_COMMIT, 0), (ALLOW_THP, 0)];
+const SETTINGS: [(mi::mi_option_t, std::ffi::c_long); 3] =
+    [(PURGE_DELAY, 100), (ARENA_EAGER_COMMIT, 0), (ALLOW_THP, 0)];
 
 /// Runs before `main` and before the first allocation from Rust, once mimalloc read its
 /// environment (its own constructor runs first, at priority 101): the arena is reserved on
