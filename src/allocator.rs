@@ -9,9 +9,8 @@
 //!
 //! The settings below (measured in `docs/performance.md`, "Memory given back") return freed
 //! memory to the OS after 100 ms, commit arena memory as it is used and keep huge pages out:
-//! half the resident size at the same throughput. A shorter delay saves more memory and costs
-//! throughput (10 ms: a third of the resident size, 10–18% fewer events per second on the
-//! http paths).
+//! half the resident size at the same throughput. A shorter delay saves a little more memory
+//! and costs throughput (10 ms: 10–18% fewer events per second on the http paths).
 //! They are defaults: an operator's `MIMALLOC_*` environment variable (for example
 //! `MIMALLOC_PURGE_DELAY=1000` for the old behaviour) takes precedence over them.
 
