@@ -113,6 +113,29 @@ buffer.stall_timeout_secs = 1
     good.dedup();
     assert_eq!(good.len(), total);
 
+    // The diversion wrote binary batches; `dlq list` reads them as events.
+    let dlq_dir = case.path("data/dead_letter/bad");
+    let forms: Vec<String> = std::fs::read_dir(&dlq_dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .filter_map(|e| e.path().extension().map(|x| x.to_string_lossy().into_owned()))
+        .collect();
+    assert!(forms.iter().any(|f| f == "bin"), "a stalled sink's diversion is stored in binary segments: {forms:?}");
+    let listed = common::sluice()
+        .args(["dlq", "list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let events: u64 = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["sink_id"] == "bad")
+        .filter_map(|s| s["events"].as_u64())
+        .sum();
+    assert_eq!(events, sent, "`dlq list` counts every diverted event: {listed:#}");
+
     // The destination recovers: a replay delivers every one of them.
     stop.store(true, Ordering::Relaxed);
     let _ = holder.join();

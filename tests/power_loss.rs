@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use sluice_buffers::dlq::segment::{self, Format};
 use sluice_buffers::dlq::{DiskDlq, replay, store};
 use sluice_file_tail::checkpoint::Store;
 use sluice_file_tail::fingerprint::Fingerprint;
@@ -30,11 +31,45 @@ fn envelope(id: &str) -> String {
     ) + "\n"
 }
 
+/// The records of one append in `format`: envelope lines, or one binary batch.
+fn records(format: Format, ids: &[String]) -> Vec<u8> {
+    match format {
+        Format::Lines => ids.iter().map(|id| envelope(id)).collect::<String>().into_bytes(),
+        Format::Binary => {
+            let events: Vec<sluice_core::LogEvent> = ids
+                .iter()
+                .map(|id| {
+                    let body = serde_json::json!({"id": id, "message": "inference done"});
+                    let body: vrl::value::Value = ok(serde_json::from_value(body));
+                    sluice_core::LogEvent::from_value(
+                        body,
+                        sluice_core::event::EventMetadata::new("in", chrono::Utc::now()),
+                    )
+                })
+                .collect();
+            let mut out = Vec::new();
+            let head = br#"{"version":1,"sink_id":"out","sink_type":"http","reason":"stalled","dead_lettered_at":"2026-12-02T10:00:00Z"}"#;
+            segment::write_batch(&mut out, head, &events);
+            out
+        }
+    }
+}
+
 /// Each append is acknowledged (the events count as dead-lettered) once it returns: a power
 /// loss during a later append, torn at any byte, keeps every acknowledged event readable,
 /// reads no event that was not written whole, and counts the torn line as unreadable.
 #[test]
 fn every_dead_lettered_event_survives_a_power_loss_at_any_byte() {
+    survives_a_power_loss_at_any_byte(Format::Lines);
+}
+
+/// The same for the binary segments of a stalled sink's diversion (a torn batch).
+#[test]
+fn every_diverted_event_survives_a_power_loss_at_any_byte() {
+    survives_a_power_loss_at_any_byte(Format::Binary);
+}
+
+fn survives_a_power_loss_at_any_byte(format: Format) {
     let tmp = ok(tempfile::tempdir());
     let dir = tmp.path().join("dead_letter/out");
     let dlq = DiskDlq::new(dir.clone());
@@ -43,8 +78,7 @@ fn every_dead_lettered_event_survives_a_power_loss_at_any_byte() {
     let mut batches: Vec<Vec<String>> = Vec::new();
     for k in 0..6 {
         let ids: Vec<String> = (0..k + 1).map(|j| format!("b{k}-e{j}")).collect();
-        let lines: String = ids.iter().map(|id| envelope(id)).collect();
-        ok(dlq.append(lines.as_bytes()));
+        ok(dlq.append(format, &records(format, &ids)));
         durable.push(ok(std::fs::read(only_file(&dir))));
         batches.push(ids);
     }
@@ -69,12 +103,16 @@ fn every_dead_lettered_event_survives_a_power_loss_at_any_byte() {
             for id in &read {
                 assert!(written.contains(id.as_str()), "append {k} torn at {torn}: {id} was never written");
             }
-            assert!(unreadable <= 1, "only the torn line is unreadable");
+            assert!(unreadable <= 1, "only the torn line or batch is unreadable");
             assert_eq!(events.len(), read.len(), "no event is read twice");
             images += 1;
         }
     }
-    assert!(images > 4_000, "every byte of every append: {images}");
+    let least = match format {
+        Format::Lines => 4_000,
+        Format::Binary => 1_500,
+    };
+    assert!(images > least, "every byte of every append: {images}");
 }
 
 /// A replay confirms records in batches, each made durable (appended to the progress file and

@@ -15,6 +15,8 @@
 //! str    := varint(len) bytes
 //! ```
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use vrl::value::{KeyString, Value};
@@ -101,24 +103,46 @@ fn value(out: &mut Vec<u8>, v: &Value) {
 
 /// Appends `events` to `out`.
 pub fn encode_chunk(events: &[LogEvent], out: &mut Vec<u8>) {
+    encode_chunk_with(events, out, Secrets::Keep);
+}
+
+/// Appends `events` to `out`, with or without their secrets.
+pub fn encode_chunk_with(events: &[LogEvent], out: &mut Vec<u8>, secrets: Secrets) {
     varint(out, events.len() as u64);
     for event in events {
-        value(out, event.value());
-        string(out, event.source_id().as_bytes());
-        timestamp(out, &event.ingest_time());
-        value(out, event.metadata_value().unwrap_or(&Value::Null));
-        let secrets = event.secrets();
-        varint(out, secrets.len() as u64);
-        for (k, v) in &secrets {
-            string(out, k.as_bytes());
-            string(out, v.as_bytes());
-        }
-        let history = event.dead_letters();
-        if history.is_empty() {
-            string(out, b"");
-        } else {
-            string(out, serde_json::to_string(history).unwrap_or_default().as_bytes());
-        }
+        encode_event(event, out, secrets);
+    }
+}
+
+/// Whether an encoded event carries its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// The disk buffer: the event goes on as it was.
+    Keep,
+    /// The dead-letter queue: secrets are never written there (a replay sets them again).
+    Leave,
+}
+
+/// Appends one event, as one of a chunk's `event`s (the caller writes the count).
+fn encode_event(event: &LogEvent, out: &mut Vec<u8>, secrets: Secrets) {
+    value(out, event.value());
+    string(out, event.source_id().as_bytes());
+    timestamp(out, &event.ingest_time());
+    value(out, event.metadata_value().unwrap_or(&Value::Null));
+    let secrets = match secrets {
+        Secrets::Keep => event.secrets(),
+        Secrets::Leave => Default::default(),
+    };
+    varint(out, secrets.len() as u64);
+    for (k, v) in &secrets {
+        string(out, k.as_bytes());
+        string(out, v.as_bytes());
+    }
+    let history = event.dead_letters();
+    if history.is_empty() {
+        string(out, b"");
+    } else {
+        string(out, serde_json::to_string(history).unwrap_or_default().as_bytes());
     }
 }
 
@@ -242,12 +266,30 @@ impl<'a> Reader<'a> {
 /// Decodes a chunk written by [`encode_chunk`]. The events have no finalizer; their byte
 /// values share `data`.
 pub fn decode_chunk(data: &Bytes) -> Result<Vec<LogEvent>, DecodeError> {
+    let mut events = Vec::new();
+    decode_with(data, &mut events, |event, _| event)?;
+    Ok(events)
+}
+
+/// [`decode_chunk`], with the bytes of `data` each event was decoded from.
+pub fn decode_chunk_spans(data: &Bytes) -> Result<Vec<(LogEvent, Range<usize>)>, DecodeError> {
+    let mut events = Vec::new();
+    decode_with(data, &mut events, |event, span| (event, span))?;
+    Ok(events)
+}
+
+fn decode_with<T>(
+    data: &Bytes,
+    events: &mut Vec<T>,
+    each: impl Fn(LogEvent, Range<usize>) -> T,
+) -> Result<(), DecodeError> {
     let mut r = Reader { data, shared: data, at: 0 };
     let count = r.len()?;
-    let mut events = Vec::with_capacity(count.min(65_536));
+    events.reserve(count.min(65_536));
     // Events of a chunk mostly come from one source: intern its id once.
     let mut last_source: (&[u8], &'static str) = (b"", "");
     for _ in 0..count {
+        let start = r.at;
         let body = r.value(0)?;
         let source = r.bytes()?;
         if source != last_source.0 || last_source.1.is_empty() {
@@ -276,12 +318,12 @@ pub fn decode_chunk(data: &Bytes) -> Result<Vec<LogEvent>, DecodeError> {
                 Err(_) => return r.fail("invalid dead-letter history"),
             }
         }
-        events.push(event);
+        events.push(each(event, start..r.at));
     }
     if r.at != data.len() {
         return r.fail("trailing bytes");
     }
-    Ok(events)
+    Ok(())
 }
 
 #[cfg(test)]

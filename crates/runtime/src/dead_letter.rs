@@ -5,13 +5,16 @@
 //! - if something reads `<sink_id>.dead_letter` and the events have not already been
 //!   dead-lettered by this same sink (no loops), they go there, carrying their finalizers, and
 //!   the consumer resolves them;
-//! - otherwise they are appended to the disk DLQ, `data_dir/dead_letter/<sink_id>/`, one JSON
-//!   envelope per line, in segment files of mode 0600, and fsynced before they resolve as
-//!   `Stored`. If that write fails they resolve as `Failed` (the sender is told).
+//! - otherwise they are appended to the disk DLQ, `data_dir/dead_letter/<sink_id>/`, in segment
+//!   files of mode 0600, and fsynced before they resolve as `Stored`. If that write fails they
+//!   resolve as `Failed` (the sender is told).
 //!
-//! Envelope format (version 1), one object per line:
+//! On disk, each event is a JSON envelope (version 1), one object per line:
 //! `{"version":1,"sink_id","sink_type","reason","message","status","attempts","first_failure",
-//! "last_failure","dead_lettered_at","source_id","event":{…},"history":[…]}`.
+//! "last_failure","dead_lettered_at","source_id","event":{…},"history":[…]}`. A stalled sink's
+//! diversion (its whole stream, flat out) writes binary segments instead: the shared fields
+//! once per submission, the events in the disk buffer's codec (`sluice_buffers::dlq::segment`);
+//! readers turn them into the same envelopes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,19 +22,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
+use sluice_buffers::dlq::segment::{self, Format};
 use sluice_buffers::dlq::{self, DiskDlq, ENVELOPE_VERSION};
 use sluice_core::LogEvent;
 use sluice_core::ack::Outcome;
-use sluice_core::dead_letter::{DeadLetterQueue, Failure};
+use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
 use sluice_core::event::{DeadLetterRecord, resolve_all};
-use sluice_core::json;
 use sluice_core::ledger::ComponentLedger;
 use sluice_core::log_limit::LogLimit;
 
 use crate::topology::fanout::Fanout;
 
 /// The fields an envelope shares with every other event of its submission: serialized once
-/// per submission, then each event's own fields follow (see [`SinkDeadLetter::envelopes`]).
+/// per submission, then each event's own fields follow (see [`SinkDeadLetter::records`]).
 #[derive(Serialize)]
 struct Head<'a> {
     version: u32,
@@ -100,17 +103,12 @@ impl SinkDeadLetter {
         })
     }
 
-    /// One envelope line per event. The shared head is serialized once; each event's body is
-    /// written by the direct JSON writer (the same bytes serde would give, faster: a stalled
-    /// sink's whole stream can pass through here).
-    fn envelopes(&self, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
-        let mut lines = self.spare.lock().map(|mut spare| std::mem::take(&mut *spare)).unwrap_or_default();
-        lines.clear();
-        self.write_envelopes(&mut lines, events, record);
-        lines
-    }
-
-    fn write_envelopes(&self, lines: &mut Vec<u8>, events: &[LogEvent], record: &DeadLetterRecord) {
+    /// The records of one submission in `format`: one envelope line per event, or one binary
+    /// batch. The shared head is serialized once; each event's body is written by the direct
+    /// JSON writer or the codec (a stalled sink's whole stream can pass through here).
+    fn records(&self, format: Format, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
+        let mut out = self.spare.lock().map(|mut spare| std::mem::take(&mut *spare)).unwrap_or_default();
+        out.clear();
         let head = Head {
             version: ENVELOPE_VERSION,
             sink_id: &self.sink_id,
@@ -123,22 +121,15 @@ impl SinkDeadLetter {
             last_failure: record.last_failure,
             dead_lettered_at: Utc::now(),
         };
-        let mut head = serde_json::to_vec(&head).unwrap_or_default();
-        head.pop(); // the closing brace: each event's fields follow.
-        lines.reserve(events.len() * (head.len() + 512));
-        for event in events {
-            lines.extend_from_slice(&head);
-            lines.extend_from_slice(b",\"source_id\":");
-            json::write_str(lines, event.source_id());
-            lines.extend_from_slice(b",\"event\":");
-            json::write_value(lines, event.value());
-            let history = event.dead_letters();
-            if !history.is_empty() {
-                lines.extend_from_slice(b",\"history\":");
-                let _ = serde_json::to_writer(&mut *lines, history);
+        let head = serde_json::to_vec(&head).unwrap_or_default();
+        match format {
+            Format::Lines => {
+                out.reserve(events.len() * (head.len() + 512));
+                events.iter().for_each(|event| segment::write_envelope(&mut out, &head, event));
             }
-            lines.extend_from_slice(b"}\n");
+            Format::Binary => segment::write_batch(&mut out, &head, events),
         }
+        out
     }
 }
 
@@ -192,20 +183,24 @@ impl DeadLetterQueue for SinkDeadLetter {
             }
             drop(output);
             // On disk, the envelope carries the failure and the earlier history.
-            let lines = self.envelopes(&events, &record);
+            let format = match failure.reason {
+                DeadLetterReason::Stalled => Format::Binary,
+                _ => Format::Lines,
+            };
+            let records = self.records(format, &events, &record);
             let disk = self.disk.clone();
-            let bytes = lines.len() as u64;
+            let bytes = records.len() as u64;
             let written = tokio::task::spawn_blocking(move || {
-                let result = disk.append(&lines);
-                (result, lines)
+                let result = disk.append(format, &records);
+                (result, records)
             })
             .await;
-            let written = written.map(|(result, lines)| {
+            let written = written.map(|(result, records)| {
                 // Keep the buffer for the next write unless one event made it huge.
-                if lines.capacity() <= 64 << 20
+                if records.capacity() <= 64 << 20
                     && let Ok(mut spare) = self.spare.lock()
                 {
-                    *spare = lines;
+                    *spare = records;
                 }
                 result
             });
@@ -265,7 +260,7 @@ mod tests {
         };
         earlier.push_dead_letter(record.clone());
         let plain = LogEvent::from_value(body.clone(), EventMetadata::new("in", Utc::now()));
-        let lines = dlq.envelopes(&[plain, earlier], &record);
+        let lines = dlq.records(Format::Lines, &[plain, earlier], &record);
         let parsed: Vec<serde_json::Value> = String::from_utf8_lossy(&lines)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -283,5 +278,38 @@ mod tests {
         }
         assert!(parsed[0].get("history").is_none(), "no history, no field");
         assert_eq!(parsed[1]["history"][0]["reason"], "permanent");
+    }
+
+    #[test]
+    fn a_binary_batch_reads_back_as_the_same_envelopes() {
+        let ledger = Arc::new(ComponentLedger::new("out".to_owned(), ComponentKind::Sink, "http"));
+        let dlq = SinkDeadLetter::new("out", "http", ledger, Fanout::default(), Path::new("/nonexistent"));
+        let body: vrl::value::Value =
+            serde_json::from_str(r#"{"message":"quote \" and \\","n":7}"#).unwrap_or_else(|e| panic!("{e}"));
+        let record = DeadLetterRecord {
+            reason: "stalled".into(),
+            message: "no progress".into(),
+            status: None,
+            sink_id: "out".into(),
+            sink_type: "http".into(),
+            attempts: 1,
+            first_failure: Utc::now(),
+            last_failure: Utc::now(),
+        };
+        let mut earlier = LogEvent::from_value(body.clone(), EventMetadata::new("in", Utc::now()));
+        earlier.push_dead_letter(record.clone());
+        let events = [LogEvent::from_value(body, EventMetadata::new("in", Utc::now())), earlier];
+        let parse = |line: &[u8]| -> serde_json::Value {
+            let mut envelope: serde_json::Value = serde_json::from_slice(line).unwrap_or_else(|e| panic!("{e}"));
+            envelope["dead_lettered_at"] = serde_json::Value::Null;
+            envelope
+        };
+        let lines = dlq.records(Format::Lines, &events, &record);
+        let lines: Vec<_> = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(parse).collect();
+        let binary = dlq.records(Format::Binary, &events, &record);
+        let read = segment::read(Format::Binary, &binary);
+        let read: Vec<_> = read.records.iter().map(|(_, line)| parse(line)).collect();
+        assert_eq!(read, lines);
+        assert!(binary.len() < lines.iter().map(|l| l.to_string().len()).sum::<usize>());
     }
 }

@@ -6,6 +6,7 @@
 //! [`store`].
 
 pub mod replay;
+pub mod segment;
 pub mod store;
 pub mod writer;
 

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
+use super::segment::{self, Format};
+
 const HEADER: &str = "sluice-dlq-progress v1";
 
 /// The progress file of a segment.
@@ -121,15 +123,6 @@ pub struct SegmentReplay {
 /// A record to replay: its index in the segment and its line (without `\n`).
 pub type PendingRecord = (u32, Vec<u8>);
 
-/// The complete lines of a segment's contents, and whether a torn tail follows them.
-fn split_lines(data: &[u8]) -> (Vec<&[u8]>, bool) {
-    let torn_tail = !data.is_empty() && !data.ends_with(b"\n");
-    let mut lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
-    // `split` yields what follows the last `\n`: empty for a whole file, a torn tail otherwise.
-    lines.pop();
-    (lines, torn_tail)
-}
-
 /// What [`SegmentReplay::finish`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
@@ -142,17 +135,20 @@ pub struct Compaction {
 pub fn read_pending(segment: &Path) -> std::io::Result<Vec<PendingRecord>> {
     let confirmed = confirmed(segment)?;
     let data = std::fs::read(segment)?;
-    Ok(pending_of(&data, &confirmed))
+    Ok(pending_of(segment, &data, &confirmed))
 }
 
-fn pending_of(data: &[u8], confirmed: &BTreeSet<u32>) -> Vec<PendingRecord> {
-    split_lines(data)
-        .0
+fn pending_of(path: &Path, data: &[u8], confirmed: &BTreeSet<u32>) -> Vec<PendingRecord> {
+    segment::read(format_of(path), data)
+        .records
         .into_iter()
-        .enumerate()
-        .filter(|(i, line)| !line.is_empty() && !confirmed.contains(&(*i as u32)))
-        .map(|(i, line)| (i as u32, line.to_vec()))
+        .filter(|(i, _)| !confirmed.contains(i))
+        .map(|(i, line)| (i, line.into_owned()))
         .collect()
+}
+
+fn format_of(path: &Path) -> Format {
+    Format::of(path).unwrap_or(Format::Lines)
 }
 
 impl SegmentReplay {
@@ -174,7 +170,7 @@ impl SegmentReplay {
             }
             None => (None, BTreeSet::new()),
         };
-        let pending = pending_of(&data, &confirmed);
+        let pending = pending_of(path, &data, &confirmed);
         let replay =
             Self { path: path.to_path_buf(), _lock: lock, ino: meta.ino(), len: meta.len(), progress, confirmed };
         Ok(Some((replay, pending)))
@@ -221,32 +217,34 @@ impl SegmentReplay {
     pub fn finish(self, archive_dir: &Path) -> std::io::Result<Compaction> {
         // The lock kept every writer away: the file is as `open` read it.
         let data = std::fs::read(&self.path)?;
-        let (lines, torn_tail) = split_lines(&data);
-        let (mut archived, mut kept) = (Vec::new(), Vec::new());
+        let format = format_of(&self.path);
+        let contents = segment::read(format, &data);
+        let mut archived = Vec::new();
         let mut counts = Compaction::default();
-        for (i, line) in lines.iter().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            if self.confirmed.contains(&(i as u32)) {
+        for (i, line) in &contents.records {
+            if self.confirmed.contains(i) {
                 counts.archived += 1;
                 archived.extend_from_slice(line);
                 archived.push(b'\n');
             } else {
                 counts.remaining += 1;
-                kept.extend_from_slice(line);
-                kept.push(b'\n');
             }
         }
         let Some((_, generation)) = &self.progress else {
             return Ok(counts);
         };
         let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = match format {
+            Format::Lines => stem,
+            Format::Binary => format!("{stem}-bin"),
+        };
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(archive_dir)?;
+        // The archive is always JSON lines: it is read by people and tools, not replayed.
         write_atomic(&archive_dir.join(format!("{stem}.{generation}.jsonl")), &archived)?;
+        let kept = segment::retain(format, &data, |i| !self.confirmed.contains(&i));
         if kept.is_empty() {
             std::fs::remove_file(&self.path)?;
-        } else if counts.archived > 0 || torn_tail {
+        } else if counts.archived > 0 || contents.torn_tail {
             write_atomic(&self.path, &kept)?;
         }
         sync_dir(&self.path)?;

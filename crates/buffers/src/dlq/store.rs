@@ -5,9 +5,8 @@
 //! Purging rewrites a segment atomically (temp file, fsync, rename, fsync of the directory)
 //! and never touches a segment a running sluice holds open (its `flock`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use serde::Serialize;
 
 use super::replay::{self, SegmentReplay};
 use super::root;
+use super::segment::{self, Format};
 
 /// One sink's disk DLQ at a glance.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -35,6 +35,8 @@ pub struct SinkSummary {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub segment: PathBuf,
+    /// Its index in the segment (see `segment`).
+    pub index: u32,
     pub envelope: serde_json::Value,
 }
 
@@ -71,7 +73,7 @@ pub fn sinks(data_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// A sink's segment files, oldest first.
+/// A sink's segment files (both forms), oldest first.
 pub fn segments(data_dir: &Path, sink_id: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(root(data_dir).join(sink_id)) {
         Ok(entries) => entries,
@@ -80,26 +82,29 @@ pub fn segments(data_dir: &Path, sink_id: &str) -> std::io::Result<Vec<PathBuf>>
     }
     .flatten()
     .map(|e| e.path())
-    .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+    .filter(|p| Format::of(p).is_some())
     .collect();
     files.sort();
     Ok(files)
 }
 
-/// Reads one segment: the events not yet confirmed by a replay, and how many lines could not
-/// be read.
+/// Reads one segment: the events not yet confirmed by a replay, and how many records could
+/// not be read (lines that do not parse, damaged binary batches, a torn tail).
 pub fn read_segment(path: &Path) -> std::io::Result<(Vec<StoredEvent>, u64)> {
+    let format = Format::of(path).unwrap_or(Format::Lines);
     let confirmed = replay::confirmed(path)?;
-    let reader = BufReader::new(File::open(path)?);
+    let data = std::fs::read(path)?;
+    let contents = segment::read(format, &data);
     let mut events = Vec::new();
-    let mut unreadable = 0;
-    for (index, line) in reader.split(b'\n').enumerate() {
-        let line = line?;
-        if line.is_empty() || confirmed.contains(&(index as u32)) {
+    let mut unreadable = contents.damaged + u64::from(contents.torn_tail);
+    for (index, line) in contents.records {
+        if confirmed.contains(&index) {
             continue;
         }
         match serde_json::from_slice::<serde_json::Value>(&line) {
-            Ok(envelope) if envelope.is_object() => events.push(StoredEvent { segment: path.to_path_buf(), envelope }),
+            Ok(envelope) if envelope.is_object() => {
+                events.push(StoredEvent { segment: path.to_path_buf(), index, envelope })
+            }
             _ => unreadable += 1,
         }
     }
@@ -148,18 +153,17 @@ impl SizeCache {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "jsonl") {
+            let Some(format) = Format::of(&path) else {
                 continue;
-            }
+            };
             let len = entry.metadata()?.len();
             let in_replay = replay::progress_path(&path).exists();
             let count = match self.counted.get(&path) {
                 Some((l, n)) if *l == len && !in_replay => *n,
                 _ => {
-                    let data = std::fs::read(&path)?;
-                    let lines = whole_lines(&data).split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+                    let records = segment::count(format, &std::fs::read(&path)?);
                     let confirmed = if in_replay { replay::confirmed(&path)?.len() as u64 } else { 0 };
-                    lines.saturating_sub(confirmed)
+                    records.saturating_sub(confirmed)
                 }
             };
             seen.insert(path, (len, count));
@@ -168,14 +172,6 @@ impl SizeCache {
         }
         self.counted = seen;
         Ok((events, bytes))
-    }
-}
-
-/// The complete lines of a segment's contents (a torn tail left out).
-fn whole_lines(data: &[u8]) -> &[u8] {
-    match data.iter().rposition(|b| *b == b'\n') {
-        Some(end) => &data[..end],
-        None => &[],
     }
 }
 
@@ -215,7 +211,10 @@ pub fn purge(data_dir: &Path, sink: Option<&str>, older_than: Option<DateTime<Ut
             if keep.is_empty() {
                 std::fs::remove_file(&segment)?;
             } else {
-                rewrite(&segment, &keep)?;
+                let keep: BTreeSet<u32> = keep.iter().map(|e| e.index).collect();
+                let format = Format::of(&segment).unwrap_or(Format::Lines);
+                let data = std::fs::read(&segment)?;
+                replay::write_atomic(&segment, &segment::retain(format, &data, |i| keep.contains(&i)))?;
             }
             // Confirmed records were dropped too; their progress file is stale now.
             let _ = std::fs::remove_file(replay::progress_path(&segment));
@@ -226,15 +225,6 @@ pub fn purge(data_dir: &Path, sink: Option<&str>, older_than: Option<DateTime<Ut
         }
     }
     Ok(report)
-}
-
-fn rewrite(segment: &Path, keep: &[StoredEvent]) -> std::io::Result<()> {
-    let mut data = Vec::new();
-    for event in keep {
-        serde_json::to_writer(&mut data, &event.envelope).map_err(std::io::Error::other)?;
-        data.write_all(b"\n")?;
-    }
-    replay::write_atomic(segment, &data)
 }
 
 /// Parses `30s`, `15m`, `24h`, `7d` (or plain seconds).
@@ -292,6 +282,7 @@ mod tests {
             &[
                 r#"{"sink_id":"out","reason":"permanent","dead_lettered_at":"2026-01-01T00:00:00Z"}"#,
                 r#"{"sink_id":"out","reason":"permanent","dead_lettered_at":"2026-03-01T00:00:00Z"}"#,
+                "",
             ],
         );
         let cutoff = DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").map(|t| t.to_utc()).ok();

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::segment::Format;
+
 /// Segments roll over past this size.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -27,29 +29,37 @@ struct Segment {
     last_write: Instant,
 }
 
-/// Append-only segment files for one sink.
+/// Append-only segment files for one sink: one open segment per [`Format`].
 pub struct DiskDlq {
     dir: PathBuf,
-    segment: Mutex<Option<Segment>>,
+    lines: Mutex<Option<Segment>>,
+    binary: Mutex<Option<Segment>>,
 }
 
 impl DiskDlq {
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir, segment: Mutex::new(None) }
+        Self { dir, lines: Mutex::new(None), binary: Mutex::new(None) }
+    }
+
+    fn segment(&self, format: Format) -> &Mutex<Option<Segment>> {
+        match format {
+            Format::Lines => &self.lines,
+            Format::Binary => &self.binary,
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn open_segment(&self) -> std::io::Result<Segment> {
+    fn open_segment(&self, format: Format) -> std::io::Result<Segment> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
         let mut attempt = 0u32;
         let (file, path) = loop {
             let name = match attempt {
-                0 => format!("segment-{stamp}.jsonl"),
-                n => format!("segment-{stamp}-{n}.jsonl"),
+                0 => format!("segment-{stamp}.{}", format.extension()),
+                n => format!("segment-{stamp}-{n}.{}", format.extension()),
             };
             let path = self.dir.join(name);
             match OpenOptions::new().create_new(true).append(true).mode(0o600).open(&path) {
@@ -66,34 +76,38 @@ impl DiskDlq {
         Ok(Segment { file, bytes: 0, last_write: Instant::now() })
     }
 
-    /// Appends `lines` (whole lines, each ending in `\n`) and fsyncs them. Blocking.
-    pub fn append(&self, lines: &[u8]) -> std::io::Result<()> {
-        let mut guard = self.segment.lock().map_err(|_| std::io::Error::other("DLQ lock poisoned"))?;
+    /// Appends `records` (whole lines each ending in `\n`, or whole binary batches) to the
+    /// segment of their `format` and fsyncs them. Blocking.
+    pub fn append(&self, format: Format, records: &[u8]) -> std::io::Result<()> {
+        let mut guard = self.segment(format).lock().map_err(|_| std::io::Error::other("DLQ lock poisoned"))?;
         if guard.as_ref().is_none_or(|s| s.bytes >= SEGMENT_BYTES) {
-            *guard = Some(self.open_segment()?);
+            *guard = Some(self.open_segment(format)?);
         }
         let segment = guard.as_mut().ok_or_else(|| std::io::Error::other("no DLQ segment"))?;
-        let written = segment.file.write_all(lines).and_then(|()| segment.file.sync_data());
+        let written = segment.file.write_all(records).and_then(|()| segment.file.sync_data());
         if written.is_err() {
             // Start a fresh segment next time; the failed tail may be torn.
             *guard = None;
         } else {
-            segment.bytes += lines.len() as u64;
+            segment.bytes += records.len() as u64;
             segment.last_write = Instant::now();
         }
         written
     }
 
-    /// Closes the current segment if nothing was appended for `idle`. Returns true if it did.
+    /// Closes the current segments if nothing was appended to them for `idle`. Returns true
+    /// if it closed one.
     pub fn close_if_idle(&self, idle: Duration) -> bool {
-        let Ok(mut guard) = self.segment.lock() else {
-            return false;
-        };
-        if guard.as_ref().is_some_and(|s| s.last_write.elapsed() >= idle) {
-            *guard = None;
-            return true;
+        let mut closed = false;
+        for segment in [&self.lines, &self.binary] {
+            if let Ok(mut guard) = segment.lock()
+                && guard.as_ref().is_some_and(|s| s.last_write.elapsed() >= idle)
+            {
+                *guard = None;
+                closed = true;
+            }
         }
-        false
+        closed
     }
 }
 
@@ -105,8 +119,8 @@ mod tests {
     fn segments_are_private_appended_and_locked_while_open() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let dlq = DiskDlq::new(dir.path().join("dead_letter/out"));
-        dlq.append(b"{\"a\":1}\n").unwrap_or_else(|e| panic!("{e}"));
-        dlq.append(b"{\"a\":2}\n").unwrap_or_else(|e| panic!("{e}"));
+        dlq.append(Format::Lines, b"{\"a\":1}\n").unwrap_or_else(|e| panic!("{e}"));
+        dlq.append(Format::Lines, b"{\"a\":2}\n").unwrap_or_else(|e| panic!("{e}"));
         let files: Vec<_> = std::fs::read_dir(dir.path().join("dead_letter/out"))
             .unwrap_or_else(|e| panic!("{e}"))
             .filter_map(|e| e.ok())
