@@ -1,7 +1,8 @@
 //! A fast, always-OK stand-in for Elasticsearch's `_bulk` and Loki's push API, for the
 //! end-to-end benchmark (`scripts/bench-e2e.py` starts it): it answers as those services do
 //! when everything is accepted (a bulk answer with one `201` item per document; Loki's 204)
-//! and counts what it received, reported by `GET /count`. Not a test server: it checks
+//! and counts what it received, reported by `GET /count`. `POST /ingest` takes NDJSON, one
+//! event per line, and answers 204 (a plain HTTP intake, as nginx answering 204 would). Not a test server: it checks
 //! nothing (the strict stand-ins are in `tests/common`).
 //!
 //!     cargo build --release --example api_intake
@@ -63,6 +64,11 @@ async fn handle(
             }
             answer.extend_from_slice(b"]}");
             reply(200, answer)
+        }
+        "/ingest" => {
+            let lines = body.iter().filter(|&&b| b == b'\n').count() + usize::from(!body.ends_with(b"\n"));
+            count.fetch_add(lines as u64, Ordering::Relaxed);
+            reply(204, Vec::new())
         }
         "/loki/api/v1/push" => {
             use prost::Message;

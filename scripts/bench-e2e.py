@@ -175,6 +175,22 @@ batch.max_events = 1000
 buffer.type = "disk"
 buffer.max_size = 536870912
 """,
+    # The incident's own shape: senders post NDJSON (examples/http_load.rs, 32 connections of
+    # 100-line bodies, like wrk), sluice forwards to a plain intake (examples/api_intake.rs,
+    # 204); with acknowledgements a sender's 2xx waits for its events' delivery.
+    "http_http": """
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{listen}"
+decoding.codec = "json"
+{acks}
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{api_intake}/ingest"
+encoding.codec = "json"
+framing.method = "newline_delimited"
+""",
     # The same as stdin_http, over TLS: the intake serves HTTPS with a CA the harness makes.
     "stdin_https": """
 [sources.in]
@@ -747,8 +763,74 @@ def tap_client(port: int, mode: str, tapped: list, done: threading.Event):
     conn.close()
 
 
+# p50 and p99 of the senders' requests (ms) per (scenario, acks, binary), from run_http_load.
+LATENCIES = {}
+
+
+def run_http_load(binary: Path, scenario: str, data: Path, acks: bool, events: int):
+    """http_server -> http sink: examples/http_load.rs posts, examples/api_intake.rs takes.
+    Timed from the first post until the intake has every event; then SIGTERM."""
+    import signal
+    load = binary.parent / "examples" / "http_load"
+    if not load.exists():
+        sys.exit(f"{load} is missing: cargo build --release --example http_load --example api_intake")
+    with tempfile.TemporaryDirectory() as d:
+        config = Path(d) / "config.toml"
+        listen, api_intake_port = free_port(), free_port()
+        api_intake = start_api_intake(binary, api_intake_port)
+        config.write_text(SCENARIOS[scenario].format(
+            listen=listen, api_intake=api_intake_port, acks="" if acks else "acknowledgements = false\n"))
+        ledger_path = Path(d) / "ledger.json"
+        proc = subprocess.Popen(
+            [str(binary), "--config", str(config), "--ledger-json", str(ledger_path), "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", listen), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    proc.kill()
+                    sys.exit(f"{scenario}: sluice did not listen")
+                time.sleep(0.05)
+        start = time.perf_counter()
+        sent = subprocess.run([str(load), f"127.0.0.1:{listen}", str(data), str(events), "32", "100"],
+                              capture_output=True, text=True)
+        if sent.returncode != 0:
+            proc.kill()
+            sys.exit(f"{scenario}: the load generator failed: {sent.stderr}")
+        result = json.loads(sent.stdout)
+        received, deadline = 0, time.time() + 60
+        while time.time() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_intake_port}/count") as answer:
+                received = int(answer.read())
+            if received >= result["events"]:
+                break
+            time.sleep(0.005)
+        wall = time.perf_counter() - start
+        proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(proc.pid, 0)
+        api_intake.kill()
+        stderr = proc.stderr.read().decode(errors="replace")
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            sys.exit(f"{scenario}: exit {code}\n{stderr}")
+        if received != result["events"]:
+            sys.exit(f"{scenario}: the intake received {received} of {result['events']} events")
+        ledger = json.loads(ledger_path.read_text())
+        if not ledger["balanced"]:
+            sys.exit(f"{scenario}: ledger does not balance: {ledger}")
+        LATENCIES.setdefault((scenario, acks, binary), []).append((result["p50_ms"], result["p99_ms"]))
+        print(f"  {scenario}: {result['requests']:,} requests, {result['resent']} sent again, "
+              f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, max {result['max_ms']} ms", file=sys.stderr)
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ledger, None
+
+
 def run(binary: Path, scenario: str, data: Path, acks: bool, events: int, rate: int = 0):
     global MOTO
+    if "{listen}" in SCENARIOS[scenario]:
+        return run_http_load(binary, scenario, data, acks, events)
     if scenario in FILE_COUNTS:
         return run_files(binary, scenario, data, acks, events)
     if scenario in HOP_SENDERS:
@@ -867,6 +949,10 @@ def main():
                 best = min(r[0] for r in results)
                 afters = [r[4] for r in results if r[4]]
                 after = f"   after stall {statistics.median(afters):,.0f} events/s" if afters else ""
+                if (scenario, acks, binary) in LATENCIES:
+                    latencies = LATENCIES[(scenario, acks, binary)]
+                    after += (f"   p50 {statistics.median(l[0] for l in latencies):.2f} ms"
+                              f"   p99 {statistics.median(l[1] for l in latencies):.2f} ms")
                 which = f"   {binary}" if len(binaries) > 1 else ""
                 print(f"{scenario:<28}{'on' if acks else 'off':>5}{args.events / wall:>12,.0f}"
                       f"{size / wall / 2**20:>9.1f}{cpu:>8.2f}{wall:>8.2f}{rss:>9.1f}{args.events / best:>12,.0f}"

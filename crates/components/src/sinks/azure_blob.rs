@@ -217,7 +217,8 @@ impl Sink for AzureBlobSink {
                 &config.batch,
                 &config.request,
                 (None, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_TIMEOUT_SECS),
-            );
+            )
+            .objects(&config.batch);
             driver::run(service, settings, cx, input).await;
             Ok(())
         })

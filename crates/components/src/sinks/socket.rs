@@ -138,7 +138,12 @@ impl Sink for SocketSink {
             let SocketSink { service, cx } = *self;
             // Events go out as they come (one write per chunk), one write at a time, so a
             // stream keeps their order.
-            let batch = BatchConfig { max_events: Some(1_000), max_bytes: Some(1 << 20), timeout_secs: Some(0.0) };
+            let batch = BatchConfig {
+                max_events: Some(1_000),
+                max_bytes: Some(1 << 20),
+                timeout_secs: Some(0.0),
+                flush_when_idle: None,
+            };
             let request = RequestConfig { retry_max_duration_secs: Some(5.0), ..RequestConfig::default() };
             let mut settings = DriverSettings::new(&batch, &request, (None, 1 << 20, 0.0));
             settings.concurrency = ConcurrencyLimit::Fixed(1);

@@ -316,7 +316,8 @@ impl Sink for S3Sink {
                 &config.batch,
                 &config.request,
                 (None, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_TIMEOUT_SECS),
-            );
+            )
+            .objects(&config.batch);
             driver::run(service, settings, cx, input).await;
             Ok(())
         })

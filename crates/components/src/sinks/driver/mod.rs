@@ -2,7 +2,10 @@
 //!
 //! A sink supplies a [`Service`]: how to encode one event and how to send a batch of encoded
 //! events, classifying the result. The driver does the rest:
-//! - batching by `batch.max_events`, `batch.max_bytes` and `batch.timeout_secs`;
+//! - batching by `batch.max_events`, `batch.max_bytes` and `batch.timeout_secs`; with
+//!   `batch.flush_when_idle` (the default but for object stores) an open batch goes as soon
+//!   as no request is in flight and no event is waiting, so acknowledgements never wait for
+//!   the timer, while under load batches fill up behind the requests in flight;
 //! - request concurrency (`request.concurrency`: a number, `none`, or `adaptive`) and
 //!   back-pressure when every request slot is busy;
 //! - bounded retries of retriable failures ([`retry::RetryPolicy`]);
@@ -27,13 +30,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
-use sluice_core::LogEvent;
 use sluice_core::ack::{BatchFinalizers, Outcome};
 use sluice_core::component::{SinkContext, SinkInput};
 use sluice_core::dead_letter::{DeadLetterReason, Failure};
 use sluice_core::event::resolve_all;
+use sluice_core::{Chunk, LogEvent};
 use tokio::task::JoinSet;
 
 use self::limits::{AdaptiveSettings, RateLimit, Signal, Slots};
@@ -49,6 +53,11 @@ pub struct BatchConfig {
     pub max_bytes: Option<usize>,
     /// Seconds from a batch's first event until it is sent. Default: the sink's.
     pub timeout_secs: Option<f64>,
+    /// sluice: send an open batch as soon as the sink has nothing else to do (no request in
+    /// flight, no event waiting), instead of at `timeout_secs`. Under load batches still fill
+    /// while requests are in flight. Default: true, false for object stores (whose objects
+    /// should be large).
+    pub flush_when_idle: Option<bool>,
 }
 
 /// `request` block (Vector's fields, plus `retry_deadline_secs`).
@@ -327,6 +336,8 @@ pub struct DriverSettings {
     pub rate_limit: Option<(u64, f64)>,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// `batch.flush_when_idle`.
+    pub flush_when_idle: bool,
 }
 
 impl DriverSettings {
@@ -340,7 +351,15 @@ impl DriverSettings {
             rate_limit: request.rate_limit_num.map(|n| (n, request.rate_limit_duration_secs.unwrap_or(1.0))),
             request_timeout: request.timeout(),
             retry: request.retry_policy(),
+            flush_when_idle: batch.flush_when_idle.unwrap_or(true),
         }
+    }
+
+    /// For sinks whose batches are objects (S3, GCS, Azure Blob): `batch.flush_when_idle`
+    /// defaults to false, so objects are as large as `batch` allows.
+    pub fn objects(mut self, batch: &BatchConfig) -> Self {
+        self.flush_when_idle = batch.flush_when_idle.unwrap_or(false);
+        self
     }
 }
 
@@ -403,75 +422,96 @@ pub async fn run<S: Service>(service: S, settings: DriverSettings, cx: SinkConte
         buffers: std::sync::Mutex::new(Vec::new()),
     });
     let mut requests: JoinSet<()> = JoinSet::new();
-    let mut open: std::collections::HashMap<PartitionKey, Open> = std::collections::HashMap::new();
+    let mut open: Batches = std::collections::HashMap::new();
     loop {
-        let next_deadline = open.values().map(|o| o.deadline).min();
-        let chunk = tokio::select! {
-            chunk = input.next() => chunk,
-            () = sleep_until(next_deadline) => {
-                let now = tokio::time::Instant::now();
-                let due: Vec<PartitionKey> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
-                for key in due {
-                    if let Some(o) = open.remove(&key) {
-                        dispatch(&shared, &mut requests, o.batch).await;
-                    }
+        // Nothing in flight and nothing waiting: what is open goes now, not at its deadline
+        // (a sender waiting for its acknowledgement must not wait for a timer).
+        let idle = shared.settings.flush_when_idle && requests.is_empty() && !open.is_empty();
+        let chunk = match idle.then(|| input.next().now_or_never()) {
+            Some(Some(chunk)) => chunk,
+            Some(None) => {
+                for (_, o) in open.drain() {
+                    dispatch(&shared, &mut requests, o.batch).await;
                 }
                 continue;
             }
-            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+            None => {
+                let next_deadline = open.values().map(|o| o.deadline).min();
+                tokio::select! {
+                    chunk = input.next() => chunk,
+                    () = sleep_until(next_deadline) => {
+                        let now = tokio::time::Instant::now();
+                        let due: Vec<PartitionKey> =
+                            open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
+                        for key in due {
+                            if let Some(o) = open.remove(&key) {
+                                dispatch(&shared, &mut requests, o.batch).await;
+                            }
+                        }
+                        continue;
+                    }
+                    Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+                }
+            }
         };
         let Some(chunk) = chunk else { break };
-        for event in chunk {
-            let key = match shared.service.partition(&event) {
-                Ok(key) => key,
-                Err(error) => {
-                    let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
-                    shared.cx.dead_letter.submit(vec![event], failure).await;
-                    continue;
-                }
-            };
-            let settings = &shared.settings;
-            let slot = open.entry(key.clone()).or_insert_with(|| Open {
-                batch: Batch {
-                    key: key.clone(),
-                    encoded: EncodedBatch { buf: shared.take_buffer(), ends: Vec::new() },
-                    ..Batch::default()
-                },
-                deadline: tokio::time::Instant::now() + settings.batch_timeout,
-            });
-            let mark = slot.batch.encoded.buf.len();
-            if let Err(error) = shared.service.encode(&event, &mut slot.batch.encoded.buf) {
-                slot.batch.encoded.buf.truncate(mark);
-                let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
-                shared.cx.dead_letter.submit(vec![event], failure).await;
-                continue;
-            }
-            if !slot.batch.events.is_empty() && slot.batch.encoded.buf.len() > settings.max_bytes {
-                // This event would overflow the batch: send the batch without it.
-                let count = slot.batch.events.len();
-                let cut = slot.batch.encoded.ends[count - 1];
-                let mut tail = EncodedBatch { buf: shared.take_buffer(), ends: Vec::new() };
-                tail.buf.extend_from_slice(&slot.batch.encoded.buf[cut..]);
-                slot.batch.encoded.buf.truncate(cut);
-                let full =
-                    std::mem::replace(&mut slot.batch, Batch { key: key.clone(), events: Vec::new(), encoded: tail });
-                slot.deadline = tokio::time::Instant::now() + settings.batch_timeout;
-                dispatch(&shared, &mut requests, full).await;
-            }
-            let Some(slot) = open.get_mut(&key) else { continue };
-            slot.batch.encoded.ends.push(slot.batch.encoded.buf.len());
-            slot.batch.events.push(event);
-            let full =
-                slot.batch.events.len() >= settings.max_events || slot.batch.encoded.bytes() >= settings.max_bytes;
-            if full && let Some(o) = open.remove(&key) {
-                dispatch(&shared, &mut requests, o.batch).await;
-            }
-        }
+        take(&shared, &mut open, &mut requests, chunk).await;
     }
     for (_, o) in open.drain() {
         dispatch(&shared, &mut requests, o.batch).await;
     }
     while requests.join_next().await.is_some() {}
+}
+
+type Batches = std::collections::HashMap<PartitionKey, Open>;
+
+/// Adds a chunk's events to their open batches, sending each batch that fills up.
+async fn take<S: Service>(shared: &Arc<Shared<S>>, open: &mut Batches, requests: &mut JoinSet<()>, chunk: Chunk) {
+    for event in chunk {
+        let key = match shared.service.partition(&event) {
+            Ok(key) => key,
+            Err(error) => {
+                let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
+                shared.cx.dead_letter.submit(vec![event], failure).await;
+                continue;
+            }
+        };
+        let settings = &shared.settings;
+        let slot = open.entry(key.clone()).or_insert_with(|| Open {
+            batch: Batch {
+                key: key.clone(),
+                encoded: EncodedBatch { buf: shared.take_buffer(), ends: Vec::new() },
+                ..Batch::default()
+            },
+            deadline: tokio::time::Instant::now() + settings.batch_timeout,
+        });
+        let mark = slot.batch.encoded.buf.len();
+        if let Err(error) = shared.service.encode(&event, &mut slot.batch.encoded.buf) {
+            slot.batch.encoded.buf.truncate(mark);
+            let failure = Failure::now(DeadLetterReason::EncodeError, error, None);
+            shared.cx.dead_letter.submit(vec![event], failure).await;
+            continue;
+        }
+        if !slot.batch.events.is_empty() && slot.batch.encoded.buf.len() > settings.max_bytes {
+            // This event would overflow the batch: send the batch without it.
+            let count = slot.batch.events.len();
+            let cut = slot.batch.encoded.ends[count - 1];
+            let mut tail = EncodedBatch { buf: shared.take_buffer(), ends: Vec::new() };
+            tail.buf.extend_from_slice(&slot.batch.encoded.buf[cut..]);
+            slot.batch.encoded.buf.truncate(cut);
+            let full =
+                std::mem::replace(&mut slot.batch, Batch { key: key.clone(), events: Vec::new(), encoded: tail });
+            slot.deadline = tokio::time::Instant::now() + settings.batch_timeout;
+            dispatch(shared, requests, full).await;
+        }
+        let Some(slot) = open.get_mut(&key) else { continue };
+        slot.batch.encoded.ends.push(slot.batch.encoded.buf.len());
+        slot.batch.events.push(event);
+        let full = slot.batch.events.len() >= settings.max_events || slot.batch.encoded.bytes() >= settings.max_bytes;
+        if full && let Some(o) = open.remove(&key) {
+            dispatch(shared, requests, o.batch).await;
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -142,6 +142,7 @@ fn settings(max_events: usize) -> DriverSettings {
         rate_limit: None,
         request_timeout: Duration::from_secs(60),
         retry: RetryPolicy::default(),
+        flush_when_idle: false,
     }
 }
 
@@ -230,6 +231,82 @@ async fn batches_close_on_size_and_on_timeout() {
     drive(PickyRef(service.clone()), settings(10), &mut h, events(&messages, EventFinalizer::default())).await;
     assert_eq!(service.calls.load(Ordering::Relaxed), 3, "10 + 10 + 5");
     assert_eq!(h.ledger.snapshot().sent, 25);
+}
+
+/// Takes 100 ms per request; records each request's size.
+#[derive(Default)]
+struct Slow {
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl Service for Arc<Slow> {
+    fn encode(&self, _event: &LogEvent, buf: &mut Vec<u8>) -> Result<(), String> {
+        buf.push(b'x');
+        Ok(())
+    }
+    fn call<'a>(&'a self, _key: &'a PartitionKey, batch: &'a EncodedBatch) -> BoxFuture<'a, CallResult> {
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.push(batch.items().count());
+        }
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            CallResult::Delivered
+        })
+    }
+}
+
+/// Feeds one-event chunks at `at` (offsets from the start) into a driver whose input stays
+/// open; returns when each event was acknowledged, and the requests' sizes.
+async fn acknowledged_at(flush_when_idle: bool, at: &[u64]) -> (Vec<Duration>, Vec<usize>) {
+    let mut h = harness();
+    let settings = DriverSettings {
+        batch_timeout: Duration::from_secs(60),
+        concurrency: ConcurrencyLimit::Fixed(4),
+        flush_when_idle,
+        ..settings(1000)
+    };
+    let service = Arc::new(Slow::default());
+    let (tx, rx) = mpsc::channel(16);
+    let cx = h.cx.take().unwrap_or_else(|| panic!("harness used twice"));
+    let sink = tokio::spawn(run(service.clone(), settings, cx, SinkInput::new(Box::new(Receiver(rx)))));
+    let started = tokio::time::Instant::now();
+    let mut waits = Vec::new();
+    for (i, ms) in at.iter().enumerate() {
+        tokio::time::sleep_until(started + Duration::from_millis(*ms)).await;
+        let (notifier, mut outcome) = BatchNotifier::with_receiver();
+        h.ledger.accept(1);
+        let _ = tx.send(events(&[format!("e{i}")], EventFinalizer::new(notifier))).await;
+        waits.push(tokio::spawn(async move {
+            let _ = outcome.wait().await;
+            started.elapsed()
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for wait in waits {
+        acknowledged.push(wait.await.unwrap_or_default());
+    }
+    drop(tx);
+    let _ = sink.await;
+    let sizes = service.sizes.lock().map(|s| s.clone()).unwrap_or_default();
+    (acknowledged, sizes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_sink_sends_at_once_instead_of_waiting_for_the_batch_timeout() {
+    let (acknowledged, sizes) = acknowledged_at(true, &[0]).await;
+    assert_eq!(acknowledged, [Duration::from_millis(100)], "one request's time, not the 60 s timeout");
+    assert_eq!(sizes, [1]);
+    // Without it, the batch waits for its timeout (what the test above would catch).
+    let (acknowledged, _) = acknowledged_at(false, &[0]).await;
+    assert!(acknowledged[0] >= Duration::from_secs(60), "{acknowledged:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_arriving_while_a_request_is_in_flight_gather_into_the_next_batch() {
+    let (acknowledged, sizes) = acknowledged_at(true, &[0, 10, 20, 30]).await;
+    assert_eq!(sizes, [1, 3], "the first goes alone; the others wait for it and go together");
+    let ms: Vec<u128> = acknowledged.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [100, 200, 200, 200], "no event waits for the batch timeout");
 }
 
 #[test]
