@@ -97,6 +97,11 @@ impl<T> MemorySender<T> {
         }
     }
 
+    /// Whether `events` would be taken now (a `try_send` would not find it full).
+    pub fn has_room(&self, events: usize) -> bool {
+        !self.tx.is_closed() && self.permits.available_permits() >= self.weight(events) as usize
+    }
+
     /// Events currently queued.
     pub fn queued_events(&self) -> usize {
         self.max_events as usize - self.permits.available_permits().min(self.max_events as usize)

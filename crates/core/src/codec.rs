@@ -103,14 +103,9 @@ fn value(out: &mut Vec<u8>, v: &Value) {
 
 /// Appends `events` to `out`.
 pub fn encode_chunk(events: &[LogEvent], out: &mut Vec<u8>) {
-    encode_chunk_with(events, out, Secrets::Keep);
-}
-
-/// Appends `events` to `out`, with or without their secrets.
-pub fn encode_chunk_with(events: &[LogEvent], out: &mut Vec<u8>, secrets: Secrets) {
     varint(out, events.len() as u64);
     for event in events {
-        encode_event(event, out, secrets);
+        encode_event(event, out, Secrets::Keep);
     }
 }
 
@@ -124,7 +119,7 @@ pub enum Secrets {
 }
 
 /// Appends one event, as one of a chunk's `event`s (the caller writes the count).
-fn encode_event(event: &LogEvent, out: &mut Vec<u8>, secrets: Secrets) {
+pub fn encode_event(event: &LogEvent, out: &mut Vec<u8>, secrets: Secrets) {
     value(out, event.value());
     string(out, event.source_id().as_bytes());
     timestamp(out, &event.ingest_time());

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::LogEvent;
+use crate::ack::{BatchFinalizers, Outcome};
 
 /// Why events went to the dead-letter queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -73,4 +74,39 @@ pub trait DeadLetterQueue: Send + Sync {
     /// # Cancel safety
     /// Not cancel safe: a cancelled call may leave events unresolved.
     fn submit(&self, events: Vec<LogEvent>, failure: Failure) -> BoxFuture<'_, ()>;
+
+    /// Whether [`DeadLetterQueue::submit_encoded`] can take events now: they would go to
+    /// the disk DLQ's binary form (nothing reads `<sink_id>.dead_letter`).
+    fn takes_encoded(&self) -> bool {
+        false
+    }
+
+    /// Takes events already encoded for the disk DLQ's binary form (a stalled sink's
+    /// diversion, encoded by the fan-out from the events it shares, so the sink's own copy is
+    /// never made): stores them, resolves their finalizers and counts them like `submit`.
+    /// Only called when [`DeadLetterQueue::takes_encoded`] said so; a queue that cannot
+    /// store them fails them (counted by the caller's ledger as errored).
+    fn submit_encoded(&self, diverted: Encoded, failure: Failure) -> BoxFuture<'_, ()> {
+        let _ = failure;
+        diverted.finalizers.resolve(Outcome::Failed);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Events encoded for the disk DLQ's binary form, with their finalizers.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub count: usize,
+    /// The events one after the other (`sluice_buffers::dlq::segment::encode_events`).
+    pub bytes: Vec<u8>,
+    pub finalizers: BatchFinalizers,
+}
+
+impl Encoded {
+    /// Appends `other` (the same failure: one batch on disk).
+    pub fn extend(&mut self, other: Encoded) {
+        self.count += other.count;
+        self.bytes.extend_from_slice(&other.bytes);
+        self.finalizers.merge(other.finalizers);
+    }
 }

@@ -346,6 +346,11 @@ impl LogEvent {
         std::mem::replace(&mut self.metadata.finalizer, finalizer).release_unused();
     }
 
+    /// The finalizer of this event (cloned for a copy that outlives the event elsewhere).
+    pub fn finalizer(&self) -> &EventFinalizer {
+        &self.metadata.finalizer
+    }
+
     /// Takes the finalizer off, leaving the event untracked.
     pub fn take_finalizer(&mut self) -> EventFinalizer {
         std::mem::take(&mut self.metadata.finalizer)

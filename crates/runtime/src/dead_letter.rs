@@ -26,7 +26,7 @@ use sluice_buffers::dlq::segment::{self, Format};
 use sluice_buffers::dlq::{self, DiskDlq, ENVELOPE_VERSION};
 use sluice_core::LogEvent;
 use sluice_core::ack::Outcome;
-use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
+use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Encoded, Failure};
 use sluice_core::event::{DeadLetterRecord, resolve_all};
 use sluice_core::ledger::ComponentLedger;
 use sluice_core::log_limit::LogLimit;
@@ -103,12 +103,8 @@ impl SinkDeadLetter {
         })
     }
 
-    /// The records of one submission in `format`: one envelope line per event, or one binary
-    /// batch. The shared head is serialized once; each event's body is written by the direct
-    /// JSON writer or the codec (a stalled sink's whole stream can pass through here).
-    fn records(&self, format: Format, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
-        let mut out = self.spare.lock().map(|mut spare| std::mem::take(&mut *spare)).unwrap_or_default();
-        out.clear();
+    /// The fields every envelope of one submission shares, as a JSON object.
+    fn head(&self, record: &DeadLetterRecord) -> Vec<u8> {
         let head = Head {
             version: ENVELOPE_VERSION,
             sink_id: &self.sink_id,
@@ -121,7 +117,22 @@ impl SinkDeadLetter {
             last_failure: record.last_failure,
             dead_lettered_at: Utc::now(),
         };
-        let head = serde_json::to_vec(&head).unwrap_or_default();
+        serde_json::to_vec(&head).unwrap_or_default()
+    }
+
+    /// The buffer of the last disk write, emptied.
+    fn buffer(&self) -> Vec<u8> {
+        let mut out = self.spare.lock().map(|mut spare| std::mem::take(&mut *spare)).unwrap_or_default();
+        out.clear();
+        out
+    }
+
+    /// The records of one submission in `format`: one envelope line per event, or one binary
+    /// batch. The shared head is serialized once; each event's body is written by the direct
+    /// JSON writer or the codec (a stalled sink's whole stream can pass through here).
+    fn records(&self, format: Format, events: &[LogEvent], record: &DeadLetterRecord) -> Vec<u8> {
+        let mut out = self.buffer();
+        let head = self.head(record);
         match format {
             Format::Lines => {
                 out.reserve(events.len() * (head.len() + 512));
@@ -131,6 +142,77 @@ impl SinkDeadLetter {
         }
         out
     }
+
+    /// The failure as recorded on each event; counts and logs it (rate-limited).
+    fn record(&self, failure: &Failure, n: usize) -> DeadLetterRecord {
+        self.ledger.error(failure.reason.as_str(), "sending");
+        if let Some(folded) = self.log_limit.admit() {
+            tracing::warn!(
+                component_id = self.sink_id.as_str(),
+                events = n,
+                reason = failure.reason.as_str(),
+                status = failure.status,
+                error = failure.message.as_str(),
+                similar_since_last_line = folded,
+                "Events dead-lettered."
+            );
+        }
+        DeadLetterRecord {
+            reason: failure.reason.as_str().to_owned(),
+            message: failure.message.clone(),
+            status: failure.status,
+            sink_id: self.sink_id.clone(),
+            sink_type: self.sink_type.clone(),
+            attempts: failure.attempts,
+            first_failure: failure.first_failure,
+            last_failure: failure.last_failure,
+        }
+    }
+
+    /// Appends `records` of `n` events to the disk DLQ and fsyncs (off the runtime). Counts
+    /// the events as dead-lettered, or as errored when the write fails; the caller resolves
+    /// them by the result (`Stored` when true).
+    async fn store(&self, format: Format, records: Vec<u8>, n: usize, reason: DeadLetterReason) -> bool {
+        let disk = self.disk.clone();
+        let bytes = records.len() as u64;
+        let written = tokio::task::spawn_blocking(move || {
+            let result = disk.append(format, &records);
+            (result, records)
+        })
+        .await;
+        let written = written.map(|(result, records)| {
+            // Keep the buffer for the next write unless one event made it huge.
+            if records.capacity() <= 64 << 20
+                && let Ok(mut spare) = self.spare.lock()
+            {
+                *spare = records;
+            }
+            result
+        });
+        let error = match written {
+            Ok(Ok(())) => {
+                self.ledger.dead_lettered(n, reason.as_str());
+                self.ledger.grow_dead_letter_queue(n as u64, bytes);
+                return true;
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        self.ledger.errored(n);
+        self.ledger.error("dead_letter_write_failed", "sending");
+        tracing::error!(
+            component_id = self.sink_id.as_str(),
+            events = n,
+            dir = %self.disk.dir().display(),
+            error,
+            "Cannot store dead-lettered events on disk; counted as failed."
+        );
+        false
+    }
+}
+
+fn outcome(stored: bool) -> Outcome {
+    if stored { Outcome::Stored } else { Outcome::Failed }
 }
 
 impl DeadLetterQueue for SinkDeadLetter {
@@ -140,28 +222,7 @@ impl DeadLetterQueue for SinkDeadLetter {
             if n == 0 {
                 return;
             }
-            let record = DeadLetterRecord {
-                reason: failure.reason.as_str().to_owned(),
-                message: failure.message.clone(),
-                status: failure.status,
-                sink_id: self.sink_id.clone(),
-                sink_type: self.sink_type.clone(),
-                attempts: failure.attempts,
-                first_failure: failure.first_failure,
-                last_failure: failure.last_failure,
-            };
-            self.ledger.error(failure.reason.as_str(), "sending");
-            if let Some(folded) = self.log_limit.admit() {
-                tracing::warn!(
-                    component_id = self.sink_id.as_str(),
-                    events = n,
-                    reason = failure.reason.as_str(),
-                    status = failure.status,
-                    error = failure.message.as_str(),
-                    similar_since_last_line = folded,
-                    "Events dead-lettered."
-                );
-            }
+            let record = self.record(&failure, n);
             let looped = events.iter().any(|e| e.dead_letters().iter().any(|r| r.sink_id == self.sink_id));
             let mut output = self.output.lock().await;
             if !output.is_empty() && !looped {
@@ -188,48 +249,30 @@ impl DeadLetterQueue for SinkDeadLetter {
                 _ => Format::Lines,
             };
             let records = self.records(format, &events, &record);
-            let disk = self.disk.clone();
-            let bytes = records.len() as u64;
-            let written = tokio::task::spawn_blocking(move || {
-                let result = disk.append(format, &records);
-                (result, records)
-            })
-            .await;
-            let written = written.map(|(result, records)| {
-                // Keep the buffer for the next write unless one event made it huge.
-                if records.capacity() <= 64 << 20
-                    && let Ok(mut spare) = self.spare.lock()
-                {
-                    *spare = records;
-                }
-                result
-            });
-            match written {
-                Ok(Ok(())) => {
-                    resolve_all(events, Outcome::Stored);
-                    self.ledger.dead_lettered(n, failure.reason.as_str());
-                    self.ledger.grow_dead_letter_queue(n as u64, bytes);
-                }
-                Ok(Err(err)) => self.fail(events, &err.to_string()),
-                Err(err) => self.fail(events, &err.to_string()),
-            }
+            let stored = self.store(format, records, n, failure.reason).await;
+            resolve_all(events, outcome(stored));
         })
     }
-}
 
-impl SinkDeadLetter {
-    fn fail(&self, events: Vec<LogEvent>, error: &str) {
-        let n = events.len();
-        resolve_all(events, Outcome::Failed);
-        self.ledger.errored(n);
-        self.ledger.error("dead_letter_write_failed", "sending");
-        tracing::error!(
-            component_id = self.sink_id.as_str(),
-            events = n,
-            dir = %self.disk.dir().display(),
-            error,
-            "Cannot store dead-lettered events on disk; counted as failed."
-        );
+    fn takes_encoded(&self) -> bool {
+        // Busy (another submission holds it) counts as no: the caller sends events instead.
+        self.output.try_lock().is_ok_and(|output| output.is_empty())
+    }
+
+    fn submit_encoded(&self, encoded: Encoded, failure: Failure) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let n = encoded.count;
+            if n == 0 {
+                return;
+            }
+            // A `.dead_letter` reader added by a reload since `takes_encoded`: these events
+            // were encoded for the disk already, and are as safe there.
+            let record = self.record(&failure, n);
+            let mut out = self.buffer();
+            segment::write_encoded_batch(&mut out, &self.head(&record), n, &encoded.bytes);
+            let stored = self.store(Format::Binary, out, n, failure.reason).await;
+            encoded.finalizers.resolve(outcome(stored));
+        })
     }
 }
 

@@ -60,12 +60,27 @@ const BATCH_HEADER: usize = 12;
 /// The envelope fields shared by a submission's events, as a JSON object (`{…}`), and the
 /// events: appends one binary batch to `out`.
 pub fn write_batch(out: &mut Vec<u8>, head: &[u8], events: &[LogEvent]) {
+    let mut encoded = Vec::new();
+    encode_events(events, &mut encoded);
+    write_encoded_batch(out, head, events.len(), &encoded);
+}
+
+/// Encodes events as a batch holds them (without their secrets), for
+/// [`write_encoded_batch`]: what a fan-out does for a stalled sink, so the sink's copy of the
+/// events is never made.
+pub fn encode_events(events: &[LogEvent], out: &mut Vec<u8>) {
+    events.iter().for_each(|event| codec::encode_event(event, out, Secrets::Leave));
+}
+
+/// Appends one binary batch of `count` events encoded by [`encode_events`].
+pub fn write_encoded_batch(out: &mut Vec<u8>, head: &[u8], count: usize, encoded: &[u8]) {
     let start = out.len();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[0; 8]);
     varint(out, head.len() as u64);
     out.extend_from_slice(head);
-    codec::encode_chunk_with(events, out, Secrets::Leave);
+    varint(out, count as u64);
+    out.extend_from_slice(encoded);
     let len = (out.len() - start - BATCH_HEADER) as u32;
     let crc = crc32fast::hash(&out[start + BATCH_HEADER..]);
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
@@ -171,15 +186,16 @@ pub fn retain(format: Format, data: &[u8], keep: impl Fn(u32) -> bool) -> Vec<u8
             for part in batches(data) {
                 match part {
                     Part::Batch { head, chunk, events } => {
-                        let kept: Vec<_> = events
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| keep(index + *i as u32))
-                            .map(|(_, (_, span))| &chunk[span.clone()])
-                            .collect();
+                        let mut kept = (0, Vec::new());
+                        for (i, (_, span)) in events.iter().enumerate() {
+                            if keep(index + i as u32) {
+                                kept.0 += 1;
+                                kept.1.extend_from_slice(&chunk[span.clone()]);
+                            }
+                        }
                         index += events.len() as u32;
-                        if !kept.is_empty() {
-                            write_raw_batch(&mut out, head, &kept);
+                        if kept.0 > 0 {
+                            write_encoded_batch(&mut out, head, kept.0, &kept.1);
                         }
                     }
                     Part::Damaged(bytes) => out.extend_from_slice(bytes),
@@ -189,21 +205,6 @@ pub fn retain(format: Format, data: &[u8], keep: impl Fn(u32) -> bool) -> Vec<u8
         }
     }
     out
-}
-
-/// A batch of events already encoded one by one.
-fn write_raw_batch(out: &mut Vec<u8>, head: &[u8], events: &[&[u8]]) {
-    let start = out.len();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[0; 8]);
-    varint(out, head.len() as u64);
-    out.extend_from_slice(head);
-    varint(out, events.len() as u64);
-    events.iter().for_each(|e| out.extend_from_slice(e));
-    let len = (out.len() - start - BATCH_HEADER) as u32;
-    let crc = crc32fast::hash(&out[start + BATCH_HEADER..]);
-    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn varint(out: &mut Vec<u8>, mut n: u64) {

@@ -18,9 +18,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sluice_buffers::{MemorySender, TrySendError};
 use sluice_core::Chunk;
+use sluice_core::ack::BatchFinalizers;
 use sluice_core::ack::Outcome;
 use sluice_core::component::ChunkSender;
-use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
+use sluice_core::dead_letter::{DeadLetterQueue, DeadLetterReason, Encoded, Failure};
 use sluice_core::event::resolve_all;
 use sluice_core::ledger::ComponentLedger;
 use sluice_core::log_limit::LogLimit;
@@ -68,16 +69,50 @@ const DIVERSION_QUEUE_CHUNKS: usize = 32;
 /// Most events written (and fsynced) at once by a diversion task.
 const DIVERSION_BATCH_EVENTS: usize = 16_384;
 
+/// What a fan-out hands a stalled sink's diversion task: a copy of the events, or (when the
+/// sink's DLQ stores them on disk) the events already encoded, which spares the copy.
+enum Diverted {
+    Events(Chunk),
+    Encoded(Encoded),
+}
+
 /// Writes a stalled sink's copies to its dead-letter queue, several chunks per write (and
 /// fsync), so the fan-out hands them over and goes on with the siblings.
-async fn divert(mut rx: tokio::sync::mpsc::Receiver<Chunk>, dead_letter: Arc<dyn DeadLetterQueue>, message: String) {
-    while let Some(mut events) = rx.recv().await {
-        while events.len() < DIVERSION_BATCH_EVENTS
-            && let Ok(more) = rx.try_recv()
-        {
-            events.extend(more);
+async fn divert(mut rx: tokio::sync::mpsc::Receiver<Diverted>, dead_letter: Arc<dyn DeadLetterQueue>, message: String) {
+    let failure = || Failure::now(DeadLetterReason::Stalled, message.clone(), None);
+    let mut next = rx.recv().await;
+    while let Some(first) = next.take() {
+        match first {
+            Diverted::Events(mut events) => {
+                while events.len() < DIVERSION_BATCH_EVENTS {
+                    match rx.try_recv() {
+                        Ok(Diverted::Events(more)) => events.extend(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                dead_letter.submit(events, failure()).await;
+            }
+            Diverted::Encoded(mut encoded) => {
+                while encoded.count < DIVERSION_BATCH_EVENTS {
+                    match rx.try_recv() {
+                        Ok(Diverted::Encoded(more)) => encoded.extend(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                dead_letter.submit_encoded(encoded, failure()).await;
+            }
         }
-        dead_letter.submit(events, Failure::now(DeadLetterReason::Stalled, message.clone(), None)).await;
+        if next.is_none() {
+            next = rx.recv().await;
+        }
     }
 }
 
@@ -95,7 +130,7 @@ pub struct Consumer {
     /// Since when this consumer's buffer has been found full.
     full_since: Option<tokio::time::Instant>,
     /// While stalled: the queue of the task writing its copies to its dead-letter queue.
-    diversion: Option<tokio::sync::mpsc::Sender<Chunk>>,
+    diversion: Option<tokio::sync::mpsc::Sender<Diverted>>,
     diversions: Diversions,
     /// Diverted: its events go to its dead-letter queue until its buffer takes them again.
     stalled: bool,
@@ -145,7 +180,7 @@ impl Consumer {
 
     /// Hands a stalled sink's copy to the task that writes it to its dead-letter queue
     /// (started on the first one).
-    async fn divert(&mut self, copy: Chunk, dead_letter: &Arc<dyn DeadLetterQueue>) {
+    async fn divert(&mut self, copy: Diverted, dead_letter: &Arc<dyn DeadLetterQueue>) {
         let message = format!(
             "the sink made no progress for {}s while its siblings accepted events",
             self.stall_timeout.as_secs_f64()
@@ -158,8 +193,22 @@ impl Consumer {
         if let Err(failed) = tx.send(copy).await {
             // The task is gone (aborted at the shutdown limit): write it here.
             self.diversion = None;
-            dead_letter.submit(failed.0, Failure::now(DeadLetterReason::Stalled, message, None)).await;
+            let failure = Failure::now(DeadLetterReason::Stalled, message, None);
+            match failed.0 {
+                Diverted::Events(events) => dead_letter.submit(events, failure).await,
+                Diverted::Encoded(encoded) => dead_letter.submit_encoded(encoded, failure).await,
+            }
         }
+    }
+
+    /// Whether this consumer is diverted and still full, with a dead-letter queue that takes
+    /// encoded events: its copy need not be made.
+    fn diverts_encoded(&self, units: usize, isolate: bool) -> Option<Arc<dyn DeadLetterQueue>> {
+        let full = !self.tx.has_room(units) && self.overflow.as_ref().is_none_or(|o| !o.has_room(units));
+        if !(self.stalled && isolate && full && self.when_full != WhenFull::DropNewest) {
+            return None;
+        }
+        self.dead_letter.as_ref().and_then(|slot| slot.get()).filter(|dlq| dlq.takes_encoded()).cloned()
     }
 
     fn set_stalled(&mut self, stalled: bool) {
@@ -180,6 +229,13 @@ impl Consumer {
             tracing::info!(component_id = self.ledger.id(), "Stalled sink takes events again; attached again.");
         }
     }
+}
+
+/// Moves the finalizers off `events` (which then resolve nothing when dropped).
+fn take_finalizers(events: &mut [sluice_core::LogEvent]) -> BatchFinalizers {
+    let mut finalizers = BatchFinalizers::default();
+    events.iter_mut().for_each(|e| finalizers.push(e.take_finalizer()));
+    finalizers
 }
 
 /// What happened to one consumer's copy.
@@ -322,7 +378,7 @@ impl Fanout {
             Placed::Rejected(copy) => Some(copy),
             Placed::Divert(copy) => match consumer.dead_letter.as_ref().and_then(|slot| slot.get()).cloned() {
                 Some(dead_letter) => {
-                    consumer.divert(copy, &dead_letter).await;
+                    consumer.divert(Diverted::Events(copy), &dead_letter).await;
                     None
                 }
                 None => consumer.last_stage().send(copy, units).await.err(),
@@ -359,8 +415,6 @@ impl Fanout {
             .any(|c| c.weigh_bytes)
             .then(|| original.as_deref().map_or(0, sluice_core::event::chunk_bytes));
         for (i, consumer) in consumers.iter_mut().enumerate() {
-            let copy =
-                if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
             consumer.ledger.accept(n);
             let siblings_accept = healthy - usize::from(!consumer.stalled) > 0;
             // The dead-letter queue is looked up only when a copy is diverted (no per-chunk
@@ -370,6 +424,22 @@ impl Fanout {
                 Some(bytes) if consumer.weigh_bytes => bytes,
                 _ => n,
             };
+            if let Some(dead_letter) = consumer.diverts_encoded(units, isolate) {
+                // Still stalled: encode its events straight from the shared chunk.
+                let mut encoded = Encoded { count: n, ..Encoded::default() };
+                if i == last {
+                    let mut events = original.take().unwrap_or_default();
+                    encoded.finalizers = take_finalizers(&mut events);
+                    sluice_buffers::dlq::segment::encode_events(&events, &mut encoded.bytes);
+                } else if let Some(events) = original.as_deref() {
+                    events.iter().for_each(|e| encoded.finalizers.push(e.finalizer().clone()));
+                    sluice_buffers::dlq::segment::encode_events(events, &mut encoded.bytes);
+                }
+                consumer.divert(Diverted::Encoded(encoded), &dead_letter).await;
+                continue;
+            }
+            let copy =
+                if i == last { original.take().unwrap_or_default() } else { original.clone().unwrap_or_default() };
             let rejected = match consumer.when_full {
                 WhenFull::Block => Self::place_blocking(consumer, copy, units, isolate).await,
                 // Memory first; what it has no room for goes to the disk stage, which blocks
