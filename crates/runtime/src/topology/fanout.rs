@@ -6,6 +6,11 @@
 //! resolved and counted (failed when the consumer is gone, discarded under `buffer_full` when
 //! the consumer chose `drop_newest`), never dropped silently.
 //!
+//! Isolation (G4): a sink whose buffer stays full for `stall_timeout` while a sibling accepts
+//! is diverted: its copies go to a task that writes them to its dead-letter queue. While it
+//! stays full and its DLQ stores on disk, no copy is made at all: the chunk is encoded for the
+//! DLQ's binary form from the events the siblings get, and only the finalizers are shared.
+//!
 //! Reload: the consumers sit behind an async lock that the owner takes once per chunk
 //! (uncontended: one atomic operation). A reload takes it through a [`FanoutHandle`] to add or
 //! remove consumers; while it holds the lock, the owner waits at its next chunk (lossless
