@@ -31,7 +31,8 @@ pub struct DecodeError {
     pub what: &'static str,
 }
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` as a LEB128 varint (the length and count prefix of this format).
+pub fn varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use sluice_core::LogEvent;
-use sluice_core::codec::{self, Secrets};
+use sluice_core::codec::{self, Secrets, varint};
 use sluice_core::json;
 
 /// How a segment's records are written.
@@ -205,18 +205,6 @@ pub fn retain(format: Format, data: &[u8], keep: impl Fn(u32) -> bool) -> Vec<u8
         }
     }
     out
-}
-
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// The complete lines of a segment's contents, and whether a torn tail follows them.

@@ -81,39 +81,42 @@ enum Diverted {
     Encoded(Encoded),
 }
 
+impl Diverted {
+    fn len(&self) -> usize {
+        match self {
+            Self::Events(events) => events.len(),
+            Self::Encoded(encoded) => encoded.count,
+        }
+    }
+
+    /// Adds `other` to this write if it is of the same kind; gives it back otherwise.
+    fn absorb(&mut self, other: Diverted) -> Option<Diverted> {
+        match (self, other) {
+            (Self::Events(events), Self::Events(more)) => events.extend(more),
+            (Self::Encoded(encoded), Self::Encoded(more)) => encoded.extend(more),
+            (_, other) => return Some(other),
+        }
+        None
+    }
+}
+
 /// Writes a stalled sink's copies to its dead-letter queue, several chunks per write (and
 /// fsync), so the fan-out hands them over and goes on with the siblings.
 async fn divert(mut rx: tokio::sync::mpsc::Receiver<Diverted>, dead_letter: Arc<dyn DeadLetterQueue>, message: String) {
-    let failure = || Failure::now(DeadLetterReason::Stalled, message.clone(), None);
     let mut next = rx.recv().await;
-    while let Some(first) = next.take() {
-        match first {
-            Diverted::Events(mut events) => {
-                while events.len() < DIVERSION_BATCH_EVENTS {
-                    match rx.try_recv() {
-                        Ok(Diverted::Events(more)) => events.extend(more),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                dead_letter.submit(events, failure()).await;
+    while let Some(mut write) = next.take() {
+        while write.len() < DIVERSION_BATCH_EVENTS
+            && let Ok(more) = rx.try_recv()
+        {
+            next = write.absorb(more);
+            if next.is_some() {
+                break;
             }
-            Diverted::Encoded(mut encoded) => {
-                while encoded.count < DIVERSION_BATCH_EVENTS {
-                    match rx.try_recv() {
-                        Ok(Diverted::Encoded(more)) => encoded.extend(more),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                dead_letter.submit_encoded(encoded, failure()).await;
-            }
+        }
+        let failure = Failure::now(DeadLetterReason::Stalled, message.clone(), None);
+        match write {
+            Diverted::Events(events) => dead_letter.submit(events, failure).await,
+            Diverted::Encoded(encoded) => dead_letter.submit_encoded(encoded, failure).await,
         }
         if next.is_none() {
             next = rx.recv().await;
