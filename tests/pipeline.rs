@@ -403,19 +403,7 @@ path = "{dir}/odd.jsonl"
 encoding.codec = "json"
 "#,
     );
-    let mut command = common::sluice();
-    command.args(["--threads", "4"]);
-    let mut child = command
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger-json")
-        .arg(case.path("ledger.json"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let mut input = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
-    std::io::Write::write_all(&mut input, &stdin).unwrap_or_else(|e| panic!("write stdin: {e}"));
+    let child = case.spawn_feeding(&config, &["--threads", "4"], &stdin);
     // Both sources run at once; the file source never ends by itself.
     let expected = (0..n).filter(|i| i % 10 != 3).count() + (0..n / 3).filter(|i| i % 10 != 3).count();
     let out = |name: &str| std::fs::read_to_string(case.path(name)).unwrap_or_default();
@@ -424,7 +412,6 @@ encoding.codec = "json"
         assert!(std::time::Instant::now() < deadline, "not every event arrived");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    drop(input);
     // The file source runs until told to stop.
     let (code, stderr) = common::terminate(child);
     assert_eq!(code, Some(0), "stderr: {stderr}");

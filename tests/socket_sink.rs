@@ -47,24 +47,14 @@ fn a_destination_down_at_first_gets_everything_once_it_listens() {
     let port = common::free_port();
     let case = Case::new();
     let config = config(&case, &format!("mode = \"tcp\"\naddress = \"127.0.0.1:{port}\""));
-    let mut child = common::sluice()
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger-json")
-        .arg(case.path("ledger.json"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, input(100).as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    }
+    let child = case.spawn_feeding(&config, &[], input(100).as_bytes());
     // The first attempts find nothing listening; the retries then find the listener.
     std::thread::sleep(Duration::from_secs(2));
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
     let lines = read_lines(listener, 100).join().unwrap_or_default();
+    let pid = child.id();
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{}", common::stderr_of(pid));
     assert_eq!(lines.len(), 100);
     let ledger = case.ledger();
     common::assert_ledger_balanced(&ledger);

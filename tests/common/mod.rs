@@ -70,6 +70,17 @@ impl Case {
     pub fn spawn_with(&self, config: &Path, args: &[&str]) -> Child {
         background(sluice().arg("--config").arg(config).arg("--ledger-json").arg(self.path("ledger.json")).args(args))
     }
+
+    /// Starts `sluice` in the background (more `args` first) with `input` on its stdin, which
+    /// is then closed: the stdin source ends, other sources go on.
+    pub fn spawn_feeding(&self, config: &Path, args: &[&str], input: &[u8]) -> Child {
+        let mut command = sluice();
+        command.args(args).arg("--config").arg(config).arg("--ledger-json").arg(self.path("ledger.json"));
+        let mut child = spawn_in_background(&mut command, Stdio::piped());
+        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+        stdin.write_all(input).unwrap_or_else(|e| panic!("write stdin: {e}"));
+        child
+    }
 }
 
 /// Runs `command` (the sluice binary, its environment set by the caller) on `config` with
@@ -216,8 +227,12 @@ static STDERR: std::sync::Mutex<BTreeMap<u32, std::thread::JoinHandle<Vec<u8>>>>
 /// Spawns `command` in the background: no stdin, stdout discarded, stderr kept for
 /// [`terminate`] (or [`stderr_of`]).
 pub fn background(command: &mut Command) -> Child {
+    spawn_in_background(command, Stdio::null())
+}
+
+fn spawn_in_background(command: &mut Command, stdin: Stdio) -> Child {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
