@@ -191,6 +191,19 @@ uri = "http://127.0.0.1:{api_intake}/ingest"
 encoding.codec = "json"
 framing.method = "newline_delimited"
 """,
+    # The same with http_server's default decoding: each line one event, its text the message.
+    "http_http_raw": """
+[sources.in]
+type = "http_server"
+address = "127.0.0.1:{listen}"
+{acks}
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{api_intake}/ingest"
+encoding.codec = "json"
+framing.method = "newline_delimited"
+""",
     # The same as stdin_http, over TLS: the intake serves HTTPS with a CA the harness makes.
     "stdin_https": """
 [sources.in]
