@@ -191,19 +191,6 @@ uri = "http://127.0.0.1:{api_intake}/ingest"
 encoding.codec = "json"
 framing.method = "newline_delimited"
 """,
-    # The same with http_server's default decoding: each line one event, its text the message.
-    "http_http_raw": """
-[sources.in]
-type = "http_server"
-address = "127.0.0.1:{listen}"
-{acks}
-[sinks.out]
-type = "http"
-inputs = ["in"]
-uri = "http://127.0.0.1:{api_intake}/ingest"
-encoding.codec = "json"
-framing.method = "newline_delimited"
-""",
     # The same as stdin_http, over TLS: the intake serves HTTPS with a CA the harness makes.
     "stdin_https": """
 [sources.in]
@@ -318,6 +305,8 @@ glob_minimum_cooldown_ms = 100
 type = "blackhole"
 inputs = ["in"]
 """
+# http_http with http_server's default decoding: each line one event, its text the message.
+SCENARIOS["http_http_raw"] = SCENARIOS["http_http"].replace('decoding.codec = "json"\n', "")
 SCENARIOS["file_blackhole"] = FILES
 SCENARIOS["file_blackhole_100"] = FILES
 FILE_COUNTS = {"file_blackhole": 1, "file_blackhole_100": 100, "kubernetes_blackhole": 0}
