@@ -189,7 +189,8 @@ impl Decoder {
                 Ok(())
             }
             DecodingCodec::Json => {
-                let value: Value = serde_json::from_slice(&frame).map_err(|e| format!("invalid JSON: {e}"))?;
+                // Strings are slices of the frame, which the event would hold anyway.
+                let value = sluice_core::json::parse(frame).map_err(|e| format!("invalid JSON: {e}"))?;
                 match value {
                     Value::Object(_) => {
                         out.push(self.finish_json(value, template));

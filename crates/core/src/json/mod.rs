@@ -1,7 +1,15 @@
-//! A direct JSON writer for VRL values: the same bytes `serde_json::to_writer` produces for a
+//! JSON and VRL values, both ways, on the hot path.
+//!
+//! Writing: a direct writer producing the same bytes `serde_json::to_writer` produces for a
 //! `vrl::value::Value` (checked by a test), without going through serde's data model. JSON
 //! encoding is the largest cost in most sinks, so it is worth the hundred lines.
+//!
+//! Reading ([`parse`]): the value `serde_json` deserializes into a `Value`, but with every
+//! string that needs no unescaping a slice of the input instead of a copy.
 
+mod parse;
+
+pub use parse::{parse, parse_text};
 use vrl::value::Value;
 
 /// serde_json's escape classes: 0 = as is, b'u' = \u00XX, anything else = backslash + that byte.
