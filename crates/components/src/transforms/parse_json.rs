@@ -165,14 +165,19 @@ mod tests {
     }
 
     /// `message` as bytes and, when it is UTF-8, as a VRL string: every program gives the same
-    /// outcome with either function.
-    fn assert_same(both: &Both, message: &[u8]) {
+    /// outcome with either function. With `max_depth` both run VRL's code, whose error for a
+    /// document with several faults depends on a `HashMap`'s order, so the fuzz target
+    /// (`every_program = false`) leaves that program out.
+    fn assert_same(both: &Both, message: &[u8], every_program: bool) {
         let mut messages = vec![Value::Bytes(bytes::Bytes::copy_from_slice(message))];
         if let Ok(text) = std::str::from_utf8(message) {
             messages.push(Value::from(text));
         }
         for value in &messages {
             for (i, (ours, vrl)) in both.ours.iter().zip(&both.vrl).enumerate() {
+                if !every_program && PROGRAMS[i].contains("max_depth") {
+                    continue;
+                }
                 assert_eq!(outcome(ours, value), outcome(vrl, value), "{} on {value:?}", PROGRAMS[i]);
             }
         }
@@ -198,7 +203,7 @@ mod tests {
         let mut cases = seeds();
         cases.extend([b"".to_vec(), b"{ INVALID }".to_vec(), b"{\"a\":1} x".to_vec(), b"\xef\xbb\xbf{}".to_vec()]);
         for case in cases {
-            assert_same(&both, &case);
+            assert_same(&both, &case, true);
         }
     }
 
@@ -224,7 +229,7 @@ mod tests {
             1 => proptest::collection::vec(prop_oneof![any::<u8>(), Just(b'"'), Just(b'{'), Just(b'\\')], 0..80),
         ]) {
             thread_local!(static BOTH: Both = both());
-            BOTH.with(|both| assert_same(both, &message));
+            BOTH.with(|both| assert_same(both, &message, false));
         }
     }
 }
