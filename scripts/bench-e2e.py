@@ -531,9 +531,11 @@ def stop_intake(proc, d: str, events: int):
     if proc.wait(timeout=120) != 0:
         sys.exit(f"intake: exit {proc.returncode}\n{proc.stderr.read().decode(errors='replace')}")
     ledger = json.loads((Path(d) / "intake-ledger.json").read_text())
+    if not ledger["balanced"]:
+        sys.exit(f"intake: ledger does not balance: {ledger}")
     received = next(c for c in ledger["components"] if c["id"] == "out")["sent"]
     if received != events:
-        sys.exit(f"intake received {received} of {events} events")
+        sys.exit(f"intake received {received} of {events} events; its ledger: {ledger}")
 
 
 def silent_listener():
