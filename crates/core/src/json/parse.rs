@@ -24,9 +24,7 @@ use vrl::value::{KeyString, ObjectMap, Value};
 /// serde_json checks no string again) its unescaped strings are slices of it; when it is not,
 /// serde_json reads the bytes as `from_slice` does, errors included.
 pub fn parse(json: Bytes) -> Result<Value, serde_json::Error> {
-    if simdutf8::basic::from_utf8(&json).is_ok()
-        && let Ok(text) = ByteString::try_from(json.clone())
-    {
+    if let Ok(text) = ByteString::try_from(json.clone()) {
         return parse_text(&text);
     }
     let mut de = serde_json::Deserializer::from_slice(&json);
