@@ -479,3 +479,51 @@ buffer.max_size = 10000000
     let delivered: BTreeSet<String> = intake.accepted_lines().into_iter().collect();
     assert_eq!(delivered.len() as u64, kept, "every event kept on disk, after the restart");
 }
+
+/// Every source finished (stdin at its end) while the destination is down: what the sink
+/// could not deliver within its drain time stays in the disk buffer, untried events and
+/// cut-short retries alike (none dead-lettered, exit 0), and the next start delivers them.
+#[test]
+fn a_finished_source_leaves_what_the_drain_could_not_deliver_on_disk() {
+    let case = Case::new();
+    let destination = free_port();
+    let config = case.config(&format!(
+        r#"
+data_dir = "{{dir}}/data"
+[sources.in]
+type = "stdin"
+[sinks.out]
+type = "http"
+inputs = ["in"]
+uri = "http://127.0.0.1:{destination}/"
+encoding.codec = "text"
+batch.max_events = 10
+request.concurrency = 1
+buffer.type = "disk"
+buffer.max_size = 10000000
+"#
+    ));
+    let run = |input: &[u8]| {
+        let mut command = common::sluice();
+        command.args(["--graceful-shutdown-limit-secs", "2"]);
+        common::run_sluice(command, &config, Some(&case.path("ledger.json")), input)
+    };
+    let input: String = (0..500).map(|i| format!("e{i:03}\n")).collect();
+    let output = run(input.as_bytes());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "events kept on disk are safe: {stderr}");
+    let ledger = case.ledger();
+    let out = common::component(&ledger, "out");
+    assert_eq!(out["dead_lettered"], 0, "nothing dead-lettered untried: {out:#}");
+    assert_eq!(out["buffer_on_disk_events"], 500, "{out:#}");
+    assert_eq!(out["in_flight"], 500, "kept on disk: in flight, and a clean exit");
+    assert!(stderr.contains("stay in this sink's disk buffer"), "{stderr}");
+
+    let intake = Intake::on_port(destination, |_, _, _| 200);
+    let output = run(b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let delivered: BTreeSet<String> = intake.accepted_lines().into_iter().collect();
+    assert_eq!(delivered.len(), 500, "every event kept on disk, after the restart");
+    common::assert_ledger_balanced(&case.ledger());
+}

@@ -312,11 +312,11 @@ pub struct SinkContext {
     /// Fires when shutdown starts; the sink then has `drain_limit` to settle everything.
     pub shutdown: ShutdownSignal,
     pub drain_limit: std::time::Duration,
-    /// Sinks whose every event comes from their disk buffer: fires when shutdown was asked
-    /// for (a signal). Events the sink cannot deliver in the drain time then go back to the
-    /// buffer (resolved as failed, so their records stay on disk for the next start) rather
-    /// than to the dead-letter queue.
-    pub disk_backed: Option<ShutdownSignal>,
+    /// The sink's every event comes from its disk buffer. Events the shutdown cuts short
+    /// (the drain time ran out, whether a signal or the sources' end started it) then go back
+    /// to the buffer (resolved as failed, so their records stay on disk for the next start)
+    /// rather than to the dead-letter queue: they were never undeliverable.
+    pub disk_backed: bool,
     /// `healthcheck.uri`: where a sink that takes one (`http`) checks, when set.
     pub healthcheck_uri: Option<String>,
 }

@@ -330,7 +330,7 @@ impl Topology {
             dead_letter,
             shutdown: signal,
             drain_limit: self.options.graceful_shutdown_limit,
-            disk_backed: disk_backed.then(|| interrupted.clone()),
+            disk_backed,
             healthcheck_uri: c.healthcheck.uri.clone(),
         };
         let AnyConfig::Sink(config) = config else {
@@ -471,6 +471,15 @@ impl Topology {
             live.input = None;
         }
         self.ports.clear();
+    }
+
+    /// Disk buffers stop handing out their backlog: what they hold stays on disk for the
+    /// next start (the drain time after the sources' end ran out).
+    pub fn keep_disk_backlogs(&mut self) {
+        self.interrupted = true;
+        for interrupt in self.live.values().filter_map(|live| live.interrupt.as_ref()) {
+            interrupt.trigger();
+        }
     }
 
     /// Aborts every DLQ housekeeping task (the end of the run).

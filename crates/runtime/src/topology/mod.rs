@@ -233,12 +233,26 @@ pub async fn run(
     topology.shut_down(interrupted);
     let limit = options.graceful_shutdown_limit;
     let diversions = topology.diversions.clone();
+    // When the sources' end started the drain, disk buffers are drained like memory ones, but
+    // only for the sinks' drain time (half the limit): past it, what a disk buffer still holds
+    // stays there for the next start, as after a signal, instead of being cut short untried.
+    let mut keep_backlogs = std::pin::pin!(tokio::time::sleep(limit / 2));
+    let mut backlogs_kept = interrupted;
     let drained = tokio::time::timeout(limit, async {
         while let Some(result) = topology.sources.join_next_with_id().await {
             record(&topology.names, &mut failed_components, result);
         }
-        while let Some(result) = topology.others.join_next_with_id().await {
-            record(&topology.names, &mut failed_components, result);
+        loop {
+            tokio::select! {
+                next = topology.others.join_next_with_id() => match next {
+                    Some(result) => record(&topology.names, &mut failed_components, result),
+                    None => break,
+                },
+                () = &mut keep_backlogs, if !backlogs_kept => {
+                    topology.keep_disk_backlogs();
+                    backlogs_kept = true;
+                }
+            }
         }
         // Stalled sinks' copies still on their way to the dead-letter queue.
         diversions.join().await;

@@ -609,8 +609,8 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
                     shared.cx.ledger.sent_bytes(bytes * delivered.len() / total);
                     settle_delivered(shared, delivered);
                     for (event, reason) in discarded {
-                        event.resolve(Outcome::Discarded);
                         shared.cx.ledger.discarded(1, reason, true);
+                        event.resolve(Outcome::Discarded);
                     }
                     for (event, status, message) in failed {
                         let failure = failure(DeadLetterReason::Permanent, status, message, retries + 1);
@@ -717,12 +717,12 @@ fn deliver<'a, S: Service>(shared: &'a Shared<S>, mut batch: Batch) -> BoxFuture
     })
 }
 
-/// Events the shutdown cut short: back to the disk buffer they came from when sluice was
-/// asked to stop (resolved as failed, so their records stay on disk and are delivered after
-/// the next start; they stay in flight in the ledger, counted as kept on disk), else to the
+/// Events the shutdown cut short: back to the disk buffer they came from, if the sink reads
+/// one (resolved as failed, so their records stay on disk and are delivered after the next
+/// start; they stay in flight in the ledger, counted as kept on disk), else to the
 /// dead-letter queue.
 async fn cut_short_at_shutdown<S: Service>(shared: &Shared<S>, events: Vec<LogEvent>, failure: Failure) {
-    if shared.cx.disk_backed.as_ref().is_some_and(|interrupt| interrupt.is_triggered()) {
+    if shared.cx.disk_backed {
         let n = events.len();
         resolve_all(events, Outcome::Failed);
         tracing::info!(
@@ -752,8 +752,9 @@ fn settle_delivered<S: Service>(shared: &Shared<S>, mut events: Vec<LogEvent>) {
         finalizers.push(event.take_finalizer());
     }
     drop(events);
-    finalizers.resolve(Outcome::Delivered);
+    // Counted before the sources hear of it: a sender answered must find it in /metrics.
     shared.cx.ledger.sent(n);
+    finalizers.resolve(Outcome::Delivered);
 }
 
 #[cfg(test)]

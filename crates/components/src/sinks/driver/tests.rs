@@ -119,7 +119,7 @@ fn harness() -> Harness {
         dead_letter: dlq.clone(),
         shutdown: sluice_core::shutdown::ShutdownSignal::never(),
         drain_limit: Duration::from_secs(60),
-        disk_backed: None,
+        disk_backed: false,
         healthcheck_uri: None,
     };
     Harness { ledger, dlq, cx: Some(cx) }
