@@ -52,21 +52,22 @@ impl Pending {
     /// Resolves every event with `outcome` and counts it in the ledger.
     pub fn settle(self, ledger: &ComponentLedger, outcome: Outcome) {
         let n = self.events;
-        self.finalizers.resolve(outcome);
+        // Counted before the sources hear of it: a sender answered must find it in /metrics.
         match outcome {
             Outcome::Delivered => ledger.sent(n),
             Outcome::Stored => ledger.dead_lettered(n, "stored"),
             Outcome::Failed => ledger.errored(n),
             Outcome::Discarded => ledger.discarded(n, "sink", true),
         }
+        self.finalizers.resolve(outcome);
     }
 }
 
 /// An event the sink cannot encode: resolved as failed and counted.
 pub(crate) fn reject(ledger: &ComponentLedger, mut event: LogEvent, reason: &'static str, error: &str) {
-    event.take_finalizer().resolve(Outcome::Failed);
     ledger.errored(1);
     ledger.error(reason, "processing");
+    event.take_finalizer().resolve(Outcome::Failed);
     static LOG: LogLimit = LogLimit::new(log_limit::INTERVAL);
     if let Some(folded) = LOG.admit() {
         tracing::error!(

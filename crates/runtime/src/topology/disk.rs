@@ -147,9 +147,9 @@ async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender<Chunk>, ledger: 
                 if stored {
                     finalizers.resolve(Outcome::Stored);
                 } else {
-                    finalizers.resolve(Outcome::Failed);
                     ledger.errored(n);
                     ledger.error("buffer_write_failed", "receiving");
+                    finalizers.resolve(Outcome::Failed);
                     tracing::error!(
                         component_id = ledger.id(),
                         events = n,
