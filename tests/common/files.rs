@@ -140,13 +140,21 @@ pub fn write_agent_logs(agents: &[Case], per_agent: usize) -> Vec<std::thread::J
 /// Whether every line of every agent's `logs/app.log` is among the events in `out`, told
 /// apart by their `file` field: all there, no gap.
 pub fn every_agent_line_in(agents: &[Case], out: &Path, per_agent: usize) -> bool {
+    missing_agent_lines(agents, out, per_agent).iter().all(Vec::is_empty)
+}
+
+/// For each agent, the numbers of its lines not among the events in `out`.
+pub fn missing_agent_lines(agents: &[Case], out: &Path, per_agent: usize) -> Vec<Vec<usize>> {
     let events = json_lines(out);
-    agents.iter().all(|agent| {
-        let file = agent.path("logs").join("app.log").display().to_string();
-        let seen: std::collections::BTreeSet<&str> =
-            events.iter().filter(|e| e["file"] == file.as_str()).filter_map(|e| e["message"].as_str()).collect();
-        seen.len() == per_agent
-    })
+    agents
+        .iter()
+        .map(|agent| {
+            let file = agent.path("logs").join("app.log").display().to_string();
+            let seen: std::collections::BTreeSet<&str> =
+                events.iter().filter(|e| e["file"] == file.as_str()).filter_map(|e| e["message"].as_str()).collect();
+            (0..per_agent).filter(|n| !seen.contains(format!("app-l{n:05}").as_str())).collect()
+        })
+        .collect()
 }
 
 /// `kill -9` once `out` holds `lines` lines.
@@ -176,6 +184,13 @@ pub fn kill_aggregator_midway(
     }
     let restarted = aggregator.spawn(config);
     let complete = wait_until(Duration::from_secs(90), || every_agent_line_in(agents, &out, per_agent));
+    if !complete {
+        // Which lines: a gap (lost) reads differently from a tail (still coming).
+        for (i, missing) in missing_agent_lines(agents, &out, per_agent).iter().enumerate() {
+            let shown: Vec<_> = missing.iter().take(20).collect();
+            eprintln!("agent {i}: {} lines missing, first {shown:?}, last {:?}", missing.len(), missing.last());
+        }
+    }
     stop(restarted);
     for agent in agent_children {
         stop(agent);
