@@ -503,13 +503,13 @@ buffer.type = "disk"
 buffer.max_size = 10000000
 "#
     ));
-    let run = |input: &[u8]| {
+    let run = |input: &[u8], limit_secs: &str| {
         let mut command = common::sluice();
-        command.args(["--graceful-shutdown-limit-secs", "2"]);
+        command.args(["--graceful-shutdown-limit-secs", limit_secs]);
         common::run_sluice(command, &config, Some(&case.path("ledger.json")), input)
     };
     let input: String = (0..500).map(|i| format!("e{i:03}\n")).collect();
-    let output = run(input.as_bytes());
+    let output = run(input.as_bytes(), "2");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "events kept on disk are safe: {stderr}");
     let ledger = case.ledger();
@@ -520,7 +520,8 @@ buffer.max_size = 10000000
     assert!(stderr.contains("stay in this sink's disk buffer"), "{stderr}");
 
     let intake = Intake::on_port(destination, |_, _, _| 200);
-    let output = run(b"");
+    // A drain that can deliver ends as soon as it has: the limit only bounds it.
+    let output = run(b"", "60");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let delivered: BTreeSet<String> = intake.accepted_lines().into_iter().collect();
