@@ -131,6 +131,9 @@ pub fn probe(
 
 /// Moves chunks from the memory channel into the log.
 async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender<Chunk>, ledger: Arc<ComponentLedger>) {
+    // Each payload is sized from the last one's bytes per event (and a little more), so a
+    // record is encoded without growing (a copy of all of it) and without doubling its size.
+    let mut bytes_per_event = 256;
     while let Some(mut chunk) = input.recv().await {
         while !chunk.is_empty() {
             let rest = if chunk.len() > MAX_RECORD_EVENTS { chunk.split_off(MAX_RECORD_EVENTS) } else { Vec::new() };
@@ -139,8 +142,9 @@ async fn write(mut input: MemoryReceiver<Chunk>, tx: DiskSender<Chunk>, ledger: 
             for event in &mut chunk {
                 finalizers.push(event.take_finalizer());
             }
-            let mut payload = Vec::with_capacity(n * 256);
+            let mut payload = Vec::with_capacity(n * bytes_per_event + 16);
             codec::encode_chunk(&chunk, &mut payload);
+            bytes_per_event = payload.len() / n.max(1) + 32;
             let kept = std::mem::replace(&mut chunk, rest);
             let ledger = ledger.clone();
             let done = Box::new(move |stored: bool| {
