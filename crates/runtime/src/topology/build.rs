@@ -462,19 +462,18 @@ impl Topology {
     /// Shutdown: sources stop, sinks' drain time starts, and (on a signal) disk buffers keep
     /// their backlog. The kept input senders go: channels close as their upstreams finish.
     pub fn shut_down(&mut self, interrupted: bool) {
-        self.interrupted |= interrupted;
         for live in self.live.values_mut() {
             live.shutdown.trigger();
-            if interrupted && let Some(interrupt) = &live.interrupt {
-                interrupt.trigger();
-            }
             live.input = None;
         }
         self.ports.clear();
+        if interrupted {
+            self.keep_disk_backlogs();
+        }
     }
 
     /// Disk buffers stop handing out their backlog: what they hold stays on disk for the
-    /// next start (the drain time after the sources' end ran out).
+    /// next start (on a signal, or once the drain time after the sources' end ran out).
     pub fn keep_disk_backlogs(&mut self) {
         self.interrupted = true;
         for interrupt in self.live.values().filter_map(|live| live.interrupt.as_ref()) {
