@@ -297,6 +297,10 @@ fn a_group_member_killed_mid_run_loses_nothing_and_duplicates_only_what_it_held(
             ))
         })
         .collect();
+    // The restarted member is stopped with SIGTERM at the end, maybe soon after its start:
+    // its API port being up says it listens for the signal (a process that does not yet is
+    // killed by it, and exits without a code).
+    let api = common::enable_api(&configs[0]);
     // Info-level logs show each member's rebalances when this fails.
     let spawn = |i: usize| {
         common::background(
@@ -342,6 +346,7 @@ fn a_group_member_killed_mid_run_loses_nothing_and_duplicates_only_what_it_held(
     let taken_over = common::files::wait_until(Duration::from_secs(60), || distinct() == total / 2);
     broker.produce_lines("events", "e-", total / 2..total);
     children[0] = Some(spawn(0));
+    common::wait_for_port(api, Duration::from_secs(30));
     let all = taken_over && common::files::wait_until(Duration::from_secs(120), || distinct() == total);
     let killed = common::stderr_of(killed_pid);
     let logs: Vec<String> = children
