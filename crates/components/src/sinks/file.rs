@@ -138,11 +138,18 @@ struct OpenFile {
 }
 
 impl OpenFile {
-    fn open(path: &Path, compression: Compression) -> std::io::Result<Self> {
+    /// Opens `path` for appending. A plain file whose last record has no `delimiter` was
+    /// cut short (a crash or a failed write in the middle of a write): the delimiter is
+    /// added first, so the torn record stays a line of its own instead of swallowing the
+    /// next one, which may be the same event sent again.
+    fn open(path: &Path, compression: Compression, delimiter: Option<u8>) -> std::io::Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(path)?;
+        if let (Compression::None, Some(delimiter)) = (compression, delimiter) {
+            end_torn_record(&mut file, path, delimiter)?;
+        }
         let writer = match compression {
             Compression::None => Writer::Plain(file),
             Compression::Gzip => Writer::Gzip(Box::new(GzEncoder::new(file, flate2::Compression::default()))),
@@ -175,17 +182,33 @@ struct Group {
     result: std::io::Result<()>,
 }
 
+/// Adds `delimiter` to a non-empty file that does not end with it.
+fn end_torn_record(file: &mut std::fs::File, path: &Path, delimiter: u8) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8];
+    if len == 0 || (file.read_exact_at(&mut last, len - 1).is_ok() && last[0] == delimiter) {
+        return Ok(());
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "The file ends in a partial record (a crash or a failed write); ending it before appending."
+    );
+    file.write_all(&[delimiter])
+}
+
 fn write_groups(
     files: &mut HashMap<PathBuf, OpenFile>,
     groups: &mut [Group],
     compression: Compression,
+    delimiter: Option<u8>,
     idle: Duration,
 ) {
     for group in groups.iter_mut() {
         let file = match files.entry(group.path.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => {
-                OpenFile::open(&group.path, compression).map(|f| e.insert(f))
+                OpenFile::open(&group.path, compression, delimiter).map(|f| e.insert(f))
             }
         };
         group.result = file.and_then(|f| f.write(&group.data));
@@ -268,7 +291,7 @@ impl Sink for FileSink {
                 }
                 let compression = config.compression;
                 let (back, groups) = blocking(files, move |f| {
-                    write_groups(f, &mut groups, compression, idle);
+                    write_groups(f, &mut groups, compression, delimiter, idle);
                     groups
                 })
                 .await;
@@ -328,6 +351,25 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_record_is_ended_before_appending() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("out.log");
+        std::fs::write(&path, b"{\"a\":1}\n{\"a\":").unwrap_or_else(|e| panic!("{e}"));
+        let mut file = OpenFile::open(&path, Compression::None, Some(b'\n')).unwrap_or_else(|e| panic!("{e}"));
+        file.write(b"{\"a\":2}\n").unwrap_or_else(|e| panic!("{e}"));
+        drop(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, "{\"a\":1}\n{\"a\":\n{\"a\":2}\n", "the appended record is a line of its own");
+        // A whole file, or an empty one, is left as it is.
+        let mut file = OpenFile::open(&path, Compression::None, Some(b'\n')).unwrap_or_else(|e| panic!("{e}"));
+        file.write(b"x\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), format!("{text}x\n"));
+        let empty = dir.path().join("empty.log");
+        drop(OpenFile::open(&empty, Compression::None, Some(b'\n')).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(std::fs::metadata(&empty).map(|m| m.len()).unwrap_or(9), 0);
+    }
 
     #[test]
     fn rendered_paths_cannot_escape() {
